@@ -1,0 +1,426 @@
+//! JSON Web Key Sets for signature verification: RFC 7517 §4–5, with the key
+//! types and algorithms of RFC 7518 §3 / §6 and RFC 8037 (OKP, Ed25519).
+//!
+//! Loading is deliberately forgiving of the set and strict about each key: an
+//! authorization server may publish encryption keys, keys of types we do not
+//! support, or keys for other algorithms next to the one we need, and none of
+//! that should take the gate down. A key is kept only when it is a public
+//! signing key of a supported type and size; everything else is skipped and
+//! counted so the log can say why a kid was not found.
+
+use std::fmt;
+
+use ed25519_dalek::VerifyingKey as Ed25519Key;
+use jwt_compact::alg::RsaPublicKey;
+use jwt_compact::jwk::JsonWebKey;
+use p256::ecdsa::VerifyingKey as P256Key;
+use rsa::traits::PublicKeyParts;
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Most keys a set may hold; a larger set is refused as a whole, which bounds
+/// the work a hostile or broken JWKS endpoint can cause.
+pub const MAX_KEYS_PER_SET: usize = 100;
+/// RSA moduli below this are refused (RFC 7518 §3.3, RFC 8725 §3.5).
+pub const MIN_RSA_BITS: usize = 2048;
+/// RSA moduli above this are refused: verification cost grows with the size.
+pub const MAX_RSA_BITS: usize = 4096;
+
+/// The JWS algorithms the gate can verify (RFC 7518 §3.1, RFC 8037 §3.1).
+/// `none` and the HMAC family are absent by construction: a gate holding only
+/// public keys must never accept a symmetric signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum JwsAlgorithm {
+    /// RSASSA-PKCS1-v1_5 with SHA-256.
+    Rs256,
+    /// RSASSA-PKCS1-v1_5 with SHA-384.
+    Rs384,
+    /// RSASSA-PKCS1-v1_5 with SHA-512.
+    Rs512,
+    /// RSASSA-PSS with SHA-256.
+    Ps256,
+    /// RSASSA-PSS with SHA-384.
+    Ps384,
+    /// RSASSA-PSS with SHA-512.
+    Ps512,
+    /// ECDSA on P-256 with SHA-256.
+    Es256,
+    /// EdDSA; this gate supports the Ed25519 curve only.
+    EdDsa,
+}
+
+impl JwsAlgorithm {
+    /// Every supported algorithm, in a stable order.
+    pub const ALL: [JwsAlgorithm; 8] = [
+        Self::Rs256,
+        Self::Rs384,
+        Self::Rs512,
+        Self::Ps256,
+        Self::Ps384,
+        Self::Ps512,
+        Self::Es256,
+        Self::EdDsa,
+    ];
+
+    /// The `alg` header value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Rs256 => "RS256",
+            Self::Rs384 => "RS384",
+            Self::Rs512 => "RS512",
+            Self::Ps256 => "PS256",
+            Self::Ps384 => "PS384",
+            Self::Ps512 => "PS512",
+            Self::Es256 => "ES256",
+            Self::EdDsa => "EdDSA",
+        }
+    }
+
+    /// Parses an `alg` value; exact and case-sensitive (RFC 7515 §4.1.1).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|alg| alg.name() == name)
+    }
+
+    /// Whether a key of this kind can verify signatures of this algorithm.
+    pub fn fits(self, key: &PublicKey) -> bool {
+        matches!(
+            (self, key),
+            (
+                Self::Rs256 | Self::Rs384 | Self::Rs512 | Self::Ps256 | Self::Ps384 | Self::Ps512,
+                PublicKey::Rsa(_)
+            ) | (Self::Es256, PublicKey::P256(_))
+                | (Self::EdDsa, PublicKey::Ed25519(_))
+        )
+    }
+}
+
+impl fmt::Display for JwsAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A parsed public verification key.
+#[derive(Clone)]
+pub enum PublicKey {
+    /// RSA, 2048 to 4096 bits, odd exponent above 1.
+    Rsa(RsaPublicKey),
+    /// A point on P-256 (validated on parse).
+    P256(P256Key),
+    /// An Ed25519 point that is not of small order.
+    Ed25519(Ed25519Key),
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Rsa(key) => write!(f, "Rsa({} bits)", key.n().bits()),
+            Self::P256(_) => f.write_str("P256"),
+            Self::Ed25519(_) => f.write_str("Ed25519"),
+        }
+    }
+}
+
+/// One usable key from a JWKS.
+#[derive(Debug, Clone)]
+pub struct VerificationKey {
+    /// `kid`, when the set gives one.
+    pub kid: Option<String>,
+    /// `alg`, when the set pins the key to one algorithm.
+    pub alg: Option<JwsAlgorithm>,
+    /// The key material.
+    pub key: PublicKey,
+}
+
+impl VerificationKey {
+    /// Whether this key may verify a token signed with `alg`: the key type must
+    /// fit the algorithm, and a key pinned to an algorithm serves only that one.
+    pub fn accepts(&self, alg: JwsAlgorithm) -> bool {
+        alg.fits(&self.key) && self.alg.is_none_or(|pinned| pinned == alg)
+    }
+}
+
+/// Why a key was left out of a set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    /// Not a JSON object, or a member of the wrong type.
+    Malformed,
+    /// `use` other than `sig`, or `key_ops` without `verify`.
+    NotForVerification,
+    /// Private or symmetric key material present.
+    CarriesSecret,
+    /// `kty` or `crv` this gate does not verify with.
+    UnsupportedType,
+    /// `alg` unknown, unsupported, or contradicting the key type.
+    AlgorithmMismatch,
+    /// Key material invalid or too weak: RSA size or exponent, off-curve
+    /// point, small-order Ed25519 point.
+    WeakOrInvalid,
+}
+
+/// A loaded key set: the usable keys in document order.
+#[derive(Debug, Clone, Default)]
+pub struct KeySet {
+    keys: Vec<VerificationKey>,
+    skipped: Vec<SkipReason>,
+}
+
+/// Why a JWKS document as a whole is unusable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JwksError {
+    /// Not JSON, or not an object with a `keys` array.
+    NotAKeySet,
+    /// More than [`MAX_KEYS_PER_SET`] entries.
+    TooManyKeys,
+}
+
+impl fmt::Display for JwksError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::NotAKeySet => "document is not a JWK Set",
+            Self::TooManyKeys => "JWK Set holds too many keys",
+        })
+    }
+}
+
+/// Members whose presence marks private or symmetric key material
+/// (RFC 7518 §6.2.2, §6.3.2, §6.4; RFC 8037 §2).
+const SECRET_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
+
+impl KeySet {
+    /// Parses a JWK Set document (RFC 7517 §5), keeping usable keys only.
+    pub fn parse(document: &[u8]) -> Result<Self, JwksError> {
+        #[derive(Deserialize)]
+        struct Document {
+            keys: Vec<Value>,
+        }
+        let document: Document =
+            serde_json::from_slice(document).map_err(|_| JwksError::NotAKeySet)?;
+        if document.keys.len() > MAX_KEYS_PER_SET {
+            return Err(JwksError::TooManyKeys);
+        }
+        let mut set = KeySet::default();
+        for entry in &document.keys {
+            match load_key(entry) {
+                Ok(key) => set.keys.push(key),
+                Err(reason) => set.skipped.push(reason),
+            }
+        }
+        Ok(set)
+    }
+
+    /// Keys that may verify a token with this `kid` and `alg`, in document
+    /// order. A token without `kid` is matched against every key that fits.
+    pub fn candidates<'a>(
+        &'a self,
+        kid: Option<&'a str>,
+        alg: JwsAlgorithm,
+    ) -> impl Iterator<Item = &'a VerificationKey> + 'a {
+        self.keys.iter().filter(move |key| {
+            kid.is_none_or(|kid| key.kid.as_deref() == Some(kid)) && key.accepts(alg)
+        })
+    }
+
+    /// Whether any key carries this `kid`, whatever its type.
+    pub fn has_kid(&self, kid: &str) -> bool {
+        self.keys.iter().any(|key| key.kid.as_deref() == Some(kid))
+    }
+
+    /// The usable keys.
+    pub fn keys(&self) -> &[VerificationKey] {
+        &self.keys
+    }
+
+    /// Why each skipped entry was skipped.
+    pub fn skipped(&self) -> &[SkipReason] {
+        &self.skipped
+    }
+}
+
+fn load_key(entry: &Value) -> Result<VerificationKey, SkipReason> {
+    let object = entry.as_object().ok_or(SkipReason::Malformed)?;
+    let optional_str = |name: &str| match object.get(name) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.as_str())),
+        Some(_) => Err(SkipReason::Malformed),
+    };
+    let kid = optional_str("kid")?.map(str::to_owned);
+    if optional_str("use")?.is_some_and(|usage| usage != "sig") {
+        return Err(SkipReason::NotForVerification);
+    }
+    if let Some(ops) = object.get("key_ops") {
+        let ops = ops.as_array().ok_or(SkipReason::Malformed)?;
+        if !ops.iter().any(|op| op == "verify") {
+            return Err(SkipReason::NotForVerification);
+        }
+    }
+    if SECRET_MEMBERS
+        .iter()
+        .any(|member| object.contains_key(*member))
+    {
+        return Err(SkipReason::CarriesSecret);
+    }
+    let alg = match optional_str("alg")? {
+        None => None,
+        Some(name) => Some(JwsAlgorithm::from_name(name).ok_or(SkipReason::AlgorithmMismatch)?),
+    };
+    let jwk: JsonWebKey<'_> =
+        serde_json::from_value(entry.clone()).map_err(|_| SkipReason::UnsupportedType)?;
+    let key = match &jwk {
+        JsonWebKey::Rsa {
+            public_exponent, ..
+        } => {
+            let key = RsaPublicKey::try_from(&jwk).map_err(|_| SkipReason::WeakOrInvalid)?;
+            let bits = key.n().bits();
+            let exponent_is_odd = public_exponent.last().is_some_and(|byte| byte & 1 == 1);
+            if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits)
+                || !exponent_is_odd
+                || key.e() <= &rsa::BigUint::from(1u8)
+            {
+                return Err(SkipReason::WeakOrInvalid);
+            }
+            PublicKey::Rsa(key)
+        }
+        JsonWebKey::EllipticCurve { curve, .. } if curve == "P-256" => {
+            PublicKey::P256(P256Key::try_from(&jwk).map_err(|_| SkipReason::WeakOrInvalid)?)
+        }
+        JsonWebKey::KeyPair { curve, .. } if curve == "Ed25519" => {
+            let key = Ed25519Key::try_from(&jwk).map_err(|_| SkipReason::WeakOrInvalid)?;
+            if key.is_weak() {
+                return Err(SkipReason::WeakOrInvalid);
+            }
+            PublicKey::Ed25519(key)
+        }
+        _ => return Err(SkipReason::UnsupportedType),
+    };
+    if alg.is_some_and(|alg| !alg.fits(&key)) {
+        return Err(SkipReason::AlgorithmMismatch);
+    }
+    Ok(VerificationKey { kid, alg, key })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// RFC 7515 Appendix A.2 RSA key (public part).
+    pub(crate) const RFC7515_A2_N: &str = "ofgWCuLjybRlzo0tZWJjNiuSfb4p4fAkd_wWJcyQoTbji9k0l8W26mPddxHmfHQp-Vaw-4qPCJrcS2mJPMEzP1Pt0Bm4d4QlL-yRT-SFd2lZS-pCgNMsD1W_YpRPEwOWvG6b32690r2jZ47soMZo9wGzjb_7OMg0LOL-bSf63kpaSHSXndS5z5rexMdbBYUsLA9e-KXBdQOS-UTo7WTBEMa2R2CapHg665xsmtdVMTBQY4uDZlxvb3qCo5ZwKh9kG4LT6_I5IhlJH7aGhyxXFvUK-DWNmoudF8NAco9_h9iaGNj8q2ethFkMLs91kzk2PAcDTW9gb54h4FRWyuXpoQ";
+    pub(crate) const RFC7515_A2_E: &str = "AQAB";
+
+    fn set(json: &str) -> KeySet {
+        KeySet::parse(json.as_bytes()).expect("set parses")
+    }
+
+    fn rsa_jwk(extra: &str) -> String {
+        format!(r#"{{"kty":"RSA","n":"{RFC7515_A2_N}","e":"{RFC7515_A2_E}"{extra}}}"#)
+    }
+
+    #[test]
+    fn loads_rfc7515_rsa_key() {
+        let keys = set(&format!(
+            r#"{{"keys":[{}]}}"#,
+            rsa_jwk(r#","kid":"a","use":"sig""#)
+        ));
+        assert_eq!(keys.keys().len(), 1);
+        assert_eq!(keys.candidates(Some("a"), JwsAlgorithm::Rs256).count(), 1);
+        assert_eq!(keys.candidates(Some("a"), JwsAlgorithm::Ps512).count(), 1);
+        assert_eq!(keys.candidates(Some("a"), JwsAlgorithm::Es256).count(), 0);
+        assert_eq!(keys.candidates(Some("b"), JwsAlgorithm::Rs256).count(), 0);
+        assert_eq!(keys.candidates(None, JwsAlgorithm::Rs256).count(), 1);
+    }
+
+    #[test]
+    fn pinned_alg_restricts_use() {
+        let keys = set(&format!(
+            r#"{{"keys":[{}]}}"#,
+            rsa_jwk(r#","kid":"a","alg":"PS256""#)
+        ));
+        assert_eq!(keys.candidates(Some("a"), JwsAlgorithm::Ps256).count(), 1);
+        assert_eq!(keys.candidates(Some("a"), JwsAlgorithm::Rs256).count(), 0);
+    }
+
+    #[test]
+    fn skips_unusable_keys_without_failing_the_set() {
+        let doc = format!(
+            r#"{{"keys":[
+                {enc},
+                {ops},
+                {private},
+                {{"kty":"oct","k":"c2VjcmV0"}},
+                {{"kty":"EC","crv":"P-384","x":"AA","y":"AA"}},
+                {{"kty":"OKP","crv":"X25519","x":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}},
+                {mismatch},
+                {unknown_alg},
+                "not an object",
+                {{"kty":"RSA","n":"AQAB","e":"AQAB"}},
+                {good}
+            ]}}"#,
+            enc = rsa_jwk(r#","use":"enc""#),
+            ops = rsa_jwk(r#","key_ops":["encrypt"]"#),
+            private = rsa_jwk(r#","d":"AQAB""#),
+            mismatch = rsa_jwk(r#","alg":"ES256""#),
+            unknown_alg = rsa_jwk(r#","alg":"HS256""#),
+            good = rsa_jwk(r#","kid":"good""#),
+        );
+        let keys = set(&doc);
+        assert_eq!(keys.keys().len(), 1);
+        assert_eq!(keys.keys()[0].kid.as_deref(), Some("good"));
+        assert_eq!(
+            keys.skipped(),
+            &[
+                SkipReason::NotForVerification,
+                SkipReason::NotForVerification,
+                SkipReason::CarriesSecret,
+                SkipReason::CarriesSecret,
+                SkipReason::UnsupportedType,
+                SkipReason::UnsupportedType,
+                SkipReason::AlgorithmMismatch,
+                SkipReason::AlgorithmMismatch,
+                SkipReason::Malformed,
+                SkipReason::WeakOrInvalid,
+            ]
+        );
+    }
+
+    #[test]
+    fn refuses_even_exponent() {
+        let keys = set(&format!(
+            r#"{{"keys":[{}]}}"#,
+            format!(r#"{{"kty":"RSA","n":"{RFC7515_A2_N}","e":"AQAA"}}"#)
+        ));
+        assert_eq!(keys.skipped(), &[SkipReason::WeakOrInvalid]);
+    }
+
+    #[test]
+    fn refuses_off_curve_p256_point() {
+        // RFC 7515 A.3 key with the first character of y changed.
+        let doc = r#"{"keys":[{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"y_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}"#;
+        assert_eq!(set(doc).skipped(), &[SkipReason::WeakOrInvalid]);
+    }
+
+    #[test]
+    fn refuses_small_order_ed25519_point() {
+        // The identity point (0, 1) encodes as 0x01 followed by zeros.
+        let doc = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}]}"#;
+        assert_eq!(set(doc).skipped(), &[SkipReason::WeakOrInvalid]);
+    }
+
+    #[test]
+    fn refuses_documents_that_are_not_key_sets() {
+        for doc in ["", "[]", "{}", r#"{"keys":{}}"#, "null"] {
+            assert_eq!(
+                KeySet::parse(doc.as_bytes()).unwrap_err(),
+                JwksError::NotAKeySet,
+                "{doc}"
+            );
+        }
+        let many = format!(
+            r#"{{"keys":[{}]}}"#,
+            vec!["{}"; MAX_KEYS_PER_SET + 1].join(",")
+        );
+        assert_eq!(
+            KeySet::parse(many.as_bytes()).unwrap_err(),
+            JwksError::TooManyKeys
+        );
+    }
+}
