@@ -385,8 +385,7 @@ pub(crate) mod tests {
     #[test]
     fn refuses_even_exponent() {
         let keys = set(&format!(
-            r#"{{"keys":[{}]}}"#,
-            format!(r#"{{"kty":"RSA","n":"{RFC7515_A2_N}","e":"AQAA"}}"#)
+            r#"{{"keys":[{{"kty":"RSA","n":"{RFC7515_A2_N}","e":"AQAA"}}]}}"#
         ));
         assert_eq!(keys.skipped(), &[SkipReason::WeakOrInvalid]);
     }

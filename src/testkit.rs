@@ -122,3 +122,32 @@ pub fn with(base: &Value, changes: Value) -> Value {
     }
     merged
 }
+
+/// Bindings from a list of pairs, with the KV namespace bound.
+pub struct MapBindings(pub std::collections::HashMap<String, String>);
+
+impl crate::config::Bindings for MapBindings {
+    fn text(&self, name: &str) -> Option<String> {
+        self.0.get(name).cloned()
+    }
+    fn has_kv_namespace(&self, name: &str) -> bool {
+        name == crate::config::binding::JWKS_CACHE
+    }
+}
+
+/// A valid configuration for [`ISSUER`] and [`RESOURCE`], with `extra` bindings.
+pub fn config(extra: &[(&str, &str)]) -> crate::config::Config {
+    let mut vars: std::collections::HashMap<String, String> = [
+        ("MCP_RESOURCE", RESOURCE),
+        ("MCP_ORIGIN", "http://origin.internal:8080/mcp"),
+        ("OAUTH_ISSUER", ISSUER),
+        ("OAUTH_JWKS_URI", "https://auth.example.com/jwks"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    for (name, value) in extra {
+        vars.insert((*name).to_owned(), (*value).to_owned());
+    }
+    crate::config::Config::parse(&MapBindings(vars)).expect("test configuration parses")
+}

@@ -1,0 +1,644 @@
+//! Gate configuration, parsed once from the Worker's environment bindings.
+//!
+//! Parse, don't validate: every binding is read and checked here, and either
+//! the whole [`Config`] comes out or a [`ConfigError`] naming every bad
+//! binding and why. Nothing downstream re-checks a URL or a number. A gate
+//! without a valid configuration refuses every request (fail closed).
+
+use std::fmt;
+
+use url::Url;
+
+use crate::jwk::JwsAlgorithm;
+
+/// Names of the bindings: the public contract with operators.
+pub mod binding {
+    pub const MCP_RESOURCE: &str = "MCP_RESOURCE";
+    pub const MCP_ORIGIN: &str = "MCP_ORIGIN";
+    pub const OAUTH_ISSUER: &str = "OAUTH_ISSUER";
+    pub const OAUTH_JWKS_URI: &str = "OAUTH_JWKS_URI";
+    pub const OAUTH_AUDIENCE: &str = "OAUTH_AUDIENCE";
+    pub const MCP_SCOPES_SUPPORTED: &str = "MCP_SCOPES_SUPPORTED";
+    pub const MCP_REQUIRED_SCOPES: &str = "MCP_REQUIRED_SCOPES";
+    pub const JWT_ALGORITHMS: &str = "JWT_ALGORITHMS";
+    pub const JWT_LEEWAY_SECONDS: &str = "JWT_LEEWAY_SECONDS";
+    pub const JWKS_CACHE_TTL_SECONDS: &str = "JWKS_CACHE_TTL_SECONDS";
+    pub const MCP_RESOURCE_NAME: &str = "MCP_RESOURCE_NAME";
+    pub const MCP_RESOURCE_DOCUMENTATION: &str = "MCP_RESOURCE_DOCUMENTATION";
+    pub const ORIGIN_AUTHORIZATION: &str = "ORIGIN_AUTHORIZATION";
+    pub const JWKS_CACHE: &str = "JWKS_CACHE";
+}
+
+/// Default `JWT_ALGORITHMS`.
+pub const DEFAULT_ALGORITHMS: [JwsAlgorithm; 4] = [
+    JwsAlgorithm::Rs256,
+    JwsAlgorithm::Ps256,
+    JwsAlgorithm::Es256,
+    JwsAlgorithm::EdDsa,
+];
+/// Default `JWT_LEEWAY_SECONDS`.
+pub const DEFAULT_LEEWAY_SECONDS: u64 = 60;
+/// Largest accepted `JWT_LEEWAY_SECONDS`: more skew than this is a
+/// misconfiguration, not a clock problem.
+pub const MAX_LEEWAY_SECONDS: u64 = 600;
+/// Default `JWKS_CACHE_TTL_SECONDS`.
+pub const DEFAULT_JWKS_CACHE_TTL_SECONDS: u64 = 600;
+/// Bounds of `JWKS_CACHE_TTL_SECONDS` (Workers KV expiry is at least 60 s).
+pub const JWKS_CACHE_TTL_RANGE: std::ops::RangeInclusive<u64> = 60..=86_400;
+
+/// Where the gate's configuration comes from: the Worker `env` in
+/// production, a map in tests.
+pub trait Bindings {
+    /// A text variable or secret; `None` when unbound.
+    fn text(&self, name: &str) -> Option<String>;
+    /// Whether a KV namespace is bound under `name`.
+    fn has_kv_namespace(&self, name: &str) -> bool;
+}
+
+/// The protected resource (RFC 9728 §1, §3.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resource {
+    /// The canonical URI, exactly as configured (RFC 8707 §2).
+    pub uri: String,
+    /// Its path, the route the gate protects; `/` for a host-only resource.
+    pub path: String,
+    /// The metadata URL with the well-known suffix inserted (RFC 9728 §3.1).
+    pub metadata_url: String,
+    /// The metadata path on this host.
+    pub metadata_path: String,
+}
+
+/// One trusted authorization server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustedIssuer {
+    /// The issuer identifier `iss` must equal (RFC 8414 §2).
+    pub issuer: String,
+    /// The configured JWKS URL, or `None` to discover it (RFC 8414 §3).
+    pub jwks_uri: Option<Url>,
+}
+
+/// The parsed configuration.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The protected MCP endpoint.
+    pub resource: Resource,
+    /// The origin MCP endpoint requests are forwarded to.
+    pub origin: Url,
+    /// Trusted issuers, in configured order.
+    pub issuers: Vec<TrustedIssuer>,
+    /// Accepted `aud` values.
+    pub audiences: Vec<String>,
+    /// Published as `scopes_supported`.
+    pub scopes_supported: Vec<String>,
+    /// Scopes every request needs.
+    pub required_scopes: Vec<String>,
+    /// The signature algorithm allow-list.
+    pub algorithms: Vec<JwsAlgorithm>,
+    /// Clock skew tolerated on time claims.
+    pub leeway_seconds: u64,
+    /// How long a fetched key set is fresh.
+    pub jwks_cache_ttl_seconds: u64,
+    /// `resource_name` in the metadata.
+    pub resource_name: Option<String>,
+    /// `resource_documentation` in the metadata.
+    pub resource_documentation: Option<String>,
+    /// The `Authorization` value sent to the origin. Never logged.
+    pub origin_authorization: Option<String>,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("resource", &self.resource)
+            .field("origin", &self.origin.as_str())
+            .field("issuers", &self.issuers)
+            .field("audiences", &self.audiences)
+            .field("required_scopes", &self.required_scopes)
+            .field("algorithms", &self.algorithms)
+            .field(
+                "origin_authorization",
+                &self.origin_authorization.as_ref().map(|_| "<redacted>"),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// The trusted issuer named `iss`, if any.
+    pub fn issuer(&self, iss: &str) -> Option<&TrustedIssuer> {
+        self.issuers.iter().find(|trusted| trusted.issuer == iss)
+    }
+}
+
+/// One binding and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindingProblem {
+    /// The binding's name.
+    pub binding: &'static str,
+    /// What is wrong, in words an operator can act on. Never echoes a secret.
+    pub problem: String,
+}
+
+/// Every problem found in the bindings, in binding order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The problems; never empty.
+    pub problems: Vec<BindingProblem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, problem) in self.problems.iter().enumerate() {
+            if index > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{}: {}", problem.binding, problem.problem)?;
+        }
+        Ok(())
+    }
+}
+
+/// Collects problems while parsing so that all of them are reported at once.
+struct Parser<'b, B: Bindings + ?Sized> {
+    bindings: &'b B,
+    problems: Vec<BindingProblem>,
+}
+
+impl<B: Bindings + ?Sized> Parser<'_, B> {
+    fn problem(&mut self, binding: &'static str, problem: impl Into<String>) {
+        self.problems.push(BindingProblem {
+            binding,
+            problem: problem.into(),
+        });
+    }
+
+    /// A binding's value, with surrounding white space removed; an empty
+    /// value counts as unbound.
+    fn optional(&self, name: &str) -> Option<String> {
+        self.bindings
+            .text(name)
+            .map(|value| value.trim().to_owned())
+            .filter(|value| !value.is_empty())
+    }
+
+    fn required(&mut self, name: &'static str) -> Option<String> {
+        let value = self.optional(name);
+        if value.is_none() {
+            self.problem(name, "required but not set");
+        }
+        value
+    }
+
+    fn list(&self, name: &str) -> Vec<String> {
+        self.optional(name)
+            .map(|value| value.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default()
+    }
+
+    fn seconds(
+        &mut self,
+        name: &'static str,
+        default: u64,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> u64 {
+        let Some(raw) = self.optional(name) else {
+            return default;
+        };
+        match raw.parse::<u64>() {
+            Ok(value) if range.contains(&value) => value,
+            _ => {
+                self.problem(
+                    name,
+                    format!(
+                        "must be a whole number of seconds from {} to {}",
+                        range.start(),
+                        range.end()
+                    ),
+                );
+                default
+            }
+        }
+    }
+
+    fn url(&mut self, name: &'static str, raw: &str, rule: UrlRule) -> Option<Url> {
+        match check_url(raw, rule) {
+            Ok(url) => Some(url),
+            Err(problem) => {
+                self.problem(name, format!("{raw:?} {problem}"));
+                None
+            }
+        }
+    }
+
+    fn scopes(&mut self, name: &'static str) -> Vec<String> {
+        let scopes = self.list(name);
+        for scope in &scopes {
+            if !is_scope_token(scope) {
+                self.problem(
+                    name,
+                    format!("{scope:?} is not a valid scope token (RFC 6749 §3.3)"),
+                );
+            }
+        }
+        scopes
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum UrlRule {
+    /// https, or http on a loopback host for local development; no query or
+    /// fragment (RFC 8707 §2, RFC 8414 §2).
+    Identifier,
+    /// https, or http on a loopback host; query allowed.
+    Fetchable,
+    /// http or https anywhere: the origin may sit on a private network.
+    Origin,
+}
+
+fn check_url(raw: &str, rule: UrlRule) -> Result<Url, &'static str> {
+    let url = Url::parse(raw).map_err(|_| "is not an absolute URL")?;
+    let loopback = is_loopback_host(&url);
+    match (url.scheme(), rule) {
+        ("https", _) | ("http", UrlRule::Origin) => {}
+        ("http", _) if loopback => {}
+        ("http", _) => return Err("must use https (http is allowed only for localhost)"),
+        _ => return Err("must be an http(s) URL"),
+    }
+    if url.host().is_none() {
+        return Err("has no host");
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not carry credentials");
+    }
+    if url.fragment().is_some() {
+        return Err("must not have a fragment");
+    }
+    if rule == UrlRule::Identifier && url.query().is_some() {
+        return Err("must not have a query");
+    }
+    Ok(url)
+}
+
+/// Whether `url` points at this machine (local development only).
+pub(crate) fn is_loopback_host(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(domain)) => domain == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )` (RFC 6749 §3.3). Also what
+/// keeps a scope safe inside a quoted `WWW-Authenticate` parameter.
+pub fn is_scope_token(scope: &str) -> bool {
+    !scope.is_empty()
+        && scope
+            .bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
+}
+
+/// The RFC 9728 §3.1 metadata location: the well-known segment goes between
+/// the host and the resource's path.
+fn resource_from(url: &Url) -> Resource {
+    let path = url.path().to_owned();
+    let suffix = if path == "/" {
+        String::new()
+    } else {
+        path.trim_end_matches('/').to_owned()
+    };
+    let metadata_path = format!("/.well-known/oauth-protected-resource{suffix}");
+    Resource {
+        uri: url.as_str().to_owned(),
+        path,
+        metadata_url: format!("{}{metadata_path}", url.origin().ascii_serialization()),
+        metadata_path,
+    }
+}
+
+impl Config {
+    /// Parses every binding. Returns the configuration, or every problem.
+    pub fn parse<B: Bindings + ?Sized>(bindings: &B) -> Result<Config, ConfigError> {
+        use binding::*;
+        let mut p = Parser {
+            bindings,
+            problems: Vec::new(),
+        };
+
+        let resource = p.required(MCP_RESOURCE).and_then(|raw| {
+            let url = p.url(MCP_RESOURCE, &raw, UrlRule::Identifier)?;
+            // Keep the URI exactly as configured: it is what tokens carry in `aud`.
+            let mut resource = resource_from(&url);
+            resource.uri = raw;
+            Some(resource)
+        });
+        let origin = p
+            .required(MCP_ORIGIN)
+            .and_then(|raw| p.url(MCP_ORIGIN, &raw, UrlRule::Origin));
+
+        let issuer_ids = p.required(OAUTH_ISSUER).map(|raw| {
+            raw.split_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        });
+        let mut issuers = Vec::new();
+        for id in issuer_ids.iter().flatten() {
+            if p.url(OAUTH_ISSUER, id, UrlRule::Identifier).is_some() {
+                if issuers
+                    .iter()
+                    .any(|known: &TrustedIssuer| &known.issuer == id)
+                {
+                    p.problem(OAUTH_ISSUER, format!("{id:?} is listed twice"));
+                }
+                issuers.push(TrustedIssuer {
+                    issuer: id.clone(),
+                    jwks_uri: None,
+                });
+            }
+        }
+        let jwks_uris = p.list(OAUTH_JWKS_URI);
+        if !jwks_uris.is_empty() {
+            if jwks_uris.len() != issuer_ids.as_ref().map_or(0, Vec::len) {
+                p.problem(OAUTH_JWKS_URI, "give one JWKS URL per issuer in OAUTH_ISSUER, in the same order, or none to discover them");
+            } else {
+                for (issuer, raw) in issuers.iter_mut().zip(&jwks_uris) {
+                    issuer.jwks_uri = p.url(OAUTH_JWKS_URI, raw, UrlRule::Fetchable);
+                }
+            }
+        }
+
+        let mut audiences = p.list(OAUTH_AUDIENCE);
+        if audiences.is_empty() {
+            audiences.extend(resource.as_ref().map(|resource| resource.uri.clone()));
+        }
+        let scopes_supported = p.scopes(MCP_SCOPES_SUPPORTED);
+        let required_scopes = p.scopes(MCP_REQUIRED_SCOPES);
+
+        let algorithms = match p.optional(JWT_ALGORITHMS) {
+            None => DEFAULT_ALGORITHMS.to_vec(),
+            Some(raw) => {
+                let mut algorithms = Vec::new();
+                for name in raw.split_whitespace() {
+                    match JwsAlgorithm::from_name(name) {
+                        Some(alg) if !algorithms.contains(&alg) => algorithms.push(alg),
+                        Some(_) => {}
+                        None => p.problem(
+                            JWT_ALGORITHMS,
+                            format!("{name:?} is not supported (choose from RS256 RS384 RS512 PS256 PS384 PS512 ES256 EdDSA; none and HMAC are never accepted)"),
+                        ),
+                    }
+                }
+                algorithms
+            }
+        };
+
+        let leeway_seconds = p.seconds(
+            JWT_LEEWAY_SECONDS,
+            DEFAULT_LEEWAY_SECONDS,
+            0..=MAX_LEEWAY_SECONDS,
+        );
+        let jwks_cache_ttl_seconds = p.seconds(
+            JWKS_CACHE_TTL_SECONDS,
+            DEFAULT_JWKS_CACHE_TTL_SECONDS,
+            JWKS_CACHE_TTL_RANGE,
+        );
+        let resource_name = p.optional(MCP_RESOURCE_NAME);
+        let resource_documentation = p.optional(MCP_RESOURCE_DOCUMENTATION).and_then(|raw| {
+            p.url(MCP_RESOURCE_DOCUMENTATION, &raw, UrlRule::Origin)
+                .map(|_| raw)
+        });
+
+        let origin_authorization = p
+            .bindings
+            .text(ORIGIN_AUTHORIZATION)
+            .filter(|value| !value.is_empty());
+        if origin_authorization
+            .as_deref()
+            .is_some_and(|value| !is_header_value(value))
+        {
+            // The value is a secret: say what is wrong, never what it is.
+            p.problem(
+                ORIGIN_AUTHORIZATION,
+                "must be a single-line header value of visible ASCII",
+            );
+        }
+        if !bindings.has_kv_namespace(JWKS_CACHE) {
+            p.problem(JWKS_CACHE, "KV namespace binding is required");
+        }
+
+        match (resource, origin) {
+            (Some(resource), Some(origin)) if p.problems.is_empty() && !issuers.is_empty() => {
+                Ok(Config {
+                    resource,
+                    origin,
+                    issuers,
+                    audiences,
+                    scopes_supported,
+                    required_scopes,
+                    algorithms,
+                    leeway_seconds,
+                    jwks_cache_ttl_seconds,
+                    resource_name,
+                    resource_documentation,
+                    origin_authorization,
+                })
+            }
+            _ => Err(ConfigError {
+                problems: p.problems,
+            }),
+        }
+    }
+}
+
+fn is_header_value(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|b| b == b'\t' || (0x20..0x7F).contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    pub struct MapBindings {
+        pub vars: HashMap<String, String>,
+        pub kv: bool,
+    }
+
+    impl Bindings for MapBindings {
+        fn text(&self, name: &str) -> Option<String> {
+            self.vars.get(name).cloned()
+        }
+        fn has_kv_namespace(&self, name: &str) -> bool {
+            self.kv && name == binding::JWKS_CACHE
+        }
+    }
+
+    fn bindings(pairs: &[(&str, &str)]) -> MapBindings {
+        let mut vars: HashMap<String, String> = [
+            ("MCP_RESOURCE", "https://mcp.example.com/mcp"),
+            ("MCP_ORIGIN", "http://origin.internal:8080/mcp"),
+            ("OAUTH_ISSUER", "https://auth.example.com"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        for (name, value) in pairs {
+            vars.insert((*name).to_owned(), (*value).to_owned());
+        }
+        MapBindings { vars, kv: true }
+    }
+
+    fn problems(result: Result<Config, ConfigError>) -> Vec<&'static str> {
+        result
+            .unwrap_err()
+            .problems
+            .iter()
+            .map(|p| p.binding)
+            .collect()
+    }
+
+    #[test]
+    fn minimal_configuration_gets_defaults() {
+        let config = Config::parse(&bindings(&[])).unwrap();
+        assert_eq!(config.resource.path, "/mcp");
+        assert_eq!(
+            config.resource.metadata_url,
+            "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"
+        );
+        assert_eq!(
+            config.resource.metadata_path,
+            "/.well-known/oauth-protected-resource/mcp"
+        );
+        assert_eq!(config.audiences, ["https://mcp.example.com/mcp"]);
+        assert_eq!(config.algorithms, DEFAULT_ALGORITHMS);
+        assert_eq!(config.leeway_seconds, 60);
+        assert_eq!(config.jwks_cache_ttl_seconds, 600);
+        assert_eq!(
+            config.issuers,
+            [TrustedIssuer {
+                issuer: "https://auth.example.com".into(),
+                jwks_uri: None
+            }]
+        );
+    }
+
+    #[test]
+    fn host_only_resource_uses_the_root_metadata_path() {
+        let config =
+            Config::parse(&bindings(&[("MCP_RESOURCE", "https://mcp.example.com")])).unwrap();
+        assert_eq!(config.resource.path, "/");
+        assert_eq!(
+            config.resource.metadata_path,
+            "/.well-known/oauth-protected-resource"
+        );
+        assert_eq!(config.resource.uri, "https://mcp.example.com");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let mut b = bindings(&[
+            ("MCP_RESOURCE", "http://mcp.example.com/mcp"),
+            ("OAUTH_ISSUER", "https://a.example https://a.example"),
+            ("OAUTH_JWKS_URI", "https://a.example/jwks"),
+            ("JWT_ALGORITHMS", "RS256 HS256 none"),
+            ("JWT_LEEWAY_SECONDS", "-5"),
+            ("JWKS_CACHE_TTL_SECONDS", "5"),
+            ("MCP_REQUIRED_SCOPES", "ok bad\"scope"),
+            ("ORIGIN_AUTHORIZATION", "Bearer x\nInjected: y"),
+        ]);
+        b.vars.remove("MCP_ORIGIN");
+        b.kv = false;
+        let error = Config::parse(&b).unwrap_err();
+        let names: Vec<_> = error.problems.iter().map(|p| p.binding).collect();
+        assert_eq!(
+            names,
+            [
+                "MCP_RESOURCE",
+                "MCP_ORIGIN",
+                "OAUTH_ISSUER",
+                "OAUTH_JWKS_URI",
+                "MCP_REQUIRED_SCOPES",
+                "JWT_ALGORITHMS",
+                "JWT_ALGORITHMS",
+                "JWT_LEEWAY_SECONDS",
+                "JWKS_CACHE_TTL_SECONDS",
+                "ORIGIN_AUTHORIZATION",
+                "JWKS_CACHE"
+            ]
+        );
+        let text = error.to_string();
+        assert!(text.contains("MCP_ORIGIN: required but not set"), "{text}");
+        assert!(!text.contains("Injected"), "secret echoed: {text}");
+    }
+
+    #[test]
+    fn identifiers_must_be_https_without_query_or_fragment() {
+        for bad in [
+            "https://mcp.example.com/mcp?x=1",
+            "https://mcp.example.com/mcp#f",
+            "ftp://mcp.example.com/",
+            "mcp.example.com/mcp",
+            "https://user:pw@mcp.example.com/",
+        ] {
+            assert_eq!(
+                problems(Config::parse(&bindings(&[("MCP_RESOURCE", bad)]))),
+                ["MCP_RESOURCE"],
+                "{bad}"
+            );
+        }
+        for local in [
+            "http://localhost:8787/mcp",
+            "http://127.0.0.1:8787/mcp",
+            "http://[::1]:8787/mcp",
+        ] {
+            assert!(
+                Config::parse(&bindings(&[("MCP_RESOURCE", local)])).is_ok(),
+                "{local}"
+            );
+        }
+    }
+
+    #[test]
+    fn jwks_uris_pair_with_issuers() {
+        let config = Config::parse(&bindings(&[
+            ("OAUTH_ISSUER", "https://a.example https://b.example/tenant"),
+            (
+                "OAUTH_JWKS_URI",
+                "https://a.example/jwks https://b.example/keys",
+            ),
+        ]))
+        .unwrap();
+        assert_eq!(
+            config.issuers[1].jwks_uri.as_ref().unwrap().as_str(),
+            "https://b.example/keys"
+        );
+        assert!(config.issuer("https://b.example/tenant").is_some());
+        assert!(config.issuer("https://b.example").is_none());
+    }
+
+    #[test]
+    fn explicit_audiences_replace_the_default() {
+        let config = Config::parse(&bindings(&[(
+            "OAUTH_AUDIENCE",
+            "api://mcp https://mcp.example.com/mcp",
+        )]))
+        .unwrap();
+        assert_eq!(
+            config.audiences,
+            ["api://mcp", "https://mcp.example.com/mcp"]
+        );
+    }
+
+    #[test]
+    fn debug_output_redacts_the_origin_secret() {
+        let config = Config::parse(&bindings(&[(
+            "ORIGIN_AUTHORIZATION",
+            "Bearer origin-secret",
+        )]))
+        .unwrap();
+        assert!(!format!("{config:?}").contains("origin-secret"));
+    }
+}

@@ -1,0 +1,244 @@
+//! The gate's decision for one request: route it, read its credentials,
+//! verify the token, check scopes, and either answer it or describe the
+//! request to send to the origin. Pure apart from the key source, with `now`
+//! passed in; the Workers glue only performs the I/O this describes.
+//!
+//! Order matters for what a prober can learn and what the origin can see:
+//! unknown paths and methods are refused before credentials are read, and
+//! nothing reaches the origin unless every check passed.
+
+use serde::Serialize;
+
+use crate::bearer::{extract_bearer, CredentialCarriers};
+use crate::config::Config;
+use crate::forward::{origin_headers, origin_url, OriginRequest};
+use crate::jwt::{verify, AccessToken, ClaimsPolicy, TokenError, UnverifiedJwt};
+use crate::keys::{KeyDemand, KeySource};
+use crate::reply::{metadata_preflight_reply, metadata_reply, Denial, Reply};
+
+/// The root RFC 9728 well-known path, served alongside the path-inserted one.
+pub const METADATA_ROOT_PATH: &str = "/.well-known/oauth-protected-resource";
+/// Methods forwarded to the origin (MCP Streamable HTTP transport).
+pub const FORWARDED_METHODS: &str = "GET, POST, DELETE";
+
+/// The parts of an incoming request the gate reads.
+#[derive(Debug, Clone, Copy)]
+pub struct GateRequest<'a> {
+    /// HTTP method, upper case.
+    pub method: &'a str,
+    /// URL path, as the runtime parsed it.
+    pub path: &'a str,
+    /// Raw query, without `?`.
+    pub query: Option<&'a str>,
+    /// Header fields; names in any case.
+    pub headers: &'a [(String, String)],
+}
+
+impl GateRequest<'_> {
+    fn header_values(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+/// What to do with the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Answer it from the gate.
+    Reply(Reply),
+    /// Send this to the origin and stream its answer back.
+    Forward(OriginRequest),
+}
+
+/// The outcome plus what the structured log should say about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// What to do.
+    pub outcome: Outcome,
+    /// Why, for the log.
+    pub reason: &'static str,
+    /// The verified token, when there is one.
+    pub token: Option<AccessToken>,
+}
+
+/// The log line's `decision` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Forwarded to the origin.
+    Allow,
+    /// Refused.
+    Deny,
+    /// Answered by the gate itself (metadata, preflight).
+    Serve,
+}
+
+impl Decision {
+    fn deny(denial: Denial, config: &Config) -> Self {
+        Decision {
+            outcome: Outcome::Reply(denial.reply(Some(config))),
+            reason: denial.reason(),
+            token: None,
+        }
+    }
+
+    fn serve(reply: Reply, reason: &'static str) -> Self {
+        Decision {
+            outcome: Outcome::Reply(reply),
+            reason,
+            token: None,
+        }
+    }
+
+    /// Allow, deny or serve.
+    pub fn verdict(&self) -> Verdict {
+        match &self.outcome {
+            Outcome::Forward(_) => Verdict::Allow,
+            Outcome::Reply(reply) if reply.status < 400 => Verdict::Serve,
+            Outcome::Reply(_) => Verdict::Deny,
+        }
+    }
+}
+
+enum Route<'p> {
+    Metadata,
+    Protected { suffix: &'p str },
+    Unknown,
+}
+
+fn route<'p>(config: &Config, path: &'p str) -> Route<'p> {
+    if path == config.resource.metadata_path || path == METADATA_ROOT_PATH {
+        return Route::Metadata;
+    }
+    if has_path_trickery(path) || path.starts_with("/.well-known/") {
+        return Route::Unknown;
+    }
+    let base = config.resource.path.trim_end_matches('/');
+    match path.strip_prefix(base) {
+        Some(suffix) if suffix.is_empty() || suffix.starts_with('/') => Route::Protected { suffix },
+        _ => Route::Unknown,
+    }
+}
+
+/// Dot segments and encoded separators could make the origin resolve a path
+/// outside the protected resource; such paths are never routed.
+fn has_path_trickery(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    ["%2e", "%2f", "%5c", "\\"]
+        .iter()
+        .any(|needle| lower.contains(needle))
+        || path
+            .split('/')
+            .any(|segment| segment == "." || segment == "..")
+}
+
+/// Decides what to do with `request` at time `now` (seconds since the epoch).
+pub async fn decide<K: KeySource>(
+    config: &Config,
+    request: &GateRequest<'_>,
+    keys: &K,
+    now: i64,
+) -> Decision {
+    let suffix = match route(config, request.path) {
+        Route::Unknown => return Decision::deny(Denial::NotFound, config),
+        Route::Metadata => {
+            return match request.method {
+                "GET" | "HEAD" => Decision::serve(metadata_reply(config), "metadata"),
+                "OPTIONS" => Decision::serve(metadata_preflight_reply(), "preflight"),
+                _ => Decision::deny(
+                    Denial::MethodNotAllowed {
+                        allow: "GET, HEAD, OPTIONS",
+                    },
+                    config,
+                ),
+            };
+        }
+        Route::Protected { suffix } => suffix,
+    };
+    if !matches!(request.method, "GET" | "POST" | "DELETE") {
+        return Decision::deny(
+            Denial::MethodNotAllowed {
+                allow: FORWARDED_METHODS,
+            },
+            config,
+        );
+    }
+    let token = match authenticate(config, request, keys, now).await {
+        Ok(token) => token,
+        Err(denial) => return Decision::deny(denial, config),
+    };
+    let missing: Vec<&String> = config
+        .required_scopes
+        .iter()
+        .filter(|scope| !token.has_scope(scope))
+        .collect();
+    if !missing.is_empty() {
+        let denial = Denial::InsufficientScope {
+            required: config.required_scopes.clone(),
+        };
+        return Decision {
+            token: Some(token),
+            ..Decision::deny(denial, config)
+        };
+    }
+    let forward = OriginRequest {
+        url: origin_url(&config.origin, suffix, request.query),
+        headers: origin_headers(
+            request.headers,
+            &token,
+            config.origin_authorization.as_deref(),
+        ),
+    };
+    Decision {
+        outcome: Outcome::Forward(forward),
+        reason: "authorized",
+        token: Some(token),
+    }
+}
+
+async fn authenticate<K: KeySource>(
+    config: &Config,
+    request: &GateRequest<'_>,
+    keys: &K,
+    now: i64,
+) -> Result<AccessToken, Denial> {
+    let authorization = request.header_values("authorization");
+    let content_type = request.header_values("content-type");
+    let carriers = CredentialCarriers {
+        authorization: &authorization,
+        query: request.query,
+        content_type: content_type.first().copied(),
+    };
+    let raw = extract_bearer(&carriers)
+        .map_err(Denial::BadRequest)?
+        .ok_or(Denial::NoCredentials)?;
+    let token = UnverifiedJwt::parse(raw, &config.algorithms).map_err(Denial::InvalidToken)?;
+    let issuer = token
+        .issuer()
+        .and_then(|iss| config.issuer(iss))
+        .ok_or(Denial::InvalidToken(TokenError::UntrustedIssuer))?;
+    let mut key_set = keys
+        .key_set(issuer, KeyDemand::Current, now)
+        .await
+        .map_err(Denial::KeysUnavailable)?;
+    if !token.has_candidate_key(&key_set) {
+        // Perhaps the issuer rotated keys since the set was cached.
+        key_set = keys
+            .key_set(issuer, KeyDemand::UnknownKid, now)
+            .await
+            .map_err(Denial::KeysUnavailable)?;
+    }
+    let policy = ClaimsPolicy {
+        issuer: &issuer.issuer,
+        audiences: &config.audiences,
+        leeway_seconds: config.leeway_seconds,
+    };
+    verify(&token, &key_set, &policy, now).map_err(Denial::InvalidToken)
+}
+
+#[cfg(test)]
+#[path = "gate_tests.rs"]
+mod tests;

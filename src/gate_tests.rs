@@ -1,0 +1,397 @@
+use std::cell::Cell;
+use std::rc::Rc;
+
+use serde_json::json;
+
+use super::*;
+use crate::bearer::BearerError;
+use crate::config::TrustedIssuer;
+use crate::jwk::{JwsAlgorithm, KeySet};
+use crate::keys::{FetchError, KeySourceError};
+use crate::testkit::{config, good_claims, key_set, mint, mint_raw, with, NOW};
+
+/// Serves the test key set, or fails, and counts demands.
+struct FakeKeys {
+    available: bool,
+    current: Cell<usize>,
+    unknown_kid: Cell<usize>,
+}
+
+impl FakeKeys {
+    fn up() -> Self {
+        FakeKeys {
+            available: true,
+            current: Cell::new(0),
+            unknown_kid: Cell::new(0),
+        }
+    }
+    fn down() -> Self {
+        FakeKeys {
+            available: false,
+            ..Self::up()
+        }
+    }
+}
+
+impl KeySource for FakeKeys {
+    async fn key_set(
+        &self,
+        _issuer: &TrustedIssuer,
+        demand: KeyDemand,
+        _now: i64,
+    ) -> Result<Rc<KeySet>, KeySourceError> {
+        let counter = if demand == KeyDemand::Current {
+            &self.current
+        } else {
+            &self.unknown_kid
+        };
+        counter.set(counter.get() + 1);
+        if self.available {
+            Ok(Rc::new(key_set()))
+        } else {
+            Err(KeySourceError::Fetch(FetchError::Network))
+        }
+    }
+}
+
+fn request<'a>(
+    method: &'a str,
+    path: &'a str,
+    query: Option<&'a str>,
+    headers: &'a [(String, String)],
+) -> GateRequest<'a> {
+    GateRequest {
+        method,
+        path,
+        query,
+        headers,
+    }
+}
+
+fn bearer(token: &str) -> Vec<(String, String)> {
+    vec![("Authorization".to_owned(), format!("Bearer {token}"))]
+}
+
+fn run(config: &Config, req: &GateRequest<'_>, keys: &FakeKeys) -> Decision {
+    pollster::block_on(decide(config, req, keys, NOW))
+}
+
+fn reply(decision: &Decision) -> &Reply {
+    match &decision.outcome {
+        Outcome::Reply(reply) => reply,
+        Outcome::Forward(forward) => panic!("unexpected forward to {}", forward.url),
+    }
+}
+
+const METADATA_URL: &str = "https://mcp.example.com/.well-known/oauth-protected-resource/mcp";
+
+#[test]
+fn serves_metadata_at_both_well_known_paths() {
+    let config = config(&[
+        ("MCP_SCOPES_SUPPORTED", "mcp:read mcp:write"),
+        ("MCP_RESOURCE_NAME", "Invoices"),
+    ]);
+    for path in [
+        "/.well-known/oauth-protected-resource/mcp",
+        "/.well-known/oauth-protected-resource",
+    ] {
+        let decision = run(&config, &request("GET", path, None, &[]), &FakeKeys::up());
+        let reply = reply(&decision);
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.header("access-control-allow-origin"), Some("*"));
+        assert!(reply.header("cache-control").unwrap().contains("max-age="));
+        let body: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        assert_eq!(
+            body,
+            json!({
+                "resource": "https://mcp.example.com/mcp",
+                "authorization_servers": ["https://auth.example.com"],
+                "scopes_supported": ["mcp:read", "mcp:write"],
+                "bearer_methods_supported": ["header"],
+                "resource_name": "Invoices",
+            })
+        );
+        assert_eq!(decision.verdict(), Verdict::Serve);
+    }
+    let preflight = run(
+        &config,
+        &request("OPTIONS", METADATA_ROOT_PATH, None, &[]),
+        &FakeKeys::up(),
+    );
+    assert_eq!(reply(&preflight).status, 204);
+    let post = run(
+        &config,
+        &request("POST", METADATA_ROOT_PATH, None, &[]),
+        &FakeKeys::up(),
+    );
+    assert_eq!(reply(&post).status, 405);
+}
+
+#[test]
+fn unknown_paths_and_tricks_are_not_found() {
+    let config = config(&[]);
+    let token = mint(JwsAlgorithm::EdDsa, &good_claims());
+    let headers = bearer(&token);
+    for path in [
+        "/",
+        "/mcpx",
+        "/other",
+        "/.well-known/oauth-protected-resource/../mcp",
+        "/mcp/%2e%2e/admin",
+        "/mcp/..%2Fadmin",
+        "/mcp/./x",
+        "/.well-known/openid-configuration",
+    ] {
+        let decision = run(
+            &config,
+            &request("POST", path, None, &headers),
+            &FakeKeys::up(),
+        );
+        assert_eq!(reply(&decision).status, 404, "{path}");
+    }
+}
+
+#[test]
+fn unsupported_methods_are_refused_before_credentials() {
+    let keys = FakeKeys::up();
+    let decision = run(&config(&[]), &request("PUT", "/mcp", None, &[]), &keys);
+    assert_eq!(reply(&decision).status, 405);
+    assert_eq!(reply(&decision).header("allow"), Some("GET, POST, DELETE"));
+    assert_eq!(keys.current.get(), 0);
+}
+
+#[test]
+fn missing_token_gets_the_discovery_challenge() {
+    let config = config(&[("MCP_REQUIRED_SCOPES", "mcp:read")]);
+    for headers in [
+        vec![],
+        vec![("authorization".to_owned(), "Basic dTpw".to_owned())],
+    ] {
+        let decision = run(
+            &config,
+            &request("POST", "/mcp", None, &headers),
+            &FakeKeys::up(),
+        );
+        let reply = reply(&decision);
+        assert_eq!(reply.status, 401);
+        assert_eq!(
+            reply.header("www-authenticate").unwrap(),
+            format!(r#"Bearer scope="mcp:read", resource_metadata="{METADATA_URL}""#)
+        );
+        assert_eq!(decision.reason, "no_credentials");
+    }
+    let no_scopes = run(
+        &crate::testkit::config(&[]),
+        &request("GET", "/mcp", None, &[]),
+        &FakeKeys::up(),
+    );
+    assert_eq!(
+        reply(&no_scopes).header("www-authenticate").unwrap(),
+        format!(r#"Bearer resource_metadata="{METADATA_URL}""#)
+    );
+}
+
+#[test]
+fn malformed_requests_get_invalid_request() {
+    let config = config(&[]);
+    let token = mint(JwsAlgorithm::EdDsa, &good_claims());
+    type Case<'a> = (Vec<(String, String)>, Option<&'a str>, &'a str);
+    let cases: Vec<Case<'_>> = vec![
+        (vec![], Some("access_token=abc"), "token_in_query"),
+        (bearer(&token), Some("access_token=abc"), "token_in_query"),
+        (
+            vec![(
+                "content-type".into(),
+                "application/x-www-form-urlencoded".into(),
+            )],
+            None,
+            "form_encoded_body",
+        ),
+        (
+            vec![(
+                "authorization".into(),
+                format!("Bearer {}", "a".repeat(9000)),
+            )],
+            None,
+            "authorization_header_too_large",
+        ),
+        (
+            vec![("authorization".into(), "Bearer a b".into())],
+            None,
+            "malformed_bearer_credentials",
+        ),
+    ];
+    let keys = FakeKeys::up();
+    for (headers, query, reason) in cases {
+        let decision = run(&config, &request("POST", "/mcp", query, &headers), &keys);
+        let reply = reply(&decision);
+        assert_eq!(reply.status, 400, "{reason}");
+        assert_eq!(decision.reason, reason);
+        assert!(reply
+            .header("www-authenticate")
+            .unwrap()
+            .starts_with(r#"Bearer error="invalid_request""#));
+    }
+    assert_eq!(
+        keys.current.get(),
+        0,
+        "no keys are needed to refuse a malformed request"
+    );
+    let _ = BearerError::TokenInQuery;
+}
+
+#[test]
+fn invalid_tokens_get_invalid_token() {
+    let config = config(&[]);
+    let cases = [
+        ("not-a-jwt".to_owned(), "token_malformed"),
+        (
+            mint(
+                JwsAlgorithm::EdDsa,
+                &with(&good_claims(), json!({"exp": NOW - 3600})),
+            ),
+            "token_expired",
+        ),
+        (
+            mint(
+                JwsAlgorithm::EdDsa,
+                &with(&good_claims(), json!({"nbf": NOW + 3600})),
+            ),
+            "token_not_yet_valid",
+        ),
+        (
+            mint(
+                JwsAlgorithm::EdDsa,
+                &with(&good_claims(), json!({"iss": "https://evil.example"})),
+            ),
+            "untrusted_issuer",
+        ),
+        (
+            mint(
+                JwsAlgorithm::EdDsa,
+                &with(&good_claims(), json!({"aud": "https://other.example/mcp"})),
+            ),
+            "audience_mismatch",
+        ),
+        (
+            mint(JwsAlgorithm::Rs512, &good_claims()),
+            "algorithm_not_allowed",
+        ),
+        (
+            mint_raw(
+                JwsAlgorithm::EdDsa,
+                r#"{"alg":"EdDSA","kid":"gone"}"#,
+                &good_claims().to_string(),
+            ),
+            "unknown_key",
+        ),
+    ];
+    for (token, reason) in cases {
+        let decision = run(
+            &config,
+            &request("POST", "/mcp", None, &bearer(&token)),
+            &FakeKeys::up(),
+        );
+        let reply = reply(&decision);
+        assert_eq!(reply.status, 401, "{reason}");
+        assert_eq!(decision.reason, reason);
+        assert_eq!(
+            reply.header("www-authenticate").unwrap(),
+            format!(
+                r#"Bearer error="invalid_token", error_description="The access token is invalid", resource_metadata="{METADATA_URL}""#
+            )
+        );
+        assert!(
+            !reply.body.contains(reason),
+            "the wire message stays generic"
+        );
+    }
+}
+
+#[test]
+fn unknown_kid_triggers_one_refresh() {
+    let keys = FakeKeys::up();
+    let token = mint_raw(
+        JwsAlgorithm::EdDsa,
+        r#"{"alg":"EdDSA","kid":"new"}"#,
+        &good_claims().to_string(),
+    );
+    run(
+        &config(&[]),
+        &request("POST", "/mcp", None, &bearer(&token)),
+        &keys,
+    );
+    assert_eq!((keys.current.get(), keys.unknown_kid.get()), (1, 1));
+}
+
+#[test]
+fn missing_scope_gets_insufficient_scope_with_every_required_scope() {
+    let config = config(&[("MCP_REQUIRED_SCOPES", "mcp:read mcp:admin")]);
+    let token = mint(JwsAlgorithm::EdDsa, &good_claims());
+    let decision = run(
+        &config,
+        &request("POST", "/mcp", None, &bearer(&token)),
+        &FakeKeys::up(),
+    );
+    let reply = reply(&decision);
+    assert_eq!(reply.status, 403);
+    assert_eq!(
+        reply.header("www-authenticate").unwrap(),
+        format!(
+            r#"Bearer error="insufficient_scope", error_description="The access token lacks a required scope", scope="mcp:read mcp:admin", resource_metadata="{METADATA_URL}""#
+        )
+    );
+    assert_eq!(
+        decision.token.as_ref().unwrap().subject.as_deref(),
+        Some("user-1")
+    );
+}
+
+#[test]
+fn unavailable_keys_are_503_not_401() {
+    let token = mint(JwsAlgorithm::EdDsa, &good_claims());
+    let decision = run(
+        &config(&[]),
+        &request("POST", "/mcp", None, &bearer(&token)),
+        &FakeKeys::down(),
+    );
+    let reply = reply(&decision);
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.header("retry-after"), Some("30"));
+    assert!(reply.header("www-authenticate").is_none());
+}
+
+#[test]
+fn authorized_requests_are_forwarded_without_the_client_token() {
+    let config = config(&[
+        ("MCP_REQUIRED_SCOPES", "mcp:read"),
+        ("ORIGIN_AUTHORIZATION", "Bearer origin-credential"),
+    ]);
+    let token = mint(JwsAlgorithm::EdDsa, &good_claims());
+    let mut headers = bearer(&token);
+    headers.push(("X-Auth-Subject".into(), "admin".into()));
+    headers.push(("Mcp-Session-Id".into(), "abc".into()));
+    let decision = run(
+        &config,
+        &request("POST", "/mcp/sub", Some("x=1"), &headers),
+        &FakeKeys::up(),
+    );
+    let Outcome::Forward(forward) = &decision.outcome else {
+        panic!("not forwarded: {:?}", decision.reason)
+    };
+    assert_eq!(forward.url, "http://origin.internal:8080/mcp/sub?x=1");
+    assert!(!format!("{forward:?}").contains(&token));
+    let get = |name: &str| {
+        forward
+            .headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(get("authorization"), Some("Bearer origin-credential"));
+    assert_eq!(get("x-auth-subject"), Some("user-1"));
+    assert_eq!(get("x-auth-client-id"), Some("client-1"));
+    assert_eq!(get("x-auth-scopes"), Some("mcp:read mcp:write"));
+    assert_eq!(get("mcp-session-id"), Some("abc"));
+    assert_eq!(decision.verdict(), Verdict::Allow);
+}
