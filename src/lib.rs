@@ -10,3 +10,6 @@ pub mod reply;
 
 #[cfg(test)]
 mod testkit;
+
+#[cfg(target_arch = "wasm32")]
+mod edge;

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs everything portcullis needs, from the package registries only
+# (crates.io, npm). Idempotent: each step is skipped when already done at the
+# right version, so running it again costs seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+
+# The version of a package as pinned in Cargo.lock.
+locked_version() {
+  awk -v name="$1" '$0 == "name = \"" name "\"" { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock
+}
+
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+
+if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+  step "Adding the wasm32-unknown-unknown Rust target"
+  rustup target add wasm32-unknown-unknown
+fi
+
+# worker-build must match the worker crate; wasm-bindgen-cli must match the
+# wasm-bindgen library exactly, or the generated glue does not fit the module.
+worker_version=$(locked_version worker)
+bindgen_version=$(locked_version wasm-bindgen)
+
+installed_version() { "$1" --version 2>/dev/null | grep -oE '[0-9]+\.[0-9]+\.[0-9]+' | head -n 1; }
+
+if [ "$(installed_version worker-build)" != "$worker_version" ]; then
+  step "Installing worker-build $worker_version (about 5 minutes, once)"
+  cargo install worker-build --version "$worker_version" --locked --force
+fi
+
+if [ "$(installed_version wasm-bindgen)" != "$bindgen_version" ]; then
+  step "Installing wasm-bindgen-cli $bindgen_version (about 3 minutes, once)"
+  # --locked can fail when a crate in the CLI's own lock file was yanked;
+  # fall back to a fresh resolution of the same CLI version.
+  cargo install wasm-bindgen-cli --version "$bindgen_version" --locked --force \
+    || cargo install wasm-bindgen-cli --version "$bindgen_version" --force
+fi
+
+# npm ci only when package-lock.json changed since the last install.
+lock_stamp=node_modules/.portcullis-lock.sha256
+lock_sum=$(sha256sum package-lock.json | cut -d' ' -f1)
+if [ "$(cat "$lock_stamp" 2>/dev/null)" != "$lock_sum" ]; then
+  step "Installing npm packages"
+  npm ci --no-audit --no-fund
+  echo "$lock_sum" > "$lock_stamp"
+fi

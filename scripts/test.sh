@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs every test: set-up (idempotent), the native core tests, a fresh build
+# of the worker, then the black-box suite against the built worker in
+# Miniflare's workerd.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+source scripts/env.sh
+
+printf '\033[1m==> Native tests (cargo test)\033[0m\n'
+cargo test --all-targets
+
+printf '\033[1m==> Building the worker\033[0m\n'
+bash scripts/build.sh
+
+printf '\033[1m==> Black-box tests of build/index.js in Miniflare\033[0m\n'
+node --test --test-concurrency=1 --test-timeout=120000 tests/*.test.mjs

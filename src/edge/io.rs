@@ -1,0 +1,82 @@
+//! Runtime-backed ports: outbound fetch with a deadline and a size cap, and
+//! Workers KV.
+
+use std::time::Duration;
+
+use futures_util::future::{select, Either};
+use futures_util::StreamExt;
+use url::Url;
+use worker::{Delay, Fetch, Headers, Method, Request, RequestInit, RequestRedirect};
+
+use crate::keys::{
+    FetchError, FetchedDocument, HttpClient, KvStore, FETCH_TIMEOUT_MS, MAX_DOCUMENT_BYTES,
+};
+
+/// `fetch()` for JWKS and metadata documents.
+pub struct EdgeHttp;
+
+impl HttpClient for EdgeHttp {
+    async fn get(&self, url: &Url) -> Result<FetchedDocument, FetchError> {
+        let read = Box::pin(fetch_document(url));
+        let deadline = Box::pin(Delay::from(Duration::from_millis(u64::from(
+            FETCH_TIMEOUT_MS,
+        ))));
+        match select(read, deadline).await {
+            Either::Left((result, _)) => result,
+            Either::Right(_) => Err(FetchError::Timeout),
+        }
+    }
+}
+
+async fn fetch_document(url: &Url) -> Result<FetchedDocument, FetchError> {
+    let headers = Headers::new();
+    headers
+        .set("accept", "application/json")
+        .map_err(|_| FetchError::Network)?;
+    let mut init = RequestInit::new();
+    // A redirect could lead anywhere; the configured or discovered URL is the only one trusted.
+    init.with_method(Method::Get)
+        .with_headers(headers)
+        .with_redirect(RequestRedirect::Manual);
+    let request = Request::new_with_init(url.as_str(), &init).map_err(|_| FetchError::Network)?;
+    let mut response = Fetch::Request(request)
+        .send()
+        .await
+        .map_err(|_| FetchError::Network)?;
+    let declared = response
+        .headers()
+        .get("content-length")
+        .ok()
+        .flatten()
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > MAX_DOCUMENT_BYTES) {
+        return Err(FetchError::TooLarge);
+    }
+    let status = response.status_code();
+    let mut body = Vec::new();
+    if let Ok(mut stream) = response.stream() {
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|_| FetchError::Network)?;
+            if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
+                return Err(FetchError::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
+    }
+    Ok(FetchedDocument { status, body })
+}
+
+/// The `JWKS_CACHE` namespace.
+pub struct EdgeKv(pub worker::kv::KvStore);
+
+impl KvStore for EdgeKv {
+    async fn get(&self, key: &str) -> Option<String> {
+        self.0.get(key).text().await.ok().flatten()
+    }
+
+    async fn put(&self, key: &str, value: &str, ttl_seconds: u64) {
+        if let Ok(builder) = self.0.put(key, value) {
+            let _ = builder.expiration_ttl(ttl_seconds.max(60)).execute().await;
+        }
+    }
+}
