@@ -10,6 +10,7 @@ use std::fmt;
 use url::Url;
 
 use crate::jwk::JwsAlgorithm;
+use crate::keys::{CacheSettings, FetchLimits};
 
 /// Names of the bindings: the public contract with operators.
 pub mod binding {
@@ -23,6 +24,12 @@ pub mod binding {
     pub const JWT_ALGORITHMS: &str = "JWT_ALGORITHMS";
     pub const JWT_LEEWAY_SECONDS: &str = "JWT_LEEWAY_SECONDS";
     pub const JWKS_CACHE_TTL_SECONDS: &str = "JWKS_CACHE_TTL_SECONDS";
+    pub const JWKS_MIN_TTL_SECONDS: &str = "JWKS_MIN_TTL_SECONDS";
+    pub const JWKS_MAX_TTL_SECONDS: &str = "JWKS_MAX_TTL_SECONDS";
+    pub const JWKS_MAX_STALE_SECONDS: &str = "JWKS_MAX_STALE_SECONDS";
+    pub const JWKS_REFRESH_COOLDOWN_SECONDS: &str = "JWKS_REFRESH_COOLDOWN_SECONDS";
+    pub const JWKS_FETCH_TIMEOUT_MS: &str = "JWKS_FETCH_TIMEOUT_MS";
+    pub const JWKS_MAX_BYTES: &str = "JWKS_MAX_BYTES";
     pub const MCP_RESOURCE_NAME: &str = "MCP_RESOURCE_NAME";
     pub const MCP_RESOURCE_DOCUMENTATION: &str = "MCP_RESOURCE_DOCUMENTATION";
     pub const ORIGIN_AUTHORIZATION: &str = "ORIGIN_AUTHORIZATION";
@@ -41,10 +48,6 @@ pub const DEFAULT_LEEWAY_SECONDS: u64 = 60;
 /// Largest accepted `JWT_LEEWAY_SECONDS`: more skew than this is a
 /// misconfiguration, not a clock problem.
 pub const MAX_LEEWAY_SECONDS: u64 = 600;
-/// Default `JWKS_CACHE_TTL_SECONDS`.
-pub const DEFAULT_JWKS_CACHE_TTL_SECONDS: u64 = 600;
-/// Bounds of `JWKS_CACHE_TTL_SECONDS` (Workers KV expiry is at least 60 s).
-pub const JWKS_CACHE_TTL_RANGE: std::ops::RangeInclusive<u64> = 60..=86_400;
 
 /// Where the gate's configuration comes from: the Worker `env` in
 /// production, a map in tests.
@@ -96,8 +99,8 @@ pub struct Config {
     pub algorithms: Vec<JwsAlgorithm>,
     /// Clock skew tolerated on time claims.
     pub leeway_seconds: u64,
-    /// How long a fetched key set is fresh.
-    pub jwks_cache_ttl_seconds: u64,
+    /// Key set cache lifetimes and fetch limits.
+    pub key_cache: CacheSettings,
     /// `resource_name` in the metadata.
     pub resource_name: Option<String>,
     /// `resource_documentation` in the metadata.
@@ -195,7 +198,7 @@ impl<B: Bindings + ?Sized> Parser<'_, B> {
             .unwrap_or_default()
     }
 
-    fn seconds(
+    fn number(
         &mut self,
         name: &'static str,
         default: u64,
@@ -207,17 +210,54 @@ impl<B: Bindings + ?Sized> Parser<'_, B> {
         match raw.parse::<u64>() {
             Ok(value) if range.contains(&value) => value,
             _ => {
-                self.problem(
-                    name,
-                    format!(
-                        "must be a whole number of seconds from {} to {}",
-                        range.start(),
-                        range.end()
-                    ),
-                );
+                let (low, high) = (range.start(), range.end());
+                self.problem(name, format!("must be a whole number from {low} to {high}"));
                 default
             }
         }
+    }
+
+    fn seconds(
+        &mut self,
+        name: &'static str,
+        default: i64,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> i64 {
+        let value = self.number(name, u64::try_from(default).unwrap_or(0), range);
+        i64::try_from(value).unwrap_or(i64::MAX)
+    }
+
+    fn key_cache(&mut self) -> CacheSettings {
+        use binding::*;
+        const WEEK: u64 = 604_800;
+        let defaults = CacheSettings::default();
+        let settings = CacheSettings {
+            default_ttl: self.seconds(JWKS_CACHE_TTL_SECONDS, defaults.default_ttl, 60..=WEEK),
+            min_ttl: self.seconds(JWKS_MIN_TTL_SECONDS, defaults.min_ttl, 60..=WEEK),
+            max_ttl: self.seconds(JWKS_MAX_TTL_SECONDS, defaults.max_ttl, 60..=WEEK),
+            max_stale: self.seconds(JWKS_MAX_STALE_SECONDS, defaults.max_stale, 0..=WEEK),
+            refresh_cooldown: self.seconds(
+                JWKS_REFRESH_COOLDOWN_SECONDS,
+                defaults.refresh_cooldown,
+                1..=3600,
+            ),
+            limits: FetchLimits {
+                timeout_ms: self.number(
+                    JWKS_FETCH_TIMEOUT_MS,
+                    u64::from(defaults.limits.timeout_ms),
+                    100..=30_000,
+                ) as u32,
+                max_bytes: self.number(
+                    JWKS_MAX_BYTES,
+                    defaults.limits.max_bytes as u64,
+                    1024..=4 * 1024 * 1024,
+                ) as usize,
+            },
+        };
+        if settings.min_ttl > settings.max_ttl {
+            self.problem(JWKS_MIN_TTL_SECONDS, "must not exceed JWKS_MAX_TTL_SECONDS");
+        }
+        settings
     }
 
     fn url(&mut self, name: &'static str, raw: &str, rule: UrlRule) -> Option<Url> {
@@ -392,16 +432,12 @@ impl Config {
             }
         };
 
-        let leeway_seconds = p.seconds(
+        let leeway_seconds = p.number(
             JWT_LEEWAY_SECONDS,
             DEFAULT_LEEWAY_SECONDS,
             0..=MAX_LEEWAY_SECONDS,
         );
-        let jwks_cache_ttl_seconds = p.seconds(
-            JWKS_CACHE_TTL_SECONDS,
-            DEFAULT_JWKS_CACHE_TTL_SECONDS,
-            JWKS_CACHE_TTL_RANGE,
-        );
+        let key_cache = p.key_cache();
         let resource_name = p.optional(MCP_RESOURCE_NAME);
         let resource_documentation = p.optional(MCP_RESOURCE_DOCUMENTATION).and_then(|raw| {
             p.url(MCP_RESOURCE_DOCUMENTATION, &raw, UrlRule::Origin)
@@ -437,7 +473,7 @@ impl Config {
                     required_scopes,
                     algorithms,
                     leeway_seconds,
-                    jwks_cache_ttl_seconds,
+                    key_cache,
                     resource_name,
                     resource_documentation,
                     origin_authorization,
@@ -515,7 +551,7 @@ mod tests {
         assert_eq!(config.audiences, ["https://mcp.example.com/mcp"]);
         assert_eq!(config.algorithms, DEFAULT_ALGORITHMS);
         assert_eq!(config.leeway_seconds, 60);
-        assert_eq!(config.jwks_cache_ttl_seconds, 600);
+        assert_eq!(config.key_cache, CacheSettings::default());
         assert_eq!(
             config.issuers,
             [TrustedIssuer {
@@ -599,6 +635,43 @@ mod tests {
                 "{local}"
             );
         }
+    }
+
+    #[test]
+    fn key_cache_knobs_are_parsed_and_checked() {
+        let config = Config::parse(&bindings(&[
+            ("JWKS_CACHE_TTL_SECONDS", "300"),
+            ("JWKS_MIN_TTL_SECONDS", "120"),
+            ("JWKS_MAX_TTL_SECONDS", "3600"),
+            ("JWKS_MAX_STALE_SECONDS", "0"),
+            ("JWKS_REFRESH_COOLDOWN_SECONDS", "5"),
+            ("JWKS_FETCH_TIMEOUT_MS", "1500"),
+            ("JWKS_MAX_BYTES", "65536"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            config.key_cache,
+            CacheSettings {
+                default_ttl: 300,
+                min_ttl: 120,
+                max_ttl: 3600,
+                max_stale: 0,
+                refresh_cooldown: 5,
+                limits: FetchLimits {
+                    timeout_ms: 1500,
+                    max_bytes: 65536
+                },
+            }
+        );
+        let bad = Config::parse(&bindings(&[
+            ("JWKS_MIN_TTL_SECONDS", "7200"),
+            ("JWKS_MAX_TTL_SECONDS", "3600"),
+            ("JWKS_FETCH_TIMEOUT_MS", "0"),
+        ]));
+        assert_eq!(
+            problems(bad),
+            ["JWKS_FETCH_TIMEOUT_MS", "JWKS_MIN_TTL_SECONDS"]
+        );
     }
 
     #[test]

@@ -2,11 +2,22 @@
 //! found at the configured `jwks_uri` or through authorization server
 //! metadata discovery (RFC 8414 §3, falling back to OpenID Connect Discovery
 //! 1.0 §4), cached in isolate memory in front of a shared key-value store in
-//! front of the network.
+//! front of the network, with HTTP freshness (RFC 9111 §4.2) bounded by
+//! configuration.
 //!
-//! The cache logic is pure over three small ports ([`HttpClient`],
-//! [`KvStore`] and the `now` argument), so the Workers runtime supplies only
-//! the I/O and the policy is tested natively.
+//! The policy is written for the two failures edge gates are known for:
+//! - key rotation: a token signed with a key the cache has not seen triggers
+//!   one refetch, rate-limited per issuer across isolates (the shared store
+//!   carries the last attempt), so a storm of forged `kid`s cannot hammer
+//!   the authorization server;
+//! - a slow or down authorization server: a stale set is served while it is
+//!   refreshed in the background (stale-while-revalidate) and kept when the
+//!   refresh fails (stale-if-error), up to a maximum stale age, with
+//!   exponential backoff between failed attempts.
+//!
+//! The cache is pure over small ports ([`HttpClient`], [`KvStore`] and the
+//! `now` argument), so the Workers runtime supplies only I/O and the policy
+//! is tested natively.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -18,25 +29,76 @@ use url::Url;
 use crate::config::TrustedIssuer;
 use crate::jwk::{JwksError, KeySet};
 
-/// Largest JWKS or metadata document accepted.
-pub const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
-/// How long an outbound fetch may take.
-pub const FETCH_TIMEOUT_MS: u32 = 5_000;
-/// A key set stays usable this long past its freshness when the issuer cannot
-/// be reached (stale-if-error).
-pub const MAX_STALE_SECONDS: i64 = 24 * 3600;
-/// Least time between two refetches triggered by an unknown `kid`.
-pub const UNKNOWN_KID_COOLDOWN_SECONDS: i64 = 30;
-/// Least time between two attempts after a failed fetch.
-pub const FAILURE_BACKOFF_SECONDS: i64 = 10;
+/// Bounds and lifetimes of the key cache; see the README for each knob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheSettings {
+    /// Freshness when the JWKS response says nothing (`JWKS_CACHE_TTL_SECONDS`).
+    pub default_ttl: i64,
+    /// Least freshness, whatever the response says (`JWKS_MIN_TTL_SECONDS`).
+    pub min_ttl: i64,
+    /// Most freshness, whatever the response says (`JWKS_MAX_TTL_SECONDS`).
+    pub max_ttl: i64,
+    /// How long past its freshness a set may still be used (`JWKS_MAX_STALE_SECONDS`).
+    pub max_stale: i64,
+    /// Least time between refetches for unknown `kid`s (`JWKS_REFRESH_COOLDOWN_SECONDS`).
+    pub refresh_cooldown: i64,
+    /// Outbound fetch limits.
+    pub limits: FetchLimits,
+}
 
-/// An HTTP response body and status, read within the size cap.
-#[derive(Debug, Clone)]
+impl Default for CacheSettings {
+    fn default() -> Self {
+        CacheSettings {
+            default_ttl: 600,
+            min_ttl: 60,
+            max_ttl: 86_400,
+            max_stale: 86_400,
+            refresh_cooldown: 30,
+            limits: FetchLimits::default(),
+        }
+    }
+}
+
+/// Limits on one outbound fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchLimits {
+    /// Deadline for the whole fetch, body included (`JWKS_FETCH_TIMEOUT_MS`).
+    pub timeout_ms: u32,
+    /// Largest body accepted (`JWKS_MAX_BYTES`).
+    pub max_bytes: usize,
+}
+
+impl Default for FetchLimits {
+    fn default() -> Self {
+        FetchLimits {
+            timeout_ms: 5_000,
+            max_bytes: 256 * 1024,
+        }
+    }
+}
+
+/// First wait after a failed fetch; doubles per consecutive failure.
+pub const BACKOFF_BASE_SECONDS: i64 = 5;
+/// Longest wait between attempts while failing.
+pub const BACKOFF_MAX_SECONDS: i64 = 300;
+/// Most redirects followed, and only to the same origin.
+pub const MAX_REDIRECTS: usize = 3;
+
+/// An HTTP response as the cache needs it.
+#[derive(Debug, Clone, Default)]
 pub struct FetchedDocument {
     /// HTTP status.
     pub status: u16,
-    /// The body, at most [`MAX_DOCUMENT_BYTES`].
+    /// The body, within [`FetchLimits::max_bytes`].
     pub body: Vec<u8>,
+    /// `Cache-Control`.
+    pub cache_control: Option<String>,
+    /// `Expires`.
+    pub expires: Option<String>,
+    /// `Date`.
+    pub date: Option<String>,
+    /// `Location`, for redirects.
+    pub location: Option<String>,
 }
 
 /// Why an outbound fetch failed.
@@ -44,27 +106,42 @@ pub struct FetchedDocument {
 pub enum FetchError {
     /// Connection refused, DNS failure, TLS failure.
     Network,
-    /// No answer within [`FETCH_TIMEOUT_MS`].
+    /// No complete answer within the deadline.
     Timeout,
-    /// The body exceeded [`MAX_DOCUMENT_BYTES`].
+    /// The body exceeded the size cap.
     TooLarge,
 }
 
-/// Outbound HTTP GET, bounded in time and size. Redirects are not followed.
+/// Outbound HTTP GET, bounded by `limits`. Must not follow redirects.
 #[allow(async_fn_in_trait)]
 pub trait HttpClient {
-    /// Fetches `url` as JSON.
-    async fn get(&self, url: &Url) -> Result<FetchedDocument, FetchError>;
+    /// Fetches `url` (a JSON document).
+    async fn get(&self, url: &Url, limits: FetchLimits) -> Result<FetchedDocument, FetchError>;
 }
 
-/// A shared key-value store (Workers KV).
+/// A shared key-value store (Workers KV). Errors count as misses and lost
+/// writes: the store is an optimisation, never the source of truth.
 #[allow(async_fn_in_trait)]
 pub trait KvStore {
-    /// Reads `key`; errors count as a miss.
+    /// Reads `key`.
     async fn get(&self, key: &str) -> Option<String>;
-    /// Writes `key` with an expiry; failures are ignored (the cache is an
-    /// optimisation, never a source of truth).
+    /// Writes `key` with an expiry (at least 60 s, as Workers KV requires).
     async fn put(&self, key: &str, value: &str, ttl_seconds: u64);
+}
+
+impl<T: HttpClient> HttpClient for &T {
+    async fn get(&self, url: &Url, limits: FetchLimits) -> Result<FetchedDocument, FetchError> {
+        (**self).get(url, limits).await
+    }
+}
+
+impl<T: KvStore> KvStore for &T {
+    async fn get(&self, key: &str) -> Option<String> {
+        (**self).get(key).await
+    }
+    async fn put(&self, key: &str, value: &str, ttl_seconds: u64) {
+        (**self).put(key, value, ttl_seconds).await
+    }
 }
 
 /// Why no key set is available for an issuer.
@@ -74,6 +151,8 @@ pub enum KeySourceError {
     Fetch(FetchError),
     /// The server answered with a non-success status.
     Status(u16),
+    /// A redirect to another origin, or too many redirects.
+    Redirect,
     /// The JWKS document is unusable.
     InvalidKeySet(JwksError),
     /// Discovery metadata was unusable: not JSON, no `jwks_uri`, a `jwks_uri`
@@ -91,6 +170,7 @@ impl KeySourceError {
             Self::Fetch(FetchError::Timeout) => "jwks_fetch_timeout",
             Self::Fetch(FetchError::TooLarge) => "jwks_too_large",
             Self::Status(_) => "jwks_bad_status",
+            Self::Redirect => "jwks_redirect_refused",
             Self::InvalidKeySet(_) => "jwks_invalid",
             Self::InvalidMetadata => "discovery_failed",
             Self::BackingOff => "jwks_backing_off",
@@ -101,10 +181,10 @@ impl KeySourceError {
 /// Why the caller wants a key set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyDemand {
-    /// Any usable set (fresh, or stale within limits if the issuer is down).
+    /// Any usable set.
     Current,
-    /// The token's key is not in the current set: refetch, unless one was
-    /// fetched within the cooldown.
+    /// The token's key is not in the current set: refetch, unless the set
+    /// (or an attempt) is younger than the cooldown.
     UnknownKid,
 }
 
@@ -128,6 +208,18 @@ struct CachedSet {
     fresh_for: i64,
 }
 
+impl CachedSet {
+    fn age(&self, now: i64) -> i64 {
+        now.saturating_sub(self.fetched_at).max(0)
+    }
+    fn is_fresh(&self, now: i64) -> bool {
+        self.age(now) < self.fresh_for
+    }
+    fn is_usable(&self, now: i64, max_stale: i64) -> bool {
+        self.age(now) < self.fresh_for.saturating_add(max_stale)
+    }
+}
+
 /// The shared-store form: every isolate reading it agrees on its age.
 #[derive(Serialize, Deserialize)]
 struct StoredSet {
@@ -137,31 +229,51 @@ struct StoredSet {
     jwks: String,
 }
 
+/// What an isolate remembers about one issuer.
+#[derive(Default)]
+struct IssuerState {
+    set: Option<CachedSet>,
+    jwks_uri: Option<Url>,
+    consecutive_failures: u32,
+    retry_after: i64,
+    last_refetch_attempt: Option<i64>,
+    refreshing: bool,
+}
+
 /// Per-isolate state of the key cache; lives as long as the isolate.
 #[derive(Default)]
 pub struct KeyMemory {
-    sets: RefCell<HashMap<String, CachedSet>>,
-    jwks_uris: RefCell<HashMap<String, Url>>,
-    last_failure: RefCell<HashMap<String, i64>>,
+    issuers: RefCell<HashMap<String, IssuerState>>,
+}
+
+impl KeyMemory {
+    fn with<T>(&self, issuer: &str, f: impl FnOnce(&mut IssuerState) -> T) -> T {
+        f(self
+            .issuers
+            .borrow_mut()
+            .entry(issuer.to_owned())
+            .or_default())
+    }
 }
 
 /// The two-tier JWKS cache over the network.
-pub struct JwksCache<'a, H: HttpClient, S: KvStore> {
-    /// Isolate memory.
-    pub memory: &'a KeyMemory,
-    /// Outbound HTTP.
-    pub http: &'a H,
-    /// The shared store.
-    pub store: &'a S,
-    /// Freshness lifetime of a fetched set, in seconds.
-    pub ttl_seconds: u64,
+pub struct JwksCache<H: HttpClient, S: KvStore> {
+    memory: Rc<KeyMemory>,
+    http: H,
+    store: S,
+    settings: CacheSettings,
+    pending_refresh: RefCell<Vec<TrustedIssuer>>,
 }
 
-fn store_key(issuer: &str) -> String {
+fn set_key(issuer: &str) -> String {
     format!("jwks:v1:{issuer}")
 }
 
-impl<H: HttpClient, S: KvStore> KeySource for JwksCache<'_, H, S> {
+fn attempt_key(issuer: &str) -> String {
+    format!("jwks-refetch:v1:{issuer}")
+}
+
+impl<H: HttpClient, S: KvStore> KeySource for JwksCache<H, S> {
     async fn key_set(
         &self,
         issuer: &TrustedIssuer,
@@ -169,81 +281,150 @@ impl<H: HttpClient, S: KvStore> KeySource for JwksCache<'_, H, S> {
         now: i64,
     ) -> Result<Rc<KeySet>, KeySourceError> {
         let id = issuer.issuer.as_str();
-        let mut best = self.memory.sets.borrow().get(id).cloned();
-        if best.as_ref().is_none_or(|set| !is_fresh(set, now)) {
-            if let Some(stored) = self.load_stored(id).await {
-                if best
-                    .as_ref()
-                    .is_none_or(|held| stored.fetched_at > held.fetched_at)
-                {
-                    self.memory
-                        .sets
-                        .borrow_mut()
-                        .insert(id.to_owned(), stored.clone());
-                    best = Some(stored);
-                }
+        let settings = self.settings;
+        let mut held = self.memory.with(id, |state| state.set.clone());
+        let memory_answers = match (&held, demand) {
+            (Some(set), KeyDemand::Current) => set.is_fresh(now),
+            (Some(set), KeyDemand::UnknownKid) => set.age(now) < settings.refresh_cooldown,
+            (None, _) => false,
+        };
+        if memory_answers {
+            return Ok(held.expect("memory answers only with a set").keys);
+        }
+        // Another isolate may have fetched more recently.
+        if let Some(stored) = self.load_stored(id).await {
+            if held
+                .as_ref()
+                .is_none_or(|set| stored.fetched_at > set.fetched_at)
+            {
+                self.memory
+                    .with(id, |state| state.set = Some(stored.clone()));
+                held = Some(stored);
             }
         }
-        let must_fetch = match (&best, demand) {
-            (None, _) => true,
-            (Some(set), KeyDemand::Current) => !is_fresh(set, now),
-            (Some(set), KeyDemand::UnknownKid) => {
-                now - set.fetched_at >= UNKNOWN_KID_COOLDOWN_SECONDS
-            }
-        };
-        if !must_fetch {
-            return Ok(best.expect("checked above").keys);
-        }
-        let backing_off = self
-            .memory
-            .last_failure
-            .borrow()
-            .get(id)
-            .is_some_and(|failed_at| now - failed_at < FAILURE_BACKOFF_SECONDS);
-        let fetched = if backing_off {
-            Err(KeySourceError::BackingOff)
-        } else {
-            self.fetch(issuer, now).await
-        };
-        match fetched {
-            Ok(set) => {
-                self.memory.last_failure.borrow_mut().remove(id);
+        match (held, demand) {
+            (Some(set), KeyDemand::Current) if set.is_fresh(now) => Ok(set.keys),
+            (Some(set), KeyDemand::Current) if set.is_usable(now, settings.max_stale) => {
+                // Stale-while-revalidate: answer now, refresh off the request path.
+                self.schedule_refresh(issuer, now);
                 Ok(set.keys)
             }
-            Err(error) => {
-                if error != KeySourceError::BackingOff {
-                    self.memory
-                        .last_failure
-                        .borrow_mut()
-                        .insert(id.to_owned(), now);
+            (Some(set), KeyDemand::UnknownKid) => {
+                if set.age(now) < settings.refresh_cooldown
+                    || self.refetch_attempted_recently(id, now).await
+                {
+                    return Ok(set.keys);
                 }
-                // Stale-if-error: a set that was good recently beats refusing everyone.
-                match best {
-                    Some(set) if now - set.fetched_at < set.fresh_for + MAX_STALE_SECONDS => {
-                        Ok(set.keys)
-                    }
-                    _ => Err(error),
+                self.note_refetch_attempt(id, now).await;
+                match self.refresh(issuer, now).await {
+                    Ok(fresh) => Ok(fresh),
+                    Err(_) if set.is_usable(now, settings.max_stale) => Ok(set.keys),
+                    Err(error) => Err(error),
                 }
+            }
+            // Nothing usable held: the request must wait for the network.
+            (_, KeyDemand::Current) | (None, KeyDemand::UnknownKid) => {
+                self.refresh(issuer, now).await
             }
         }
     }
 }
 
-fn is_fresh(set: &CachedSet, now: i64) -> bool {
-    now >= set.fetched_at && now - set.fetched_at < set.fresh_for
-}
+impl<H: HttpClient, S: KvStore> JwksCache<H, S> {
+    /// A cache over `memory` (kept by the isolate), outbound HTTP and the store.
+    pub fn new(memory: Rc<KeyMemory>, http: H, store: S, settings: CacheSettings) -> Self {
+        JwksCache {
+            memory,
+            http,
+            store,
+            settings,
+            pending_refresh: RefCell::new(Vec::new()),
+        }
+    }
 
-impl<H: HttpClient, S: KvStore> JwksCache<'_, H, S> {
+    /// Issuers whose stale set was served and should be refreshed after the
+    /// response, off the request path (`ctx.waitUntil`).
+    pub fn take_pending_refreshes(&self) -> Vec<TrustedIssuer> {
+        std::mem::take(&mut self.pending_refresh.borrow_mut())
+    }
+
+    fn schedule_refresh(&self, issuer: &TrustedIssuer, now: i64) {
+        let due = self.memory.with(&issuer.issuer, |state| {
+            let due = !state.refreshing && now >= state.retry_after;
+            state.refreshing |= due;
+            due
+        });
+        if due {
+            self.pending_refresh.borrow_mut().push(issuer.clone());
+        }
+    }
+
+    /// Fetches the issuer's key set now, honouring backoff; on success the set
+    /// replaces the held one in memory and the store.
+    pub async fn refresh(
+        &self,
+        issuer: &TrustedIssuer,
+        now: i64,
+    ) -> Result<Rc<KeySet>, KeySourceError> {
+        let id = issuer.issuer.as_str();
+        if self.memory.with(id, |state| now < state.retry_after) {
+            self.memory.with(id, |state| state.refreshing = false);
+            return Err(KeySourceError::BackingOff);
+        }
+        let result = self.fetch(issuer, now).await;
+        self.memory.with(id, |state| {
+            state.refreshing = false;
+            match &result {
+                Ok(set) => {
+                    state.set = Some(set.clone());
+                    state.consecutive_failures = 0;
+                    state.retry_after = 0;
+                }
+                Err(_) => {
+                    state.consecutive_failures = state.consecutive_failures.saturating_add(1);
+                    let exponent = state.consecutive_failures.saturating_sub(1).min(16);
+                    let wait = BACKOFF_BASE_SECONDS
+                        .saturating_mul(1 << exponent)
+                        .min(BACKOFF_MAX_SECONDS);
+                    state.retry_after = now.saturating_add(wait);
+                }
+            }
+        });
+        result.map(|set| set.keys)
+    }
+
+    async fn refetch_attempted_recently(&self, issuer: &str, now: i64) -> bool {
+        let local = self.memory.with(issuer, |state| state.last_refetch_attempt);
+        let shared = match local {
+            Some(at) if now - at < self.settings.refresh_cooldown => return true,
+            _ => self
+                .store
+                .get(&attempt_key(issuer))
+                .await
+                .and_then(|at| at.parse::<i64>().ok()),
+        };
+        shared.is_some_and(|at| now - at < self.settings.refresh_cooldown)
+    }
+
+    async fn note_refetch_attempt(&self, issuer: &str, now: i64) {
+        self.memory
+            .with(issuer, |state| state.last_refetch_attempt = Some(now));
+        let ttl = u64::try_from(self.settings.refresh_cooldown)
+            .unwrap_or(60)
+            .max(60);
+        self.store
+            .put(&attempt_key(issuer), &now.to_string(), ttl)
+            .await;
+    }
+
     async fn load_stored(&self, issuer: &str) -> Option<CachedSet> {
-        let raw = self.store.get(&store_key(issuer)).await?;
+        let raw = self.store.get(&set_key(issuer)).await?;
         let stored: StoredSet = serde_json::from_str(&raw).ok()?;
         let keys = KeySet::parse(stored.jwks.as_bytes()).ok()?;
         if let Ok(uri) = Url::parse(&stored.jwks_uri) {
-            self.memory
-                .jwks_uris
-                .borrow_mut()
-                .entry(issuer.to_owned())
-                .or_insert(uri);
+            self.memory.with(issuer, |state| {
+                state.jwks_uri.get_or_insert(uri);
+            });
         }
         Some(CachedSet {
             keys: Rc::new(keys),
@@ -254,25 +435,14 @@ impl<H: HttpClient, S: KvStore> JwksCache<'_, H, S> {
 
     async fn fetch(&self, issuer: &TrustedIssuer, now: i64) -> Result<CachedSet, KeySourceError> {
         let jwks_uri = self.jwks_uri(issuer).await?;
-        let document = self
-            .http
-            .get(&jwks_uri)
-            .await
-            .map_err(KeySourceError::Fetch)?;
-        if !(200..300).contains(&document.status) {
-            return Err(KeySourceError::Status(document.status));
-        }
+        let document = self.get_following_same_origin(&jwks_uri).await?;
         let keys = KeySet::parse(&document.body).map_err(KeySourceError::InvalidKeySet)?;
-        let fresh_for = i64::try_from(self.ttl_seconds).unwrap_or(i64::MAX);
+        let fresh_for = freshness_lifetime(&document, &self.settings);
         let set = CachedSet {
             keys: Rc::new(keys),
             fetched_at: now,
             fresh_for,
         };
-        self.memory
-            .sets
-            .borrow_mut()
-            .insert(issuer.issuer.clone(), set.clone());
         let stored = StoredSet {
             fetched_at: now,
             fresh_for,
@@ -280,38 +450,140 @@ impl<H: HttpClient, S: KvStore> JwksCache<'_, H, S> {
             jwks: String::from_utf8_lossy(&document.body).into_owned(),
         };
         if let Ok(value) = serde_json::to_string(&stored) {
-            let ttl = self.ttl_seconds.saturating_add(MAX_STALE_SECONDS as u64);
-            self.store
-                .put(&store_key(&issuer.issuer), &value, ttl)
-                .await;
+            let ttl = u64::try_from(fresh_for.saturating_add(self.settings.max_stale))
+                .unwrap_or(u64::MAX);
+            self.store.put(&set_key(&issuer.issuer), &value, ttl).await;
         }
         Ok(set)
+    }
+
+    /// GET with redirects followed only within the same origin, so a
+    /// compromised path cannot send the gate to another host's keys.
+    async fn get_following_same_origin(
+        &self,
+        url: &Url,
+    ) -> Result<FetchedDocument, KeySourceError> {
+        let mut current = url.clone();
+        for _ in 0..=MAX_REDIRECTS {
+            let document = self
+                .http
+                .get(&current, self.settings.limits)
+                .await
+                .map_err(KeySourceError::Fetch)?;
+            match document.status {
+                200..=299 => return Ok(document),
+                301 | 302 | 303 | 307 | 308 => {
+                    let next = document
+                        .location
+                        .as_deref()
+                        .and_then(|location| current.join(location).ok())
+                        .filter(|next| next.origin() == url.origin())
+                        .ok_or(KeySourceError::Redirect)?;
+                    current = next;
+                }
+                status => return Err(KeySourceError::Status(status)),
+            }
+        }
+        Err(KeySourceError::Redirect)
     }
 
     async fn jwks_uri(&self, issuer: &TrustedIssuer) -> Result<Url, KeySourceError> {
         if let Some(uri) = &issuer.jwks_uri {
             return Ok(uri.clone());
         }
-        if let Some(uri) = self.memory.jwks_uris.borrow().get(&issuer.issuer) {
-            return Ok(uri.clone());
+        if let Some(uri) = self
+            .memory
+            .with(&issuer.issuer, |state| state.jwks_uri.clone())
+        {
+            return Ok(uri);
         }
         let mut last_error = KeySourceError::InvalidMetadata;
         for metadata_url in discovery_urls(&issuer.issuer) {
-            match self.http.get(&metadata_url).await {
-                Ok(document) if (200..300).contains(&document.status) => {
+            match self.get_following_same_origin(&metadata_url).await {
+                Ok(document) => {
                     let uri = jwks_uri_from_metadata(&document.body, &issuer.issuer)?;
                     self.memory
-                        .jwks_uris
-                        .borrow_mut()
-                        .insert(issuer.issuer.clone(), uri.clone());
+                        .with(&issuer.issuer, |state| state.jwks_uri = Some(uri.clone()));
                     return Ok(uri);
                 }
-                Ok(document) => last_error = KeySourceError::Status(document.status),
-                Err(error) => last_error = KeySourceError::Fetch(error),
+                Err(error) => last_error = error,
             }
         }
         Err(last_error)
     }
+}
+
+/// How long a fetched set is fresh: `Cache-Control: max-age` (RFC 9111
+/// §5.2.2.1), else `Expires` minus `Date` (§5.3), else the configured
+/// default; `no-store`/`no-cache` mean the minimum. Always clamped to the
+/// configured bounds, so a server cannot make the gate refetch on every
+/// request nor pin a key set for weeks.
+pub fn freshness_lifetime(document: &FetchedDocument, settings: &CacheSettings) -> i64 {
+    let directives: Vec<String> = document
+        .cache_control
+        .as_deref()
+        .map(|value| {
+            value
+                .split(',')
+                .map(|d| d.trim().to_ascii_lowercase())
+                .collect()
+        })
+        .unwrap_or_default();
+    let from_cache_control = if directives
+        .iter()
+        .any(|d| d == "no-store" || d == "no-cache")
+    {
+        Some(settings.min_ttl)
+    } else {
+        directives
+            .iter()
+            .find_map(|d| d.strip_prefix("max-age="))
+            .and_then(|value| value.trim_matches('"').parse::<i64>().ok())
+    };
+    let from_expires = || {
+        let expires = parse_http_date(document.expires.as_deref()?)?;
+        let date = parse_http_date(document.date.as_deref()?)?;
+        Some(expires - date)
+    };
+    from_cache_control
+        .or_else(from_expires)
+        .unwrap_or(settings.default_ttl)
+        .clamp(settings.min_ttl, settings.max_ttl.max(settings.min_ttl))
+}
+
+/// Parses an IMF-fixdate (RFC 9110 §5.6.7), e.g. `Sun, 06 Nov 1994 08:49:37 GMT`,
+/// into seconds since the epoch. The obsolete forms are not accepted: a
+/// header that cannot be read simply does not count.
+pub fn parse_http_date(value: &str) -> Option<i64> {
+    let mut parts = value.split_ascii_whitespace();
+    let _weekday = parts.next()?.strip_suffix(',')?;
+    let day: i64 = parts.next()?.parse().ok()?;
+    let month_name = parts.next()?;
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|m| *m == month_name)? as i64
+        + 1;
+    let year: i64 = parts.next()?.parse().ok()?;
+    let mut clock = parts.next()?.split(':').map(|p| p.parse::<i64>().ok());
+    let (hour, minute, second) = (clock.next()??, clock.next()??, clock.next()??);
+    if parts.next()? != "GMT" || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60
+    {
+        return None;
+    }
+    // Days from civil date (Howard Hinnant's algorithm).
+    let (y, m) = if month <= 2 {
+        (year - 1, month + 9)
+    } else {
+        (year, month - 3)
+    };
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let day_of_year = (153 * m + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    Some(days * 86_400 + hour * 3600 + minute * 60 + second)
 }
 
 /// Where to look for an issuer's metadata: RFC 8414 §3.1 inserts the

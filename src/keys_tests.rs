@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use super::*;
 use crate::testkit::{jwks_json, NOW};
 
-/// Scripted HTTP: a response per URL, and a count of calls per URL.
+/// Scripted HTTP: a response per URL, and a log of calls.
 #[derive(Default)]
 struct FakeHttp {
     routes: RefCell<HashMap<String, Result<FetchedDocument, FetchError>>>,
@@ -13,13 +13,19 @@ struct FakeHttp {
 
 impl FakeHttp {
     fn serve(&self, url: &str, status: u16, body: &str) {
-        self.routes.borrow_mut().insert(
-            url.to_owned(),
-            Ok(FetchedDocument {
+        self.respond(
+            url,
+            FetchedDocument {
                 status,
                 body: body.as_bytes().to_vec(),
-            }),
+                ..Default::default()
+            },
         );
+    }
+    fn respond(&self, url: &str, document: FetchedDocument) {
+        self.routes
+            .borrow_mut()
+            .insert(url.to_owned(), Ok(document));
     }
     fn fail(&self, url: &str, error: FetchError) {
         self.routes.borrow_mut().insert(url.to_owned(), Err(error));
@@ -34,7 +40,7 @@ impl FakeHttp {
 }
 
 impl HttpClient for FakeHttp {
-    async fn get(&self, url: &Url) -> Result<FetchedDocument, FetchError> {
+    async fn get(&self, url: &Url, _limits: FetchLimits) -> Result<FetchedDocument, FetchError> {
         self.calls.borrow_mut().push(url.to_string());
         self.routes
             .borrow()
@@ -42,7 +48,7 @@ impl HttpClient for FakeHttp {
             .cloned()
             .unwrap_or(Ok(FetchedDocument {
                 status: 404,
-                body: Vec::new(),
+                ..Default::default()
             }))
     }
 }
@@ -75,164 +81,163 @@ fn issuer(jwks_uri: Option<&str>) -> TrustedIssuer {
     }
 }
 
-fn get(
-    cache: &JwksCache<'_, FakeHttp, FakeKv>,
-    issuer: &TrustedIssuer,
-    demand: KeyDemand,
-    now: i64,
-) -> Result<Rc<KeySet>, KeySourceError> {
-    pollster::block_on(cache.key_set(issuer, demand, now))
+type Cache<'a> = JwksCache<&'a FakeHttp, &'a FakeKv>;
+
+fn cache<'a>(http: &'a FakeHttp, kv: &'a FakeKv) -> Cache<'a> {
+    JwksCache::new(
+        Rc::new(KeyMemory::default()),
+        http,
+        kv,
+        CacheSettings::default(),
+    )
+}
+
+fn get(cache: &Cache<'_>, demand: KeyDemand, now: i64) -> Result<Rc<KeySet>, KeySourceError> {
+    pollster::block_on(cache.key_set(&issuer(Some(JWKS)), demand, now))
+}
+
+fn refresh_pending(cache: &Cache<'_>, now: i64) {
+    for pending in cache.take_pending_refreshes() {
+        let _ = pollster::block_on(cache.refresh(&pending, now));
+    }
 }
 
 #[test]
-fn fetches_once_then_serves_from_memory_until_stale() {
-    let (http, kv, memory) = (FakeHttp::default(), FakeKv::default(), KeyMemory::default());
+fn fetches_once_then_serves_from_memory_while_fresh() {
+    let (http, kv) = (FakeHttp::default(), FakeKv::default());
     http.serve(JWKS, 200, &jwks_json());
-    let cache = JwksCache {
-        memory: &memory,
-        http: &http,
-        store: &kv,
-        ttl_seconds: 600,
-    };
-    let trusted = issuer(Some(JWKS));
+    let cache = cache(&http, &kv);
     assert_eq!(
-        get(&cache, &trusted, KeyDemand::Current, NOW)
-            .unwrap()
-            .keys()
-            .len(),
+        get(&cache, KeyDemand::Current, NOW).unwrap().keys().len(),
         3
     );
-    get(&cache, &trusted, KeyDemand::Current, NOW + 599).unwrap();
+    get(&cache, KeyDemand::Current, NOW + 599).unwrap();
     assert_eq!(http.count(JWKS), 1);
     assert_eq!(kv.puts.get(), 1);
-    get(&cache, &trusted, KeyDemand::Current, NOW + 600).unwrap();
+    assert!(cache.take_pending_refreshes().is_empty());
+}
+
+#[test]
+fn stale_set_is_served_and_refreshed_off_the_request_path() {
+    let (http, kv) = (FakeHttp::default(), FakeKv::default());
+    http.serve(JWKS, 200, &jwks_json());
+    let cache = cache(&http, &kv);
+    get(&cache, KeyDemand::Current, NOW).unwrap();
+    get(&cache, KeyDemand::Current, NOW + 600).unwrap();
+    get(&cache, KeyDemand::Current, NOW + 601).unwrap();
+    assert_eq!(
+        http.count(JWKS),
+        1,
+        "the request did not wait for the network"
+    );
+    let pending = cache.take_pending_refreshes();
+    assert_eq!(
+        pending.len(),
+        1,
+        "one background refresh, however many requests saw the stale set"
+    );
+    pollster::block_on(cache.refresh(&pending[0], NOW + 601)).unwrap();
     assert_eq!(http.count(JWKS), 2);
+    get(&cache, KeyDemand::Current, NOW + 602).unwrap();
+    assert!(cache.take_pending_refreshes().is_empty(), "fresh again");
 }
 
 #[test]
 fn a_new_isolate_reads_the_shared_store_instead_of_the_network() {
     let (http, kv) = (FakeHttp::default(), FakeKv::default());
     http.serve(JWKS, 200, &jwks_json());
-    let trusted = issuer(Some(JWKS));
-    let first = KeyMemory::default();
-    get(
-        &JwksCache {
-            memory: &first,
-            http: &http,
-            store: &kv,
-            ttl_seconds: 600,
-        },
-        &trusted,
-        KeyDemand::Current,
-        NOW,
-    )
-    .unwrap();
-    let second = KeyMemory::default();
-    let keys = get(
-        &JwksCache {
-            memory: &second,
-            http: &http,
-            store: &kv,
-            ttl_seconds: 600,
-        },
-        &trusted,
-        KeyDemand::Current,
-        NOW + 100,
-    )
-    .unwrap();
+    get(&cache(&http, &kv), KeyDemand::Current, NOW).unwrap();
+    let keys = get(&cache(&http, &kv), KeyDemand::Current, NOW + 100).unwrap();
     assert_eq!(keys.keys().len(), 3);
     assert_eq!(http.count(JWKS), 1, "second isolate used the store");
 }
 
 #[test]
-fn unknown_kid_refetches_at_most_once_per_cooldown() {
-    let (http, kv, memory) = (FakeHttp::default(), FakeKv::default(), KeyMemory::default());
+fn unknown_kid_refetches_at_most_once_per_cooldown_across_isolates() {
+    let (http, kv) = (FakeHttp::default(), FakeKv::default());
     http.serve(JWKS, 200, &jwks_json());
-    let cache = JwksCache {
-        memory: &memory,
-        http: &http,
-        store: &kv,
-        ttl_seconds: 600,
-    };
-    let trusted = issuer(Some(JWKS));
-    get(&cache, &trusted, KeyDemand::Current, NOW).unwrap();
-    for offset in 0..UNKNOWN_KID_COOLDOWN_SECONDS {
-        get(&cache, &trusted, KeyDemand::UnknownKid, NOW + offset).unwrap();
+    let first = cache(&http, &kv);
+    get(&first, KeyDemand::Current, NOW).unwrap();
+    for offset in 0..30 {
+        get(&first, KeyDemand::UnknownKid, NOW + offset).unwrap();
     }
     assert_eq!(
         http.count(JWKS),
         1,
-        "within the cooldown the held set answers"
+        "a set younger than the cooldown answers"
     );
-    get(
-        &cache,
-        &trusted,
-        KeyDemand::UnknownKid,
-        NOW + UNKNOWN_KID_COOLDOWN_SECONDS,
-    )
-    .unwrap();
+    get(&first, KeyDemand::UnknownKid, NOW + 100).unwrap();
+    assert_eq!(
+        http.count(JWKS),
+        2,
+        "rotation: refetched once the cooldown passed"
+    );
+    // Other isolates in the storm see the shared attempt and the new set.
+    for isolate in 0..10 {
+        let other = cache(&http, &kv);
+        get(&other, KeyDemand::Current, NOW + 101).unwrap();
+        get(&other, KeyDemand::UnknownKid, NOW + 101 + isolate).unwrap();
+    }
     assert_eq!(http.count(JWKS), 2);
 }
 
 #[test]
-fn first_fetch_failure_is_an_error_and_backs_off() {
-    let (http, kv, memory) = (FakeHttp::default(), FakeKv::default(), KeyMemory::default());
-    http.fail(JWKS, FetchError::Network);
-    let cache = JwksCache {
-        memory: &memory,
-        http: &http,
-        store: &kv,
-        ttl_seconds: 600,
-    };
-    let trusted = issuer(Some(JWKS));
-    assert_eq!(
-        get(&cache, &trusted, KeyDemand::Current, NOW).unwrap_err(),
-        KeySourceError::Fetch(FetchError::Network)
-    );
-    assert_eq!(
-        get(&cache, &trusted, KeyDemand::Current, NOW + 1).unwrap_err(),
-        KeySourceError::BackingOff
-    );
-    assert_eq!(http.count(JWKS), 1);
+fn failed_refetch_attempts_are_shared_too() {
+    let (http, kv) = (FakeHttp::default(), FakeKv::default());
     http.serve(JWKS, 200, &jwks_json());
-    assert!(get(
-        &cache,
-        &trusted,
-        KeyDemand::Current,
-        NOW + FAILURE_BACKOFF_SECONDS
-    )
-    .is_ok());
+    get(&cache(&http, &kv), KeyDemand::Current, NOW).unwrap();
+    http.fail(JWKS, FetchError::Timeout);
+    for isolate in 0..10 {
+        let other = cache(&http, &kv);
+        assert!(
+            get(&other, KeyDemand::UnknownKid, NOW + 100 + isolate).is_ok(),
+            "stale set kept"
+        );
+    }
+    assert_eq!(http.count(JWKS), 2, "one attempt, then the shared cooldown");
 }
 
 #[test]
-fn stale_set_is_used_while_the_issuer_is_down() {
-    let (http, kv, memory) = (FakeHttp::default(), FakeKv::default(), KeyMemory::default());
-    http.serve(JWKS, 200, &jwks_json());
-    let cache = JwksCache {
-        memory: &memory,
-        http: &http,
-        store: &kv,
-        ttl_seconds: 600,
-    };
-    let trusted = issuer(Some(JWKS));
-    get(&cache, &trusted, KeyDemand::Current, NOW).unwrap();
-    http.serve(JWKS, 500, "oops");
-    assert!(get(&cache, &trusted, KeyDemand::Current, NOW + 601).is_ok());
-    assert!(get(
-        &cache,
-        &trusted,
-        KeyDemand::Current,
-        NOW + 600 + MAX_STALE_SECONDS - 1
-    )
-    .is_ok());
+fn first_fetch_failure_is_an_error_and_backs_off_exponentially() {
+    let (http, kv) = (FakeHttp::default(), FakeKv::default());
+    http.fail(JWKS, FetchError::Network);
+    let cache = cache(&http, &kv);
     assert_eq!(
-        get(
-            &cache,
-            &trusted,
-            KeyDemand::Current,
-            NOW + 600 + MAX_STALE_SECONDS + FAILURE_BACKOFF_SECONDS
-        )
-        .unwrap_err(),
+        get(&cache, KeyDemand::Current, NOW).unwrap_err(),
+        KeySourceError::Fetch(FetchError::Network)
+    );
+    assert_eq!(
+        get(&cache, KeyDemand::Current, NOW + 4).unwrap_err(),
+        KeySourceError::BackingOff
+    );
+    assert_eq!(
+        get(&cache, KeyDemand::Current, NOW + 5).unwrap_err(),
+        KeySourceError::Fetch(FetchError::Network)
+    );
+    assert_eq!(
+        get(&cache, KeyDemand::Current, NOW + 14).unwrap_err(),
+        KeySourceError::BackingOff,
+        "second wait is 10 s"
+    );
+    assert_eq!(http.count(JWKS), 2);
+    http.serve(JWKS, 200, &jwks_json());
+    assert!(get(&cache, KeyDemand::Current, NOW + 15).is_ok());
+}
+
+#[test]
+fn stale_set_survives_an_outage_up_to_the_maximum_stale_age() {
+    let (http, kv) = (FakeHttp::default(), FakeKv::default());
+    http.serve(JWKS, 200, &jwks_json());
+    let cache = cache(&http, &kv);
+    get(&cache, KeyDemand::Current, NOW).unwrap();
+    http.serve(JWKS, 500, "oops");
+    let stale_limit = NOW + 600 + 86_400;
+    for now in [NOW + 601, NOW + 5000, stale_limit - 1] {
+        assert!(get(&cache, KeyDemand::Current, now).is_ok());
+        refresh_pending(&cache, now);
+    }
+    assert_eq!(
+        get(&cache, KeyDemand::Current, stale_limit + 400).unwrap_err(),
         KeySourceError::Status(500)
     );
 }
@@ -247,24 +252,133 @@ fn invalid_documents_are_errors() {
         ),
         (404, "", KeySourceError::Status(404)),
     ] {
-        let (http, kv, memory) = (FakeHttp::default(), FakeKv::default(), KeyMemory::default());
+        let (http, kv) = (FakeHttp::default(), FakeKv::default());
         http.serve(JWKS, status, body);
-        let cache = JwksCache {
-            memory: &memory,
-            http: &http,
-            store: &kv,
-            ttl_seconds: 600,
-        };
         assert_eq!(
-            get(&cache, &issuer(Some(JWKS)), KeyDemand::Current, NOW).unwrap_err(),
+            get(&cache(&http, &kv), KeyDemand::Current, NOW).unwrap_err(),
             expected
         );
     }
 }
 
 #[test]
+fn redirects_are_followed_only_within_the_origin() {
+    let (http, kv) = (FakeHttp::default(), FakeKv::default());
+    let redirect = |to: &str| FetchedDocument {
+        status: 302,
+        location: Some(to.to_owned()),
+        ..Default::default()
+    };
+    http.respond(JWKS, redirect("/keys/v2"));
+    http.serve("https://auth.example.com/keys/v2", 200, &jwks_json());
+    assert!(get(&cache(&http, &kv), KeyDemand::Current, NOW).is_ok());
+
+    let (http, kv) = (FakeHttp::default(), FakeKv::default());
+    http.respond(JWKS, redirect("https://evil.example/jwks"));
+    http.serve("https://evil.example/jwks", 200, &jwks_json());
+    assert_eq!(
+        get(&cache(&http, &kv), KeyDemand::Current, NOW).unwrap_err(),
+        KeySourceError::Redirect
+    );
+    assert_eq!(http.count("https://evil.example/jwks"), 0);
+
+    let (http, kv) = (FakeHttp::default(), FakeKv::default());
+    http.respond(JWKS, redirect("/jwks"));
+    assert_eq!(
+        get(&cache(&http, &kv), KeyDemand::Current, NOW).unwrap_err(),
+        KeySourceError::Redirect
+    );
+    assert_eq!(http.count(JWKS), MAX_REDIRECTS + 1);
+}
+
+#[test]
+fn freshness_follows_cache_control_within_bounds() {
+    let settings = CacheSettings::default();
+    let doc =
+        |cache_control: Option<&str>, expires: Option<&str>, date: Option<&str>| FetchedDocument {
+            status: 200,
+            cache_control: cache_control.map(str::to_owned),
+            expires: expires.map(str::to_owned),
+            date: date.map(str::to_owned),
+            ..Default::default()
+        };
+    assert_eq!(freshness_lifetime(&doc(None, None, None), &settings), 600);
+    assert_eq!(
+        freshness_lifetime(&doc(Some("public, max-age=3600"), None, None), &settings),
+        3600
+    );
+    assert_eq!(
+        freshness_lifetime(&doc(Some("max-age=5"), None, None), &settings),
+        60,
+        "clamped up"
+    );
+    assert_eq!(
+        freshness_lifetime(&doc(Some("max-age=9999999"), None, None), &settings),
+        86_400,
+        "clamped down"
+    );
+    assert_eq!(
+        freshness_lifetime(&doc(Some("no-cache"), None, None), &settings),
+        60
+    );
+    assert_eq!(
+        freshness_lifetime(&doc(Some("max-age=oops"), None, None), &settings),
+        600
+    );
+    let expires = doc(
+        None,
+        Some("Sun, 06 Nov 1994 10:49:37 GMT"),
+        Some("Sun, 06 Nov 1994 08:49:37 GMT"),
+    );
+    assert_eq!(freshness_lifetime(&expires, &settings), 7200);
+    let both = doc(
+        Some("max-age=120"),
+        Some("Sun, 06 Nov 1994 10:49:37 GMT"),
+        Some("Sun, 06 Nov 1994 08:49:37 GMT"),
+    );
+    assert_eq!(
+        freshness_lifetime(&both, &settings),
+        120,
+        "max-age wins over Expires"
+    );
+}
+
+#[test]
+fn max_age_sets_how_long_the_set_is_fresh() {
+    let (http, kv) = (FakeHttp::default(), FakeKv::default());
+    let body = jwks_json().into_bytes();
+    http.respond(
+        JWKS,
+        FetchedDocument {
+            status: 200,
+            body,
+            cache_control: Some("max-age=120".into()),
+            ..Default::default()
+        },
+    );
+    let cache = cache(&http, &kv);
+    get(&cache, KeyDemand::Current, NOW).unwrap();
+    get(&cache, KeyDemand::Current, NOW + 119).unwrap();
+    assert!(cache.take_pending_refreshes().is_empty());
+    get(&cache, KeyDemand::Current, NOW + 120).unwrap();
+    assert_eq!(cache.take_pending_refreshes().len(), 1);
+}
+
+#[test]
+fn parses_imf_fixdate() {
+    assert_eq!(
+        parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+        Some(784_111_777)
+    );
+    assert_eq!(parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
+    assert_eq!(parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"), None);
+    assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 PST"), None);
+    assert_eq!(parse_http_date("garbage"), None);
+}
+
+#[test]
 fn discovers_jwks_uri_from_rfc8414_metadata_then_openid_configuration() {
-    let (http, kv, memory) = (FakeHttp::default(), FakeKv::default(), KeyMemory::default());
+    let (http, kv) = (FakeHttp::default(), FakeKv::default());
     let issuer_id = "https://auth.example.com/tenant";
     let trusted = TrustedIssuer {
         issuer: issuer_id.to_owned(),
@@ -286,20 +400,38 @@ fn discovers_jwks_uri_from_rfc8414_metadata_then_openid_configuration() {
         &format!(r#"{{"issuer":"{issuer_id}","jwks_uri":"https://keys.example.com/t"}}"#),
     );
     http.serve("https://keys.example.com/t", 200, &jwks_json());
-    let cache = JwksCache {
-        memory: &memory,
-        http: &http,
-        store: &kv,
-        ttl_seconds: 600,
-    };
-    get(&cache, &trusted, KeyDemand::Current, NOW).unwrap();
-    get(&cache, &trusted, KeyDemand::Current, NOW + 601).unwrap();
+    let cache = cache(&http, &kv);
+    pollster::block_on(cache.key_set(&trusted, KeyDemand::Current, NOW)).unwrap();
+    pollster::block_on(cache.refresh(&trusted, NOW + 601)).unwrap();
     assert_eq!(
         http.count("https://auth.example.com/.well-known/oauth-authorization-server/tenant"),
         1,
         "discovered once"
     );
     assert_eq!(http.count("https://keys.example.com/t"), 2);
+}
+
+#[test]
+fn each_issuer_has_its_own_set() {
+    let (http, kv) = (FakeHttp::default(), FakeKv::default());
+    http.serve(JWKS, 200, &jwks_json());
+    http.serve("https://other.example/jwks", 200, r#"{"keys":[]}"#);
+    let cache = cache(&http, &kv);
+    let other = TrustedIssuer {
+        issuer: "https://other.example".into(),
+        jwks_uri: Some(Url::parse("https://other.example/jwks").unwrap()),
+    };
+    assert_eq!(
+        get(&cache, KeyDemand::Current, NOW).unwrap().keys().len(),
+        3
+    );
+    assert_eq!(
+        pollster::block_on(cache.key_set(&other, KeyDemand::Current, NOW))
+            .unwrap()
+            .keys()
+            .len(),
+        0
+    );
 }
 
 #[test]

@@ -8,18 +8,16 @@ use futures_util::StreamExt;
 use url::Url;
 use worker::{Delay, Fetch, Headers, Method, Request, RequestInit, RequestRedirect};
 
-use crate::keys::{
-    FetchError, FetchedDocument, HttpClient, KvStore, FETCH_TIMEOUT_MS, MAX_DOCUMENT_BYTES,
-};
+use crate::keys::{FetchError, FetchLimits, FetchedDocument, HttpClient, KvStore};
 
 /// `fetch()` for JWKS and metadata documents.
 pub struct EdgeHttp;
 
 impl HttpClient for EdgeHttp {
-    async fn get(&self, url: &Url) -> Result<FetchedDocument, FetchError> {
-        let read = Box::pin(fetch_document(url));
+    async fn get(&self, url: &Url, limits: FetchLimits) -> Result<FetchedDocument, FetchError> {
+        let read = Box::pin(fetch_document(url, limits.max_bytes));
         let deadline = Box::pin(Delay::from(Duration::from_millis(u64::from(
-            FETCH_TIMEOUT_MS,
+            limits.timeout_ms,
         ))));
         match select(read, deadline).await {
             Either::Left((result, _)) => result,
@@ -28,7 +26,7 @@ impl HttpClient for EdgeHttp {
     }
 }
 
-async fn fetch_document(url: &Url) -> Result<FetchedDocument, FetchError> {
+async fn fetch_document(url: &Url, max_bytes: usize) -> Result<FetchedDocument, FetchError> {
     let headers = Headers::new();
     headers
         .set("accept", "application/json")
@@ -49,21 +47,35 @@ async fn fetch_document(url: &Url) -> Result<FetchedDocument, FetchError> {
         .ok()
         .flatten()
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|length| length > MAX_DOCUMENT_BYTES) {
+    if declared.is_some_and(|length| length > max_bytes) {
         return Err(FetchError::TooLarge);
     }
     let status = response.status_code();
+    let header = |name: &str| response.headers().get(name).ok().flatten();
+    let (cache_control, expires, date, location) = (
+        header("cache-control"),
+        header("expires"),
+        header("date"),
+        header("location"),
+    );
     let mut body = Vec::new();
     if let Ok(mut stream) = response.stream() {
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|_| FetchError::Network)?;
-            if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
+            if body.len() + chunk.len() > max_bytes {
                 return Err(FetchError::TooLarge);
             }
             body.extend_from_slice(&chunk);
         }
     }
-    Ok(FetchedDocument { status, body })
+    Ok(FetchedDocument {
+        status,
+        body,
+        cache_control,
+        expires,
+        date,
+        location,
+    })
 }
 
 /// The `JWKS_CACHE` namespace.

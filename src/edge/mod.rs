@@ -24,7 +24,7 @@ use crate::reply::{Denial, Reply};
 /// What an isolate keeps between requests.
 struct Isolate {
     config: Result<Config, ConfigError>,
-    key_memory: KeyMemory,
+    key_memory: Rc<KeyMemory>,
 }
 
 thread_local! {
@@ -59,7 +59,7 @@ fn isolate(env: &Env) -> Rc<Isolate> {
                 }
                 Rc::new(Isolate {
                     config,
-                    key_memory: KeyMemory::default(),
+                    key_memory: Rc::new(KeyMemory::default()),
                 })
             })
             .clone()
@@ -99,7 +99,7 @@ fn log_line<T: Serialize>(line: &T) {
 }
 
 #[event(fetch)]
-async fn fetch(request: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
+async fn fetch(request: Request, env: Env, ctx: Context) -> worker::Result<Response> {
     let started = Date::now().as_millis();
     let method = request.method().to_string();
     let url = request.url().ok();
@@ -110,7 +110,7 @@ async fn fetch(request: Request, env: Env, _ctx: Context) -> worker::Result<Resp
     let isolate = isolate(&env);
 
     let (decision, response) = match &isolate.config {
-        Ok(config) => handle(config, &isolate.key_memory, request, &env, started).await,
+        Ok(config) => handle(config, &isolate.key_memory, request, &env, &ctx, started).await,
         Err(_) => (None, reply_response(&Denial::Misconfigured.reply(None))),
     };
     let (response, status, reason) = match response {
@@ -150,9 +150,10 @@ type Answer = worker::Result<(Response, u16)>;
 
 async fn handle(
     config: &Config,
-    key_memory: &KeyMemory,
+    key_memory: &Rc<KeyMemory>,
     request: Request,
     env: &Env,
+    ctx: &Context,
     started: u64,
 ) -> (Option<Decision>, Answer) {
     let url = match request.url() {
@@ -171,14 +172,21 @@ async fn handle(
         Ok(kv) => io::EdgeKv(kv),
         Err(error) => return (None, Err(error)),
     };
-    let cache = JwksCache {
-        memory: key_memory,
-        http: &io::EdgeHttp,
-        store: &store,
-        ttl_seconds: config.jwks_cache_ttl_seconds,
-    };
+    let cache = Rc::new(JwksCache::new(
+        Rc::clone(key_memory),
+        io::EdgeHttp,
+        store,
+        config.key_cache,
+    ));
     let now = i64::try_from(started / 1000).unwrap_or(i64::MAX);
-    let decision = decide(config, &gate_request, &cache, now).await;
+    let decision = decide(config, &gate_request, cache.as_ref(), now).await;
+    // Stale key sets were served; refresh them after the response is sent.
+    for issuer in cache.take_pending_refreshes() {
+        let cache = Rc::clone(&cache);
+        ctx.wait_until(async move {
+            let _ = cache.refresh(&issuer, now).await;
+        });
+    }
     let answer = match &decision.outcome {
         Outcome::Reply(reply) => reply_response(reply),
         Outcome::Forward(forward) => forward_to_origin(request, forward).await,
