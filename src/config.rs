@@ -232,9 +232,11 @@ impl<B: Bindings + ?Sized> Parser<'_, B> {
         const WEEK: u64 = 604_800;
         let defaults = CacheSettings::default();
         let settings = CacheSettings {
-            default_ttl: self.seconds(JWKS_CACHE_TTL_SECONDS, defaults.default_ttl, 60..=WEEK),
-            min_ttl: self.seconds(JWKS_MIN_TTL_SECONDS, defaults.min_ttl, 60..=WEEK),
-            max_ttl: self.seconds(JWKS_MAX_TTL_SECONDS, defaults.max_ttl, 60..=WEEK),
+            // Lifetimes under a minute are allowed for tests and local development;
+            // the KV copy still lives at least 60 s, as Workers KV requires.
+            default_ttl: self.seconds(JWKS_CACHE_TTL_SECONDS, defaults.default_ttl, 1..=WEEK),
+            min_ttl: self.seconds(JWKS_MIN_TTL_SECONDS, defaults.min_ttl, 1..=WEEK),
+            max_ttl: self.seconds(JWKS_MAX_TTL_SECONDS, defaults.max_ttl, 1..=WEEK),
             max_stale: self.seconds(JWKS_MAX_STALE_SECONDS, defaults.max_stale, 0..=WEEK),
             refresh_cooldown: self.seconds(
                 JWKS_REFRESH_COOLDOWN_SECONDS,
@@ -581,7 +583,7 @@ mod tests {
             ("OAUTH_JWKS_URI", "https://a.example/jwks"),
             ("JWT_ALGORITHMS", "RS256 HS256 none"),
             ("JWT_LEEWAY_SECONDS", "-5"),
-            ("JWKS_CACHE_TTL_SECONDS", "5"),
+            ("JWKS_CACHE_TTL_SECONDS", "0"),
             ("MCP_REQUIRED_SCOPES", "ok bad\"scope"),
             ("ORIGIN_AUTHORIZATION", "Bearer x\nInjected: y"),
         ]);

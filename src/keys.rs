@@ -263,6 +263,8 @@ pub struct JwksCache<H: HttpClient, S: KvStore> {
     store: S,
     settings: CacheSettings,
     pending_refresh: RefCell<Vec<TrustedIssuer>>,
+    /// Issuers whose set this request fetched.
+    fetched: RefCell<Vec<String>>,
 }
 
 fn set_key(issuer: &str) -> String {
@@ -285,7 +287,9 @@ impl<H: HttpClient, S: KvStore> KeySource for JwksCache<H, S> {
         let mut held = self.memory.with(id, |state| state.set.clone());
         let memory_answers = match (&held, demand) {
             (Some(set), KeyDemand::Current) => set.is_fresh(now),
-            (Some(set), KeyDemand::UnknownKid) => set.age(now) < settings.refresh_cooldown,
+            (Some(_), KeyDemand::UnknownKid) => {
+                self.fetched_here(id) || self.refetched_recently_here(id, now)
+            }
             (None, _) => false,
         };
         if memory_answers {
@@ -310,12 +314,9 @@ impl<H: HttpClient, S: KvStore> KeySource for JwksCache<H, S> {
                 Ok(set.keys)
             }
             (Some(set), KeyDemand::UnknownKid) => {
-                if set.age(now) < settings.refresh_cooldown
-                    || self.refetch_attempted_recently(id, now).await
-                {
+                if self.fetched_here(id) || !self.claim_refetch(id, now).await {
                     return Ok(set.keys);
                 }
-                self.note_refetch_attempt(id, now).await;
                 match self.refresh(issuer, now).await {
                     Ok(fresh) => Ok(fresh),
                     Err(_) if set.is_usable(now, settings.max_stale) => Ok(set.keys),
@@ -339,6 +340,7 @@ impl<H: HttpClient, S: KvStore> JwksCache<H, S> {
             store,
             settings,
             pending_refresh: RefCell::new(Vec::new()),
+            fetched: RefCell::new(Vec::new()),
         }
     }
 
@@ -376,6 +378,7 @@ impl<H: HttpClient, S: KvStore> JwksCache<H, S> {
             state.refreshing = false;
             match &result {
                 Ok(set) => {
+                    self.fetched.borrow_mut().push(id.to_owned());
                     state.set = Some(set.clone());
                     state.consecutive_failures = 0;
                     state.retry_after = 0;
@@ -393,28 +396,52 @@ impl<H: HttpClient, S: KvStore> JwksCache<H, S> {
         result.map(|set| set.keys)
     }
 
-    async fn refetch_attempted_recently(&self, issuer: &str, now: i64) -> bool {
+    /// Whether this isolate itself refetched for an unknown kid within the
+    /// cooldown: answered from memory, so a storm costs no KV reads.
+    fn refetched_recently_here(&self, issuer: &str, now: i64) -> bool {
         let local = self.memory.with(issuer, |state| state.last_refetch_attempt);
-        let shared = match local {
-            Some(at) if now - at < self.settings.refresh_cooldown => return true,
-            _ => self
-                .store
-                .get(&attempt_key(issuer))
-                .await
-                .and_then(|at| at.parse::<i64>().ok()),
-        };
-        shared.is_some_and(|at| now - at < self.settings.refresh_cooldown)
+        local.is_some_and(|at| now - at < self.settings.refresh_cooldown)
     }
 
-    async fn note_refetch_attempt(&self, issuer: &str, now: i64) {
-        self.memory
-            .with(issuer, |state| state.last_refetch_attempt = Some(now));
-        let ttl = u64::try_from(self.settings.refresh_cooldown)
-            .unwrap_or(60)
-            .max(60);
+    /// Whether this request already fetched the issuer's set: it cannot be
+    /// fresher, so an unknown kid is not worth a second fetch.
+    fn fetched_here(&self, issuer: &str) -> bool {
+        self.fetched.borrow().iter().any(|id| id == issuer)
+    }
+
+    /// Claims the issuer's unknown-kid refetch unless any isolate made one
+    /// within the cooldown. The claim is taken in memory before the first
+    /// await, so concurrent requests of a storm in this isolate see it, and
+    /// then shared through the store with the other isolates.
+    async fn claim_refetch(&self, issuer: &str, now: i64) -> bool {
+        let cooldown = self.settings.refresh_cooldown;
+        let claimed = self.memory.with(issuer, |state| {
+            let recent = state
+                .last_refetch_attempt
+                .is_some_and(|at| now - at < cooldown);
+            if !recent {
+                state.last_refetch_attempt = Some(now);
+            }
+            !recent
+        });
+        if !claimed {
+            return false;
+        }
+        let shared = self
+            .store
+            .get(&attempt_key(issuer))
+            .await
+            .and_then(|at| at.parse::<i64>().ok());
+        if let Some(at) = shared.filter(|at| now - at < cooldown) {
+            self.memory
+                .with(issuer, |state| state.last_refetch_attempt = Some(at));
+            return false;
+        }
+        let ttl = u64::try_from(cooldown).unwrap_or(60).max(60);
         self.store
             .put(&attempt_key(issuer), &now.to_string(), ttl)
             .await;
+        true
     }
 
     async fn load_stored(&self, issuer: &str) -> Option<CachedSet> {

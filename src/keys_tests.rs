@@ -92,6 +92,10 @@ fn cache<'a>(http: &'a FakeHttp, kv: &'a FakeKv) -> Cache<'a> {
     )
 }
 
+fn cache_in<'a>(memory: &Rc<KeyMemory>, http: &'a FakeHttp, kv: &'a FakeKv) -> Cache<'a> {
+    JwksCache::new(Rc::clone(memory), http, kv, CacheSettings::default())
+}
+
 fn get(cache: &Cache<'_>, demand: KeyDemand, now: i64) -> Result<Rc<KeySet>, KeySourceError> {
     pollster::block_on(cache.key_set(&issuer(Some(JWKS)), demand, now))
 }
@@ -156,29 +160,38 @@ fn a_new_isolate_reads_the_shared_store_instead_of_the_network() {
 fn unknown_kid_refetches_at_most_once_per_cooldown_across_isolates() {
     let (http, kv) = (FakeHttp::default(), FakeKv::default());
     http.serve(JWKS, 200, &jwks_json());
-    let first = cache(&http, &kv);
+    let isolate = Rc::new(KeyMemory::default());
+    // One cache per request, as in the worker, over the isolate's memory.
+    let request = || cache_in(&isolate, &http, &kv);
+    let first = request();
     get(&first, KeyDemand::Current, NOW).unwrap();
-    for offset in 0..30 {
-        get(&first, KeyDemand::UnknownKid, NOW + offset).unwrap();
-    }
+    get(&first, KeyDemand::UnknownKid, NOW).unwrap();
     assert_eq!(
         http.count(JWKS),
         1,
-        "a set younger than the cooldown answers"
+        "the request that just fetched does not refetch"
     );
-    get(&first, KeyDemand::UnknownKid, NOW + 100).unwrap();
+    for offset in 0..30 {
+        get(&request(), KeyDemand::UnknownKid, NOW + offset).unwrap();
+    }
     assert_eq!(
         http.count(JWKS),
         2,
-        "rotation: refetched once the cooldown passed"
+        "rotation: the first unknown kid refetches at once, then the cooldown holds"
+    );
+    get(&request(), KeyDemand::UnknownKid, NOW + 100).unwrap();
+    assert_eq!(
+        http.count(JWKS),
+        3,
+        "refetched again once the cooldown passed"
     );
     // Other isolates in the storm see the shared attempt and the new set.
-    for isolate in 0..10 {
-        let other = cache(&http, &kv);
-        get(&other, KeyDemand::Current, NOW + 101).unwrap();
-        get(&other, KeyDemand::UnknownKid, NOW + 101 + isolate).unwrap();
+    for other in 0..10 {
+        let other_isolate = cache(&http, &kv);
+        get(&other_isolate, KeyDemand::Current, NOW + 101).unwrap();
+        get(&other_isolate, KeyDemand::UnknownKid, NOW + 101 + other).unwrap();
     }
-    assert_eq!(http.count(JWKS), 2);
+    assert_eq!(http.count(JWKS), 3);
 }
 
 #[test]

@@ -18,7 +18,7 @@ use worker::{
 use crate::config::{binding, Bindings, Config, ConfigError};
 use crate::forward::{client_response_headers, OriginRequest};
 use crate::gate::{decide, Decision, GateRequest, Outcome, Verdict};
-use crate::keys::{JwksCache, KeyMemory};
+use crate::keys::{JwksCache, KeyMemory, KeySourceError};
 use crate::reply::{Denial, Reply};
 
 /// What an isolate keeps between requests.
@@ -64,6 +64,17 @@ fn isolate(env: &Env) -> Rc<Isolate> {
             })
             .clone()
     })
+}
+
+/// A background key set refresh (stale-while-revalidate), so operators see
+/// an authorization server that stopped answering while stale keys still serve.
+#[derive(Serialize)]
+struct RefreshLog<'a> {
+    event: &'static str,
+    iss: &'a str,
+    outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -184,7 +195,17 @@ async fn handle(
     for issuer in cache.take_pending_refreshes() {
         let cache = Rc::clone(&cache);
         ctx.wait_until(async move {
-            let _ = cache.refresh(&issuer, now).await;
+            let result = cache.refresh(&issuer, now).await;
+            log_line(&RefreshLog {
+                event: "jwks_refresh",
+                iss: &issuer.issuer,
+                outcome: if result.is_ok() {
+                    "refreshed"
+                } else {
+                    "failed"
+                },
+                reason: result.err().map(KeySourceError::reason),
+            });
         });
     }
     let answer = match &decision.outcome {

@@ -1,0 +1,395 @@
+// The key set's life cycle, seen from outside: key rotation, a storm of
+// forged kids, an authorization server that goes down, slow, or answers
+// garbage, Cache-Control freshness, and two issuers that must not affect
+// each other. Lifetimes are set to a few seconds so expiry can be observed.
+
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { after, before, describe, test } from 'node:test';
+import { startIssuer } from '../demo/issuer.mjs';
+import { startStack } from './helpers/stack.mjs';
+import { assertNoSecrets, errorBody, expectOriginUntouched, expectRefusal } from './helpers/http.mjs';
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Short lifetimes, so a test can wait for the cached set to go stale. */
+const SHORT_LIFETIME = { JWKS_CACHE_TTL_SECONDS: '1', JWKS_MIN_TTL_SECONDS: '1' };
+
+/** GETs /mcp/echo with `token`; returns the status (the body is discarded). */
+async function statusFor(stack, token) {
+  const response = await stack.gate.fetch('/mcp/echo', { headers: { authorization: `Bearer ${token}` } });
+  await response.body?.cancel();
+  return response.status;
+}
+
+/** Asserts `token` is forwarded. */
+async function expectAllowed(stack, token, message) {
+  assert.equal(await statusFor(stack, token), 200, message);
+}
+
+/** Asserts `token` gets 503 + Retry-After, quickly enough, and the origin sees nothing. */
+async function expectUnavailable(stack, token, { withinMs = 4000 } = {}) {
+  const started = Date.now();
+  const response = await expectOriginUntouched(stack.origin, () =>
+    stack.gate.fetch('/mcp', { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: '{}' }),
+  );
+  const elapsed = Date.now() - started;
+  assert.equal(response.status, 503);
+  assert.match(response.headers.get('retry-after') ?? '', /^[1-9]\d*$/);
+  await errorBody(response);
+  assert.ok(elapsed < withinMs, `answered after ${elapsed} ms`);
+  return elapsed;
+}
+
+/** Polls until `check()` is true or `timeoutMs` passes. */
+async function eventually(check, { timeoutMs = 6000, everyMs = 200, message = 'condition' } = {}) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await check()) return;
+    await sleep(everyMs);
+  }
+  assert.fail(`${message} not reached within ${timeoutMs} ms`);
+}
+
+/** Makes the issuer answer its JWKS path with `respond(res)` (other paths unchanged). */
+function overrideJwks(issuer, respond) {
+  issuer.setHandler((req, res, url) => {
+    if (url.pathname !== '/jwks') return false;
+    respond(res);
+    return true;
+  });
+}
+
+/** The issuer's real key set, with extra response headers. */
+function serveJwksWith(issuer, headers) {
+  overrideJwks(issuer, (res) => {
+    res.writeHead(200, { 'content-type': 'application/jwk-set+json', ...headers });
+    res.end(JSON.stringify(issuer.jwks()));
+  });
+}
+
+describe('key rotation', () => {
+  let stack;
+  before(async () => {
+    stack = await startStack({ issuer: { algs: ['RS256'] }, bindings: () => SHORT_LIFETIME });
+  });
+  after(() => stack?.close());
+
+  test('a token signed with a newly published key is accepted at once, without waiting for expiry', async () => {
+    const oldKey = stack.issuer.keys.RS256;
+    await expectAllowed(stack, await stack.issuer.mint({}, { alg: 'RS256' }));
+    const fetchesBefore = stack.issuer.count('/jwks');
+    // Keep the cached set fresh for the whole test, so only the unknown kid can cause a fetch.
+    serveJwksWith(stack.issuer, { 'cache-control': 'max-age=3600' });
+    await sleep(1200);
+    await expectAllowed(stack, await stack.issuer.mint({}, { alg: 'RS256', key: oldKey }), 'stale set served');
+    await eventually(() => stack.issuer.count('/jwks') > fetchesBefore, { message: 'background refresh' });
+    const settled = stack.issuer.count('/jwks');
+
+    const newKey = await stack.issuer.addKey('RS256');
+    assert.notEqual(newKey.kid, oldKey.kid);
+    await expectAllowed(stack, await stack.issuer.mint({}, { alg: 'RS256' }), 'new kid accepted');
+    assert.equal(stack.issuer.count('/jwks'), settled + 1, 'exactly one refetch for the new kid');
+    await expectAllowed(stack, await stack.issuer.mint({}, { alg: 'RS256', key: oldKey }), 'old key still published');
+  });
+
+  test('a key removed from the set stops verifying once the cached set is refreshed', async () => {
+    const rotating = await startStack({ issuer: { algs: ['RS256', 'ES256'] }, bindings: () => SHORT_LIFETIME });
+    try {
+      const retired = rotating.issuer.keys.ES256;
+      const token = await rotating.issuer.mint({}, { alg: 'ES256' });
+      await expectAllowed(rotating, token);
+      rotating.issuer.published.splice(rotating.issuer.published.indexOf(retired), 1);
+      await eventually(
+        async () => (await statusFor(rotating, await rotating.issuer.mint({}, { alg: 'ES256', key: retired }))) === 401,
+        { timeoutMs: 8000, message: 'retired key refused' },
+      );
+      await expectRefusal(
+        await expectOriginUntouched(rotating.origin, () =>
+          rotating.gate.fetch('/mcp', { headers: { authorization: `Bearer ${token}` } }),
+        ),
+        { status: 401, error: 'invalid_token' },
+      );
+      await expectAllowed(rotating, await rotating.issuer.mint({}, { alg: 'RS256' }), 'remaining key still verifies');
+    } finally {
+      await rotating.close();
+    }
+  });
+});
+
+describe('forged-kid storm', () => {
+  let stack;
+  before(async () => {
+    stack = await startStack({ issuer: { algs: ['ES256'] } });
+  });
+  after(() => stack?.close());
+
+  test('hundreds of tokens with random kids: every one 401, the origin untouched, a handful of JWKS fetches', async (t) => {
+    const STORM = 300;
+    const BATCH = 25;
+    await expectAllowed(stack, await stack.issuer.mint());
+    const fetchesBefore = stack.issuer.count('/jwks');
+    const originBefore = stack.origin.requests.length;
+    const statuses = new Map();
+    for (let sent = 0; sent < STORM; sent += BATCH) {
+      const batch = Array.from({ length: BATCH }, async () => {
+        const token = await stack.issuer.mint({}, { kid: randomBytes(12).toString('base64url') });
+        const response = await stack.gate.fetch('/mcp', { headers: { authorization: `Bearer ${token}` } });
+        const challenge = response.headers.get('www-authenticate') ?? '';
+        await response.body?.cancel();
+        const key = `${response.status} ${/error="([^"]+)"/.exec(challenge)?.[1]}`;
+        statuses.set(key, (statuses.get(key) ?? 0) + 1);
+      });
+      await Promise.all(batch);
+    }
+    const fetches = stack.issuer.count('/jwks') - fetchesBefore;
+    t.diagnostic(`forged-kid storm: ${STORM} requests, ${fetches} JWKS fetch(es)`);
+    console.log(`forged-kid storm: ${STORM} requests with random kids caused ${fetches} JWKS fetch(es)`);
+    assert.deepEqual(Object.fromEntries(statuses), { '401 invalid_token': STORM });
+    assert.equal(stack.origin.requests.length, originBefore, 'origin untouched');
+    assert.ok(fetches <= 2, `${fetches} JWKS fetches for ${STORM} forged kids`);
+    // The storm does not disturb legitimate traffic.
+    await expectAllowed(stack, await stack.issuer.mint());
+  });
+
+  test('every forged request is logged as a deny with unknown_key', async () => {
+    const lines = stack.gate.requestLogs().filter((l) => l.reason === 'unknown_key');
+    assert.ok(lines.length >= 300, `${lines.length} unknown_key lines`);
+    assert.ok(lines.every((l) => l.decision === 'deny' && l.status === 401));
+    assertNoSecrets(stack.gate.output.text, stack.issuer.minted.slice(-50));
+  });
+});
+
+describe('authorization server down after warm-up (stale-if-error)', () => {
+  test('valid tokens keep passing on the last good set; the failed refresh is logged', async () => {
+    const stack = await startStack({ bindings: () => ({ ...SHORT_LIFETIME, JWKS_MAX_STALE_SECONDS: '3600' }) });
+    try {
+      await expectAllowed(stack, await stack.issuer.mint());
+      for (const mode of ['error', 'refuse']) {
+        await stack.issuer.setDown(mode);
+        await sleep(1200);
+        for (let i = 0; i < 3; i += 1) {
+          await expectAllowed(stack, await stack.issuer.mint({ sub: `during-${mode}-${i}` }), `issuer ${mode}: stale set served`);
+        }
+        await stack.issuer.setDown(false);
+      }
+      const failures = await stack.gate.output.waitFor((l) => l.event === 'jwks_refresh' && l.outcome === 'failed');
+      assert.equal(failures[0].iss, stack.issuer.issuer);
+      assert.match(failures[0].reason, /^jwks_/);
+      assertNoSecrets(stack.gate.output.text, stack.issuer.minted);
+    } finally {
+      await stack.close();
+    }
+  });
+
+  test('beyond JWKS_MAX_STALE_SECONDS the stale set is dropped: 503, never forwarded', async () => {
+    const stack = await startStack({ bindings: () => ({ ...SHORT_LIFETIME, JWKS_MAX_STALE_SECONDS: '1' }) });
+    try {
+      await expectAllowed(stack, await stack.issuer.mint());
+      await stack.issuer.setDown('error');
+      await sleep(2500);
+      await expectUnavailable(stack, await stack.issuer.mint());
+    } finally {
+      await stack.close();
+    }
+  });
+});
+
+describe('slow authorization server', () => {
+  test('cold: a JWKS slower than JWKS_FETCH_TIMEOUT_MS gets 503 within about the timeout', async () => {
+    const stack = await startStack({ bindings: () => ({ JWKS_FETCH_TIMEOUT_MS: '500' }) });
+    try {
+      overrideJwks(stack.issuer, (res) => {
+        const timer = setTimeout(() => {
+          res.writeHead(200, { 'content-type': 'application/json' });
+          res.end(JSON.stringify(stack.issuer.jwks()));
+        }, 4000);
+        res.on('close', () => clearTimeout(timer));
+      });
+      const elapsed = await expectUnavailable(stack, await stack.issuer.mint(), { withinMs: 2500 });
+      assert.ok(elapsed >= 400, `gave up after ${elapsed} ms, before the timeout`);
+      const [line] = await stack.gate.output.waitFor((l) => l.event === 'request' && l.status === 503);
+      assert.equal(line.reason, 'jwks_fetch_timeout');
+    } finally {
+      await stack.close();
+    }
+  });
+
+  test('warm: requests do not wait on a slow refresh; stale keys serve', async () => {
+    const stack = await startStack({ bindings: () => ({ ...SHORT_LIFETIME, JWKS_FETCH_TIMEOUT_MS: '500' }) });
+    try {
+      await expectAllowed(stack, await stack.issuer.mint());
+      overrideJwks(stack.issuer, (res) => {
+        const timer = setTimeout(() => res.end('{}'), 4000);
+        res.on('close', () => clearTimeout(timer));
+      });
+      await sleep(1200);
+      for (let i = 0; i < 3; i += 1) {
+        const started = Date.now();
+        await expectAllowed(stack, await stack.issuer.mint());
+        assert.ok(Date.now() - started < 400, `request took ${Date.now() - started} ms`);
+      }
+      const [failure] = await stack.gate.output.waitFor((l) => l.event === 'jwks_refresh' && l.outcome === 'failed');
+      assert.equal(failure.reason, 'jwks_fetch_timeout');
+    } finally {
+      await stack.close();
+    }
+  });
+});
+
+/** Responses a broken or hostile JWKS endpoint may give. */
+const BAD_RESPONSES = {
+  'not JSON': (res) => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end('{"keys": [');
+  },
+  'JSON without keys': (res) => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end('{"issuer": "x"}');
+  },
+  'an HTML page': (res) => {
+    res.writeHead(200, { 'content-type': 'text/html' });
+    res.end('<!doctype html><title>Sign in</title>');
+  },
+  'oversized (above JWKS_MAX_BYTES)': (res, issuer) => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ ...issuer.jwks(), padding: 'x'.repeat(8192) }));
+  },
+  'oversized without Content-Length (chunked)': (res, issuer) => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    const body = JSON.stringify({ ...issuer.jwks(), padding: 'x'.repeat(8192) });
+    for (let i = 0; i < body.length; i += 1024) res.write(body.slice(i, i + 1024));
+    res.end();
+  },
+};
+
+describe('garbage and oversized JWKS responses', () => {
+  for (const [name, respond] of Object.entries(BAD_RESPONSES)) {
+    test(`cold, ${name}: 503, never a 500, never forwarded`, async () => {
+      const stack = await startStack({ issuer: { algs: ['ES256'] }, bindings: () => ({ JWKS_MAX_BYTES: '4096' }) });
+      try {
+        overrideJwks(stack.issuer, (res) => respond(res, stack.issuer));
+        await expectUnavailable(stack, await stack.issuer.mint());
+        assert.ok(stack.issuer.count('/jwks') >= 1, 'the gate did fetch');
+      } finally {
+        await stack.close();
+      }
+    });
+  }
+
+  test('warm: every kind of bad response leaves the last good set in use', async () => {
+    const stack = await startStack({ issuer: { algs: ['ES256'] }, bindings: () => ({ ...SHORT_LIFETIME, JWKS_MAX_BYTES: '4096' }) });
+    try {
+      await expectAllowed(stack, await stack.issuer.mint());
+      overrideJwks(stack.issuer, (res) => BAD_RESPONSES['oversized (above JWKS_MAX_BYTES)'](res, stack.issuer));
+      await sleep(1200);
+      await expectAllowed(stack, await stack.issuer.mint());
+      const [failure] = await stack.gate.output.waitFor((l) => l.event === 'jwks_refresh' && l.outcome === 'failed');
+      assert.equal(failure.reason, 'jwks_too_large');
+      await expectAllowed(stack, await stack.issuer.mint());
+    } finally {
+      await stack.close();
+    }
+  });
+});
+
+describe('HTTP freshness of the key set', () => {
+  test('Cache-Control max-age is honoured: no refetch before it runs out, a background one after', async () => {
+    const stack = await startStack({ issuer: { algs: ['ES256'] }, bindings: () => SHORT_LIFETIME });
+    try {
+      serveJwksWith(stack.issuer, { 'cache-control': 'public, max-age=4' });
+      await expectAllowed(stack, await stack.issuer.mint());
+      const fetchedAt = Date.now();
+      assert.equal(stack.issuer.count('/jwks'), 1);
+      // Without max-age the 1 s JWKS_CACHE_TTL_SECONDS would have made this set stale twice over.
+      while (Date.now() - fetchedAt < 2800) {
+        await expectAllowed(stack, await stack.issuer.mint());
+        await sleep(300);
+      }
+      assert.equal(stack.issuer.count('/jwks'), 1, 'refetched before max-age ran out');
+      await sleep(Math.max(0, 4600 - (Date.now() - fetchedAt)));
+      await expectAllowed(stack, await stack.issuer.mint());
+      await eventually(() => stack.issuer.count('/jwks') === 2, { message: 'refetch after max-age' });
+    } finally {
+      await stack.close();
+    }
+  });
+
+  test('a max-age below JWKS_MIN_TTL_SECONDS is raised to it', async () => {
+    const stack = await startStack({
+      issuer: { algs: ['ES256'] },
+      bindings: () => ({ JWKS_CACHE_TTL_SECONDS: '1', JWKS_MIN_TTL_SECONDS: '3' }),
+    });
+    try {
+      serveJwksWith(stack.issuer, { 'cache-control': 'max-age=0' });
+      await expectAllowed(stack, await stack.issuer.mint());
+      const fetchedAt = Date.now();
+      while (Date.now() - fetchedAt < 2000) {
+        await expectAllowed(stack, await stack.issuer.mint());
+        await sleep(250);
+      }
+      assert.equal(stack.issuer.count('/jwks'), 1, 'max-age=0 made the gate refetch');
+      await sleep(Math.max(0, 3600 - (Date.now() - fetchedAt)));
+      await expectAllowed(stack, await stack.issuer.mint());
+      await eventually(() => stack.issuer.count('/jwks') === 2, { message: 'refetch after the minimum lifetime' });
+    } finally {
+      await stack.close();
+    }
+  });
+});
+
+describe('two issuers are isolated', () => {
+  let stack;
+  let other;
+  before(async () => {
+    other = await startIssuer({ algs: ['ES256', 'RS256'] });
+    stack = await startStack({
+      issuer: { algs: ['ES256', 'RS256'] },
+      bindings: ({ issuer }) => ({
+        OAUTH_ISSUER: `${issuer.issuer} ${other.issuer}`,
+        OAUTH_JWKS_URI: `${issuer.jwksUri} ${other.jwksUri}`,
+        JWKS_REFRESH_COOLDOWN_SECONDS: '1',
+      }),
+    });
+  });
+  after(async () => {
+    await stack?.close();
+    await other?.close();
+  });
+
+  test('one issuer down from the start: its tokens get 503, the other issuer is unaffected', async () => {
+    await other.setDown('refuse');
+    try {
+      await expectUnavailable(stack, await other.mint({ aud: stack.resource }));
+      await expectAllowed(stack, await stack.issuer.mint());
+    } finally {
+      await other.setDown(false);
+    }
+    await eventually(async () => (await statusFor(stack, await other.mint({ aud: stack.resource }))) === 200, {
+      timeoutMs: 12000,
+      everyMs: 1000,
+      message: 'recovery after backoff',
+    });
+  });
+
+  test("one issuer's rotation fetches only its own keys", async () => {
+    const firstBefore = stack.issuer.count('/jwks');
+    await other.addKey('ES256');
+    await expectAllowed(stack, await other.mint({ aud: stack.resource }, { alg: 'ES256' }));
+    assert.equal(stack.issuer.count('/jwks'), firstBefore, 'the unaffected issuer was refetched');
+  });
+
+  test("a token claiming one issuer but signed with the other's key (same kid) is refused", async () => {
+    const theirs = other.keys.ES256;
+    const token = await stack.issuer.mint({}, { key: theirs, kid: stack.issuer.keys.ES256.kid });
+    const response = await expectOriginUntouched(stack.origin, () =>
+      stack.gate.fetch('/mcp', { headers: { authorization: `Bearer ${token}` } }),
+    );
+    await expectRefusal(response, { status: 401, error: 'invalid_token' });
+    const sneaky = await stack.issuer.mint({}, { key: theirs });
+    const second = await expectOriginUntouched(stack.origin, () =>
+      stack.gate.fetch('/mcp', { headers: { authorization: `Bearer ${sneaky}` } }),
+    );
+    await expectRefusal(second, { status: 401, error: 'invalid_token' });
+  });
+});
