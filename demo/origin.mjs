@@ -152,8 +152,9 @@ function createMcpServer({ invoices, countdownIntervalMs }) {
  * @param {string} [options.path='/mcp'] the MCP endpoint path.
  * @param {number} [options.countdownIntervalMs=300] default spacing of countdown notifications.
  * @param {boolean} [options.log=false] print one line per request to stderr.
+ * @param {boolean} [options.jsonResponse=false] answer requests with plain JSON instead of an SSE stream.
  */
-export async function startOrigin({ port = 0, path = '/mcp', countdownIntervalMs = 300, log = false } = {}) {
+export async function startOrigin({ port = 0, path = '/mcp', countdownIntervalMs = 300, log = false, jsonResponse = false } = {}) {
   const invoices = new Map(Object.entries(INVOICES).map(([id, invoice]) => [id, { ...invoice }]));
   /** sessionId -> { transport, server } */
   const sessions = new Map();
@@ -215,6 +216,7 @@ export async function startOrigin({ port = 0, path = '/mcp', countdownIntervalMs
       const server = createMcpServer({ invoices, countdownIntervalMs });
       const transport = new StreamableHTTPServerTransport({
         sessionIdGenerator: () => randomUUID(),
+        enableJsonResponse: jsonResponse,
         onsessioninitialized: (id) => {
           sessions.set(id, { transport, server });
         },

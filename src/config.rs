@@ -11,6 +11,7 @@ use url::Url;
 
 use crate::jwk::JwsAlgorithm;
 use crate::keys::{CacheSettings, FetchLimits};
+use crate::policy::{ScopeMap, ScopePolicy};
 
 /// Names of the bindings: the public contract with operators.
 pub mod binding {
@@ -34,7 +35,16 @@ pub mod binding {
     pub const MCP_RESOURCE_DOCUMENTATION: &str = "MCP_RESOURCE_DOCUMENTATION";
     pub const ORIGIN_AUTHORIZATION: &str = "ORIGIN_AUTHORIZATION";
     pub const JWKS_CACHE: &str = "JWKS_CACHE";
+    pub const MCP_TOOL_SCOPES: &str = "MCP_TOOL_SCOPES";
+    pub const MCP_METHOD_SCOPES: &str = "MCP_METHOD_SCOPES";
+    pub const MCP_MAX_BODY_BYTES: &str = "MCP_MAX_BODY_BYTES";
+    pub const MCP_SESSION_TTL_SECONDS: &str = "MCP_SESSION_TTL_SECONDS";
 }
+
+/// Default `MCP_MAX_BODY_BYTES`: 1 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
+/// Default `MCP_SESSION_TTL_SECONDS`: one day.
+pub const DEFAULT_SESSION_TTL_SECONDS: u64 = 86_400;
 
 /// Default `JWT_ALGORITHMS`.
 pub const DEFAULT_ALGORITHMS: [JwsAlgorithm; 4] = [
@@ -107,6 +117,12 @@ pub struct Config {
     pub resource_documentation: Option<String>,
     /// The `Authorization` value sent to the origin. Never logged.
     pub origin_authorization: Option<String>,
+    /// Scopes per request, method and tool.
+    pub policy: ScopePolicy,
+    /// Largest JSON-RPC request body read.
+    pub max_body_bytes: usize,
+    /// How long a session's owner is remembered.
+    pub session_ttl_seconds: u64,
 }
 
 impl fmt::Debug for Config {
@@ -225,6 +241,19 @@ impl<B: Bindings + ?Sized> Parser<'_, B> {
     ) -> i64 {
         let value = self.number(name, u64::try_from(default).unwrap_or(0), range);
         i64::try_from(value).unwrap_or(i64::MAX)
+    }
+
+    /// A JSON scope map binding; absent means empty.
+    fn scope_map(&mut self, name: &'static str) -> ScopeMap {
+        let Some(raw) = self.optional(name) else {
+            return ScopeMap::default();
+        };
+        ScopeMap::parse(&raw).unwrap_or_else(|problems| {
+            for problem in problems {
+                self.problem(name, problem);
+            }
+            ScopeMap::default()
+        })
     }
 
     fn key_cache(&mut self) -> CacheSettings {
@@ -460,6 +489,21 @@ impl Config {
                 "must be a single-line header value of visible ASCII",
             );
         }
+        let policy = ScopePolicy {
+            required: required_scopes.clone(),
+            methods: p.scope_map(MCP_METHOD_SCOPES),
+            tools: p.scope_map(MCP_TOOL_SCOPES),
+        };
+        let max_body_bytes = p.number(
+            MCP_MAX_BODY_BYTES,
+            DEFAULT_MAX_BODY_BYTES,
+            1024..=32 * 1024 * 1024,
+        ) as usize;
+        let session_ttl_seconds = p.number(
+            MCP_SESSION_TTL_SECONDS,
+            DEFAULT_SESSION_TTL_SECONDS,
+            60..=30 * 86_400,
+        );
         if !bindings.has_kv_namespace(JWKS_CACHE) {
             p.problem(JWKS_CACHE, "KV namespace binding is required");
         }
@@ -479,6 +523,9 @@ impl Config {
                     resource_name,
                     resource_documentation,
                     origin_authorization,
+                    policy,
+                    max_body_bytes,
+                    session_ttl_seconds,
                 })
             }
             _ => Err(ConfigError {
@@ -715,5 +762,35 @@ mod tests {
         )]))
         .unwrap();
         assert!(!format!("{config:?}").contains("origin-secret"));
+    }
+
+    #[test]
+    fn scope_maps_fail_closed_naming_the_problem() {
+        let config = Config::parse(&bindings(&[
+            ("MCP_TOOL_SCOPES", r#"{"void": "w", "*": ["r"]}"#),
+            ("MCP_METHOD_SCOPES", r#"{"resources/read": "files:read"}"#),
+            ("MCP_MAX_BODY_BYTES", "2048"),
+        ]))
+        .unwrap();
+        assert_eq!(config.policy.tools.scopes_for("void"), ["w"]);
+        assert_eq!(config.policy.tools.scopes_for("other"), ["r"]);
+        assert_eq!(config.max_body_bytes, 2048);
+        assert_eq!(config.session_ttl_seconds, DEFAULT_SESSION_TTL_SECONDS);
+        let error = Config::parse(&bindings(&[
+            ("MCP_TOOL_SCOPES", "{not json"),
+            ("MCP_METHOD_SCOPES", r#"["tools/call"]"#),
+            ("MCP_MAX_BODY_BYTES", "1"),
+        ]))
+        .unwrap_err();
+        let text = error.to_string();
+        assert!(
+            text.contains("MCP_TOOL_SCOPES: is not valid JSON"),
+            "{text}"
+        );
+        assert!(
+            text.contains("MCP_METHOD_SCOPES: must be a JSON object"),
+            "{text}"
+        );
+        assert!(text.contains("MCP_MAX_BODY_BYTES"), "{text}");
     }
 }

@@ -12,9 +12,11 @@ use serde::Serialize;
 use crate::bearer::{extract_bearer, CredentialCarriers};
 use crate::config::Config;
 use crate::forward::{origin_headers, origin_url, OriginRequest};
+use crate::jsonrpc::{check_routing_headers, parse_body, TOOLS_CALL, TOOLS_LIST};
 use crate::jwt::{verify, AccessToken, ClaimsPolicy, TokenError, UnverifiedJwt};
 use crate::keys::{KeyDemand, KeySource};
 use crate::reply::{metadata_preflight_reply, metadata_reply, Denial, Reply};
+use crate::tool_filter::ToolListFilter;
 
 /// The root RFC 9728 well-known path, served alongside the path-inserted one.
 pub const METADATA_ROOT_PATH: &str = "/.well-known/oauth-protected-resource";
@@ -62,6 +64,8 @@ pub struct Decision {
     pub reason: &'static str,
     /// The verified token, when there is one.
     pub token: Option<AccessToken>,
+    /// What the JSON-RPC body asked for, once read.
+    pub audit: Option<RpcAudit>,
 }
 
 /// The log line's `decision` field.
@@ -82,7 +86,15 @@ impl Decision {
             outcome: Outcome::Reply(denial.reply(Some(config))),
             reason: denial.reason(),
             token: None,
+            audit: None,
         }
+    }
+
+    /// Turns an allowed decision into a refusal found after it (session,
+    /// body), keeping the token and audit for the log.
+    pub fn refuse(&mut self, denial: &Denial, config: &Config) {
+        self.outcome = Outcome::Reply(denial.reply(Some(config)));
+        self.reason = denial.reason();
     }
 
     fn serve(reply: Reply, reason: &'static str) -> Self {
@@ -90,6 +102,7 @@ impl Decision {
             outcome: Outcome::Reply(reply),
             reason,
             token: None,
+            audit: None,
         }
     }
 
@@ -170,12 +183,13 @@ pub async fn decide<K: KeySource>(
         Ok(token) => token,
         Err(denial) => return Decision::deny(denial, config),
     };
-    let missing: Vec<&String> = config
+    // A POST's scopes are decided with its body (`authorize_rpc`), so that one
+    // challenge can name everything the operation needs.
+    let missing = config
         .required_scopes
         .iter()
-        .filter(|scope| !token.has_scope(scope))
-        .collect();
-    if !missing.is_empty() {
+        .any(|scope| !token.has_scope(scope));
+    if missing && request.method != "POST" {
         let denial = Denial::InsufficientScope {
             required: config.required_scopes.clone(),
         };
@@ -196,7 +210,81 @@ pub async fn decide<K: KeySource>(
         outcome: Outcome::Forward(forward),
         reason: "authorized",
         token: Some(token),
+        audit: None,
     }
+}
+
+/// What an authorized JSON-RPC body asks for, for the request log.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RpcAudit {
+    /// Methods of the messages, in order (responses have none).
+    pub methods: Vec<String>,
+    /// Tools called.
+    pub tools: Vec<String>,
+    /// Scopes the body required (the union over its messages).
+    pub required_scopes: Vec<String>,
+}
+
+/// How to forward an authorized JSON-RPC body.
+#[derive(Debug, Clone)]
+pub struct RpcPlan {
+    /// For the log.
+    pub audit: RpcAudit,
+    /// Set when the body lists tools and the policy may hide some.
+    pub tool_filter: Option<ToolListFilter>,
+}
+
+/// Authorizes the JSON-RPC body of a POST from a verified `token`: the body
+/// must be JSON-RPC, agree with the MCP routing headers, and the token must
+/// hold every scope its messages need (route-level, per method, per tool).
+/// The refusal carries the audit record when the body could be read.
+pub fn authorize_rpc(
+    config: &Config,
+    request: &GateRequest<'_>,
+    token: &AccessToken,
+    body: &[u8],
+) -> Result<RpcPlan, (Denial, Option<RpcAudit>)> {
+    let messages = parse_body(body).map_err(|error| (Denial::MalformedRpc(error), None))?;
+    let header = |name: &str| {
+        let values = request.header_values(name);
+        (!values.is_empty()).then(|| values.join(","))
+    };
+    let required = config.policy.required_for(&messages);
+    let audit = RpcAudit {
+        methods: messages.iter().filter_map(|m| m.method.clone()).collect(),
+        tools: messages
+            .iter()
+            .filter_map(|m| m.tool().map(str::to_owned))
+            .collect(),
+        required_scopes: required.iter().cloned().collect(),
+    };
+    if let Err(error) = check_routing_headers(
+        header("mcp-method").as_deref(),
+        header("mcp-name").as_deref(),
+        &messages,
+    ) {
+        return Err((Denial::MalformedRpc(error), Some(audit)));
+    }
+    if required.iter().any(|scope| !token.has_scope(scope)) {
+        let denial = Denial::InsufficientScope {
+            required: audit.required_scopes.clone(),
+        };
+        return Err((denial, Some(audit)));
+    }
+    let list_ids: Vec<_> = messages
+        .iter()
+        .filter(|m| m.method.as_deref() == Some(TOOLS_LIST))
+        .filter_map(|m| m.id.clone())
+        .collect();
+    let policy = &config.policy;
+    let may_hide_tools =
+        !policy.tools.is_empty() || !policy.methods.scopes_for(TOOLS_CALL).is_empty();
+    let tool_filter = (!list_ids.is_empty() && may_hide_tools).then(|| ToolListFilter {
+        request_ids: list_ids,
+        policy: policy.clone(),
+        held: token.scopes.clone(),
+    });
+    Ok(RpcPlan { audit, tool_filter })
 }
 
 async fn authenticate<K: KeySource>(

@@ -6,6 +6,7 @@ use serde_json::json;
 use super::*;
 use crate::bearer::BearerError;
 use crate::config::TrustedIssuer;
+use crate::jsonrpc::RpcError;
 use crate::jwk::{JwsAlgorithm, KeySet};
 use crate::keys::{FetchError, KeySourceError};
 use crate::testkit::{config, good_claims, key_set, mint, mint_raw, with, NOW};
@@ -330,7 +331,7 @@ fn missing_scope_gets_insufficient_scope_with_every_required_scope() {
     let token = mint(JwsAlgorithm::EdDsa, &good_claims());
     let decision = run(
         &config,
-        &request("POST", "/mcp", None, &bearer(&token)),
+        &request("GET", "/mcp", None, &bearer(&token)),
         &FakeKeys::up(),
     );
     let reply = reply(&decision);
@@ -394,4 +395,106 @@ fn authorized_requests_are_forwarded_without_the_client_token() {
     assert_eq!(get("x-auth-scopes"), Some("mcp:read mcp:write"));
     assert_eq!(get("mcp-session-id"), Some("abc"));
     assert_eq!(decision.verdict(), Verdict::Allow);
+}
+
+fn verified(config: &Config, headers: &[(String, String)]) -> AccessToken {
+    let decision = run(
+        config,
+        &request("POST", "/mcp", None, headers),
+        &FakeKeys::up(),
+    );
+    assert!(
+        matches!(decision.outcome, Outcome::Forward(_)),
+        "{}",
+        decision.reason
+    );
+    decision.token.expect("verified token")
+}
+
+fn rpc_config() -> Config {
+    config(&[
+        ("MCP_REQUIRED_SCOPES", "mcp:read"),
+        (
+            "MCP_TOOL_SCOPES",
+            r#"{"lookup_invoice": "mcp:read", "void_invoice": "invoices:write", "*": "mcp:read"}"#,
+        ),
+        ("MCP_METHOD_SCOPES", r#"{"resources/read": "files:read"}"#),
+    ])
+}
+
+fn call(tool: &str) -> String {
+    format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{tool}"}}}}"#)
+}
+
+#[test]
+fn post_scopes_are_decided_with_the_body_and_challenge_names_them_all() {
+    let config = rpc_config();
+    let headers = bearer(&mint(JwsAlgorithm::EdDsa, &good_claims()));
+    let token = verified(&config, &headers);
+    let req = request("POST", "/mcp", None, &headers);
+    let plan = authorize_rpc(&config, &req, &token, call("lookup_invoice").as_bytes()).unwrap();
+    assert_eq!(plan.audit.tools, ["lookup_invoice"]);
+    let (denial, audit) =
+        authorize_rpc(&config, &req, &token, call("void_invoice").as_bytes()).unwrap_err();
+    assert_eq!(
+        denial,
+        Denial::InsufficientScope {
+            required: vec!["invoices:write".into(), "mcp:read".into()]
+        }
+    );
+    assert_eq!(audit.unwrap().methods, ["tools/call"]);
+    let reply = denial.reply(Some(&config));
+    assert_eq!(reply.status, 403);
+    assert!(reply
+        .header("www-authenticate")
+        .unwrap()
+        .contains(r#"scope="invoices:write mcp:read""#));
+    // A batch with one forbidden message is refused whole.
+    let batch = format!("[{}, {}]", call("lookup_invoice"), call("void_invoice"));
+    assert!(authorize_rpc(&config, &req, &token, batch.as_bytes()).is_err());
+}
+
+#[test]
+fn post_bodies_must_be_json_rpc_and_match_the_routing_headers() {
+    let config = rpc_config();
+    let mut headers = bearer(&mint(JwsAlgorithm::EdDsa, &good_claims()));
+    let token = verified(&config, &headers);
+    for body in ["", "not json", "{}", "[]"] {
+        let (denial, _) = authorize_rpc(
+            &config,
+            &request("POST", "/mcp", None, &headers),
+            &token,
+            body.as_bytes(),
+        )
+        .unwrap_err();
+        assert!(matches!(denial, Denial::MalformedRpc(_)), "{body:?}");
+        assert_eq!(denial.reply(Some(&config)).status, 400);
+    }
+    headers.push(("Mcp-Method".into(), "tools/call".into()));
+    headers.push(("Mcp-Name".into(), "other_tool".into()));
+    let req = request("POST", "/mcp", None, &headers);
+    let (denial, _) =
+        authorize_rpc(&config, &req, &token, call("lookup_invoice").as_bytes()).unwrap_err();
+    assert_eq!(denial, Denial::MalformedRpc(RpcError::HeaderMismatch));
+    let reply = denial.reply(Some(&config));
+    assert_eq!((reply.status, reply.body.contains("-32020")), (400, true));
+}
+
+#[test]
+fn tools_list_gets_a_filter_only_when_the_policy_can_hide_tools() {
+    let list = br#"{"jsonrpc":"2.0","id":"l","method":"tools/list"}"#;
+    let config = rpc_config();
+    let headers = bearer(&mint(JwsAlgorithm::EdDsa, &good_claims()));
+    let token = verified(&config, &headers);
+    let req = request("POST", "/mcp", None, &headers);
+    let filter = authorize_rpc(&config, &req, &token, list)
+        .unwrap()
+        .tool_filter
+        .unwrap();
+    assert_eq!(filter.request_ids, [serde_json::Value::from("l")]);
+    let plain = self::config(&[]);
+    assert!(authorize_rpc(&plain, &req, &token, list)
+        .unwrap()
+        .tool_filter
+        .is_none());
 }

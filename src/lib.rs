@@ -3,10 +3,14 @@ pub mod bearer;
 pub mod config;
 pub mod forward;
 pub mod gate;
+pub mod jsonrpc;
 pub mod jwk;
 pub mod jwt;
 pub mod keys;
+pub mod policy;
 pub mod reply;
+pub mod sessions;
+pub mod tool_filter;
 
 #[cfg(test)]
 mod testkit;

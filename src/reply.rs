@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::bearer::BearerError;
 use crate::config::Config;
+use crate::jsonrpc::RpcError;
 use crate::jwt::TokenError;
 use crate::keys::KeySourceError;
 
@@ -60,6 +61,17 @@ pub enum Denial {
     },
     /// No key set could be loaded: the gate cannot judge any token.
     KeysUnavailable(KeySourceError),
+    /// The JSON-RPC body is larger than `MCP_MAX_BODY_BYTES`.
+    PayloadTooLarge,
+    /// The body is not a JSON-RPC message the gate can authorize, or the
+    /// MCP routing headers disagree with it.
+    MalformedRpc(RpcError),
+    /// The session belongs to another subject or client; answered as the
+    /// origin answers an unknown session, so it reveals nothing.
+    ForeignSession,
+    /// The origin could not be reached, or its `tools/list` answer could not
+    /// be filtered (and so must not be passed on).
+    BadGateway,
     /// The configuration did not parse; the problems are in the log.
     Misconfigured,
 }
@@ -75,6 +87,10 @@ impl Denial {
             Self::InvalidToken(error) => error.reason(),
             Self::InsufficientScope { .. } => "insufficient_scope",
             Self::KeysUnavailable(error) => error.reason(),
+            Self::PayloadTooLarge => "body_too_large",
+            Self::MalformedRpc(error) => error.reason(),
+            Self::ForeignSession => "foreign_session",
+            Self::BadGateway => "bad_gateway",
             Self::Misconfigured => "misconfigured",
         }
     }
@@ -147,6 +163,21 @@ impl Denial {
                 "Authorization is temporarily unavailable",
                 vec![("retry-after", RETRY_AFTER_SECONDS.to_string())],
             ),
+            Self::PayloadTooLarge => json_reply(
+                413,
+                "payload_too_large",
+                "The request body is too large",
+                Vec::new(),
+            ),
+            Self::MalformedRpc(error) => rpc_error_reply(400, error.code(), error.message()),
+            // The MCP SDKs' answer to an unknown session: 404 with a JSON-RPC error.
+            Self::ForeignSession => rpc_error_reply(404, -32001, "Session not found"),
+            Self::BadGateway => json_reply(
+                502,
+                "bad_gateway",
+                "The upstream server is unavailable",
+                Vec::new(),
+            ),
             Self::Misconfigured => json_reply(500, "server_error", "Internal error", Vec::new()),
         }
     }
@@ -199,6 +230,24 @@ fn json_reply(
         status,
         headers,
         body,
+    }
+}
+
+/// A JSON-RPC error response (JSON-RPC 2.0 §5) with a null id: the gate
+/// answers for the whole body, not one request in it.
+fn rpc_error_reply(status: u16, code: i64, message: &str) -> Reply {
+    let body = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": null,
+        "error": { "code": code, "message": message },
+    });
+    Reply {
+        status,
+        headers: vec![
+            ("content-type", "application/json".to_owned()),
+            ("cache-control", "no-store".to_owned()),
+        ],
+        body: body.to_string(),
     }
 }
 

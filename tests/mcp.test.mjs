@@ -153,7 +153,7 @@ describe('MCP through the gate', () => {
         'mcp-protocol-version': '2025-06-18',
         'last-event-id': 'event-42',
       },
-      body: JSON.stringify({ hello: 'world' }),
+      body: JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }),
     });
     assert.equal(response.status, 200);
     assert.match(response.headers.get('content-type'), /^application\/json/);
@@ -161,7 +161,7 @@ describe('MCP through the gate', () => {
     assert.equal(echo.method, 'POST');
     assert.equal(echo.path, '/mcp/echo');
     assert.equal(echo.query, '?tenant=acme&page=2');
-    assert.equal(echo.body, JSON.stringify({ hello: 'world' }));
+    assert.equal(echo.body, JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }));
     assert.equal(echo.headers['content-type'], 'application/json');
     assert.equal(echo.headers['mcp-session-id'], 'session-123');
     assert.equal(echo.headers['mcp-protocol-version'], '2025-06-18');
@@ -188,7 +188,7 @@ describe('MCP through the gate', () => {
   test('the origin gets the request method unchanged (GET, POST, DELETE)', async () => {
     const token = await stack.issuer.mint();
     for (const method of ['GET', 'POST', 'DELETE']) {
-      const response = await stack.gate.fetch('/mcp/echo', { method, headers: { authorization: `Bearer ${token}` }, body: method === 'POST' ? 'x' : undefined });
+      const response = await stack.gate.fetch('/mcp/echo', { method, headers: { authorization: `Bearer ${token}` }, body: method === 'POST' ? '{"jsonrpc":"2.0","id":1,"method":"ping"}' : undefined });
       assert.equal(response.status, 200);
       assert.equal((await response.json()).method, method);
     }

@@ -133,14 +133,14 @@ describe('SSE streaming through the gate', () => {
     await closed.body?.cancel();
   });
 
-  test('request bodies stream to the origin too (not held until complete)', async () => {
+  test('POST bodies are read and authorized whole before the origin sees any of them', async () => {
     const encoder = new TextEncoder();
     const pause = 800;
     const body = new ReadableStream({
       async start(controller) {
-        controller.enqueue(encoder.encode('{"part":1,'));
+        controller.enqueue(encoder.encode('{"jsonrpc":"2.0",'));
         await new Promise((resolve) => setTimeout(resolve, pause));
-        controller.enqueue(encoder.encode('"done":true}'));
+        controller.enqueue(encoder.encode('"id":1,"method":"ping"}'));
         controller.close();
       },
     });
@@ -152,10 +152,10 @@ describe('SSE streaming through the gate', () => {
       headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
     });
     assert.equal(response.status, 200);
-    assert.equal((await response.json()).body, '{"part":1,"done":true}');
+    assert.equal((await response.json()).body, '{"jsonrpc":"2.0","id":1,"method":"ping"}');
     const seen = stack.origin.requests.at(-1);
-    assert.ok(seen.at - started < pause / 2, `origin got the request ${seen.at - started} ms in, after the body was complete`);
-    assert.ok(seen.bodyDoneAt - started >= pause * 0.9);
+    // The per-tool policy needs the whole JSON-RPC body, so nothing is sent before it is complete.
+    assert.ok(seen.at - started >= pause * 0.9, `origin got the request ${seen.at - started} ms in, before the body was complete`);
   });
 
   test('SDK client: progress callbacks fire spread over time, before the result', async () => {

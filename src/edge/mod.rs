@@ -17,9 +17,14 @@ use worker::{
 
 use crate::config::{binding, Bindings, Config, ConfigError};
 use crate::forward::{client_response_headers, OriginRequest};
-use crate::gate::{decide, Decision, GateRequest, Outcome, Verdict};
+use crate::gate::{authorize_rpc, decide, Decision, GateRequest, Outcome, RpcAudit, Verdict};
+use crate::jsonrpc::RpcError;
+use crate::keys::KvStore;
 use crate::keys::{JwksCache, KeyMemory, KeySourceError};
 use crate::reply::{Denial, Reply};
+use crate::sessions::{is_valid_session_id, may_use_session, session_key, SessionOwner};
+use crate::tool_filter::ToolListFilter;
+use futures_util::StreamExt;
 
 /// What an isolate keeps between requests.
 struct Isolate {
@@ -100,6 +105,9 @@ struct RequestLog<'a> {
     client_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     scopes: Option<String>,
+    /// JSON-RPC methods, tools and the scopes they required (POST bodies).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rpc: Option<&'a RpcAudit>,
     duration_ms: f64,
 }
 
@@ -152,6 +160,7 @@ async fn fetch(request: Request, env: Env, ctx: Context) -> worker::Result<Respo
         sub: token.and_then(|t| t.subject.as_deref()),
         client_id: token.and_then(|t| t.client_id.as_deref()),
         scopes: token.map(|t| t.scopes.join(" ")),
+        rpc: decision.as_ref().and_then(|d| d.audit.as_ref()),
         duration_ms: Date::now().as_millis().saturating_sub(started) as f64,
     });
     Ok(response)
@@ -208,11 +217,142 @@ async fn handle(
             });
         });
     }
-    let answer = match &decision.outcome {
-        Outcome::Reply(reply) => reply_response(reply),
-        Outcome::Forward(forward) => forward_to_origin(request, forward).await,
+    let mut decision = decision;
+    let answer = match decision.outcome.clone() {
+        Outcome::Reply(reply) => reply_response(&reply),
+        Outcome::Forward(forward) => {
+            let sessions = match env.kv(binding::JWKS_CACHE) {
+                Ok(kv) => io::EdgeKv(kv),
+                Err(error) => return (Some(decision), Err(error)),
+            };
+            let mut request = request;
+            match prepare_forward(
+                config,
+                &gate_request_owned(&method, &url, &headers),
+                &mut request,
+                &sessions,
+                &mut decision,
+            )
+            .await
+            {
+                Err(denial) => {
+                    decision.refuse(&denial, config);
+                    reply_response(&denial.reply(Some(config)))
+                }
+                Ok(prepared) => {
+                    match forward_to_origin(
+                        request, &forward, prepared, config, &sessions, &decision,
+                    )
+                    .await
+                    {
+                        Ok(Ok(answer)) => Ok(answer),
+                        Ok(Err(denial)) => {
+                            decision.refuse(&denial, config);
+                            reply_response(&denial.reply(Some(config)))
+                        }
+                        Err(error) => Err(error),
+                    }
+                }
+            }
+        }
     };
     (Some(decision), answer)
+}
+
+/// Rebuilds the gate's view of the request (the original borrowed headers
+/// went into `decide`).
+fn gate_request_owned<'a>(
+    method: &'a str,
+    url: &'a url::Url,
+    headers: &'a [(String, String)],
+) -> GateRequest<'a> {
+    GateRequest {
+        method,
+        path: url.path(),
+        query: url.query(),
+        headers,
+    }
+}
+
+/// What an authorized request carries to the origin besides its headers.
+struct Prepared {
+    /// The JSON-RPC body, read and authorized (POST only).
+    body: Option<Vec<u8>>,
+    /// Filter for `tools/list` responses.
+    tool_filter: Option<ToolListFilter>,
+}
+
+/// The checks that need I/O after the token was verified: the session's
+/// owner (KV) and the JSON-RPC body of a POST.
+async fn prepare_forward(
+    config: &Config,
+    gate_request: &GateRequest<'_>,
+    request: &mut Request,
+    sessions: &io::EdgeKv,
+    decision: &mut Decision,
+) -> Result<Prepared, Denial> {
+    let Some(token) = decision.token.clone() else {
+        return Err(Denial::Misconfigured);
+    };
+    if let Some(session_id) = header(gate_request, "mcp-session-id") {
+        if !is_valid_session_id(&session_id) {
+            return Err(Denial::ForeignSession);
+        }
+        let stored = sessions.get(&session_key(&session_id)).await;
+        if !may_use_session(stored.as_deref(), &token) {
+            return Err(Denial::ForeignSession);
+        }
+    }
+    if gate_request.method != "POST" {
+        return Ok(Prepared {
+            body: None,
+            tool_filter: None,
+        });
+    }
+    let declared =
+        header(gate_request, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|length| length > config.max_body_bytes as u64) {
+        return Err(Denial::PayloadTooLarge);
+    }
+    let body = read_capped(request, config.max_body_bytes).await?;
+    match authorize_rpc(config, gate_request, &token, &body) {
+        Ok(plan) => {
+            decision.audit = Some(plan.audit);
+            Ok(Prepared {
+                body: Some(body),
+                tool_filter: plan.tool_filter,
+            })
+        }
+        Err((denial, audit)) => {
+            decision.audit = audit;
+            Err(denial)
+        }
+    }
+}
+
+fn header(request: &GateRequest<'_>, name: &str) -> Option<String> {
+    request
+        .headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.clone())
+}
+
+/// Reads the request body, refusing it once it exceeds `max_bytes` (whatever
+/// `Content-Length` claimed).
+async fn read_capped(request: &mut Request, max_bytes: usize) -> Result<Vec<u8>, Denial> {
+    let mut body = Vec::new();
+    let Ok(mut stream) = request.stream() else {
+        return Ok(body);
+    };
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| Denial::MalformedRpc(RpcError::NotJson))?;
+        if body.len() + chunk.len() > max_bytes {
+            return Err(Denial::PayloadTooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 fn reply_response(reply: &Reply) -> Answer {
@@ -232,8 +372,18 @@ fn reply_response(reply: &Reply) -> Answer {
 }
 
 /// Sends the described request to the origin and streams its answer back
-/// unbuffered, so Server-Sent Events arrive event by event.
-async fn forward_to_origin(request: Request, forward: &OriginRequest) -> Answer {
+/// unbuffered, so Server-Sent Events arrive event by event; `tools/list`
+/// answers are filtered on the way (JSON whole, SSE event by event). Binds a
+/// session the origin issues to the token's owner before the client can
+/// use it.
+async fn forward_to_origin(
+    request: Request,
+    forward: &OriginRequest,
+    prepared: Prepared,
+    config: &Config,
+    sessions: &io::EdgeKv,
+    decision: &Decision,
+) -> worker::Result<Result<(Response, u16), Denial>> {
     let headers = Headers::new();
     for (name, value) in &forward.headers {
         headers.append(name, value)?;
@@ -243,33 +393,81 @@ async fn forward_to_origin(request: Request, forward: &OriginRequest) -> Answer 
     init.with_method(method.clone())
         .with_headers(headers)
         .with_redirect(RequestRedirect::Manual);
-    if !matches!(method, Method::Get | Method::Head) {
-        init.with_body(request.inner().body().map(Into::into));
+    match prepared.body {
+        Some(body) => {
+            let bytes = worker::js_sys::Uint8Array::from(body.as_slice());
+            init.with_body(Some(bytes.into()));
+        }
+        None if !matches!(method, Method::Get | Method::Head) => {
+            init.with_body(request.inner().body().map(Into::into));
+        }
+        None => {}
     }
     let outbound = Request::new_with_init(&forward.url, &init)?;
-    let origin_response = match Fetch::Request(outbound).send().await {
-        Ok(response) => response,
-        Err(_) => {
-            let reply = Reply {
-                status: 502,
-                headers: vec![("content-type", "application/json".to_owned())],
-                body: r#"{"error":"bad_gateway","error_description":"The upstream server is unavailable"}"#.to_owned(),
-            };
-            return reply_response(&reply);
-        }
+    let Ok(mut origin_response) = Fetch::Request(outbound).send().await else {
+        return Ok(Err(Denial::BadGateway));
     };
     let status = origin_response.status_code();
     let origin_headers: Vec<(String, String)> = origin_response.headers().entries().collect();
+    if let (Some(token), Some(session_id)) = (
+        decision.token.as_ref(),
+        origin_headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("mcp-session-id"))
+            .map(|(_, v)| v.as_str()),
+    ) {
+        if is_valid_session_id(session_id) {
+            let key = session_key(session_id);
+            // First owner wins: a session is never re-bound to another token.
+            if sessions.get(&key).await.is_none() {
+                let owner = SessionOwner::of(token).to_json();
+                sessions.put(&key, &owner, config.session_ttl_seconds).await;
+            }
+        }
+    }
     let client_headers = Headers::new();
     for (name, value) in client_response_headers(&origin_headers) {
         client_headers.append(&name, &value)?;
     }
-    let (_, body) = origin_response.into_parts();
-    Ok((
-        Response::builder()
-            .with_status(status)
-            .with_headers(client_headers)
-            .body(body),
-        status,
-    ))
+    let content_type = origin_headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+        .map(|(_, v)| v.to_ascii_lowercase())
+        .unwrap_or_default();
+    let builder = Response::builder()
+        .with_status(status)
+        .with_headers(client_headers);
+    let filter = prepared
+        .tool_filter
+        .filter(|_| (200..300).contains(&status));
+    let response = match filter {
+        None => {
+            let (_, body) = origin_response.into_parts();
+            builder.body(body)
+        }
+        Some(filter) if content_type.starts_with("application/json") => {
+            let Ok(body) = origin_response.bytes().await else {
+                return Ok(Err(Denial::BadGateway));
+            };
+            match filter.filter_json(&body) {
+                Ok(Some(filtered)) => builder.fixed(filtered),
+                Ok(None) => builder.fixed(body),
+                Err(_) => return Ok(Err(Denial::BadGateway)),
+            }
+        }
+        Some(filter) if content_type.starts_with("text/event-stream") => {
+            let stream = origin_response.stream()?;
+            let sse = Rc::new(RefCell::new(filter.sse()));
+            let at_end = Rc::clone(&sse);
+            let filtered = stream
+                .map(move |chunk| chunk.map(|chunk| sse.borrow_mut().push(&chunk)))
+                .chain(futures_util::stream::once(async move {
+                    Ok(at_end.borrow_mut().finish())
+                }));
+            builder.from_stream(filtered)?
+        }
+        // A tools/list answer in a form the gate cannot filter is not passed on.
+        Some(_) => return Ok(Err(Denial::BadGateway)),
+    };
+    Ok(Ok((response, status)))
 }
