@@ -27,6 +27,9 @@ function cases({ origin, issuer }) {
     'none-algorithm': { bindings: { ...good, JWT_ALGORITHMS: 'none' }, names: 'JWT_ALGORITHMS' },
     'bad-jwks-uri': { bindings: { ...good, OAUTH_JWKS_URI: 'ftp://127.0.0.1/jwks' }, names: 'OAUTH_JWKS_URI' },
     'bad-cache-ttl': { bindings: { ...good, JWKS_CACHE_TTL_SECONDS: 'forever' }, names: 'JWKS_CACHE_TTL_SECONDS' },
+    'tool-scopes-not-json': { bindings: { ...good, MCP_TOOL_SCOPES: '{"void_invoice": "invoices:write"' }, names: 'MCP_TOOL_SCOPES' },
+    'method-scopes-wrong-shape': { bindings: { ...good, MCP_METHOD_SCOPES: '["tools/call"]' }, names: 'MCP_METHOD_SCOPES' },
+    'tool-scopes-bad-scope': { bindings: { ...good, MCP_TOOL_SCOPES: '{"x": 5}' }, names: 'MCP_TOOL_SCOPES' },
     'missing-kv': { bindings: good, names: 'JWKS_CACHE', kv: false },
   };
 }
