@@ -9,6 +9,7 @@ use std::fmt;
 
 use url::Url;
 
+use crate::introspect::{ClientAuthMethod, IntrospectionClient};
 use crate::jwk::JwsAlgorithm;
 use crate::keys::{CacheSettings, FetchLimits};
 use crate::policy::{ScopeMap, ScopePolicy};
@@ -39,7 +40,40 @@ pub mod binding {
     pub const MCP_METHOD_SCOPES: &str = "MCP_METHOD_SCOPES";
     pub const MCP_MAX_BODY_BYTES: &str = "MCP_MAX_BODY_BYTES";
     pub const MCP_SESSION_TTL_SECONDS: &str = "MCP_SESSION_TTL_SECONDS";
+    pub const OAUTH_TOKEN_FORMAT: &str = "OAUTH_TOKEN_FORMAT";
+    pub const OAUTH_INTROSPECTION_URI: &str = "OAUTH_INTROSPECTION_URI";
+    pub const OAUTH_INTROSPECTION_CLIENT_ID: &str = "OAUTH_INTROSPECTION_CLIENT_ID";
+    pub const OAUTH_INTROSPECTION_CLIENT_SECRET: &str = "OAUTH_INTROSPECTION_CLIENT_SECRET";
+    pub const OAUTH_INTROSPECTION_AUTH_METHOD: &str = "OAUTH_INTROSPECTION_AUTH_METHOD";
+    pub const INTROSPECTION_CACHE_TTL_SECONDS: &str = "INTROSPECTION_CACHE_TTL_SECONDS";
 }
+
+/// Which tokens the gate accepts (`OAUTH_TOKEN_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenFormat {
+    /// JWT access tokens only, verified locally.
+    Jwt,
+    /// Opaque tokens only, introspected (RFC 7662).
+    Opaque,
+    /// A compact JWS is verified locally, anything else introspected.
+    Auto,
+}
+
+/// Opaque-token settings (RFC 7662).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntrospectionConfig {
+    /// Which tokens are introspected.
+    pub format: TokenFormat,
+    /// The endpoint; `None`: discovered from the issuer's metadata.
+    pub endpoint: Option<Url>,
+    /// The gate's client credentials (required unless the format is `jwt`).
+    pub client: Option<IntrospectionClient>,
+    /// Longest time a verdict is cached.
+    pub ttl_seconds: i64,
+}
+
+/// Default `INTROSPECTION_CACHE_TTL_SECONDS`.
+pub const DEFAULT_INTROSPECTION_TTL_SECONDS: u64 = 60;
 
 /// Default `MCP_MAX_BODY_BYTES`: 1 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
@@ -123,6 +157,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// How long a session's owner is remembered.
     pub session_ttl_seconds: u64,
+    /// Opaque tokens.
+    pub introspection: IntrospectionConfig,
 }
 
 impl fmt::Debug for Config {
@@ -241,6 +277,85 @@ impl<B: Bindings + ?Sized> Parser<'_, B> {
     ) -> i64 {
         let value = self.number(name, u64::try_from(default).unwrap_or(0), range);
         i64::try_from(value).unwrap_or(i64::MAX)
+    }
+
+    /// `OAUTH_TOKEN_FORMAT` and the introspection bindings. With an endpoint
+    /// set and no format, the format is `auto`.
+    fn introspection(&mut self, issuer_count: usize) -> IntrospectionConfig {
+        use binding::*;
+        let endpoint = self
+            .optional(OAUTH_INTROSPECTION_URI)
+            .and_then(|raw| self.url(OAUTH_INTROSPECTION_URI, &raw, UrlRule::Fetchable));
+        let format = match self.optional(OAUTH_TOKEN_FORMAT).as_deref() {
+            None if endpoint.is_some() => TokenFormat::Auto,
+            None | Some("jwt") => TokenFormat::Jwt,
+            Some("opaque") => TokenFormat::Opaque,
+            Some("auto") => TokenFormat::Auto,
+            Some(other) => {
+                self.problem(
+                    OAUTH_TOKEN_FORMAT,
+                    format!("{other:?} is not one of jwt, opaque, auto"),
+                );
+                TokenFormat::Jwt
+            }
+        };
+        let method = match self.optional(OAUTH_INTROSPECTION_AUTH_METHOD).as_deref() {
+            None | Some("client_secret_basic") => ClientAuthMethod::ClientSecretBasic,
+            Some("client_secret_post") => ClientAuthMethod::ClientSecretPost,
+            Some(other) => {
+                self.problem(
+                    OAUTH_INTROSPECTION_AUTH_METHOD,
+                    format!("{other:?} is not client_secret_basic or client_secret_post"),
+                );
+                ClientAuthMethod::ClientSecretBasic
+            }
+        };
+        let client_id = self.optional(OAUTH_INTROSPECTION_CLIENT_ID);
+        // A secret: never echoed, whatever is wrong with it.
+        let client_secret = self
+            .bindings
+            .text(OAUTH_INTROSPECTION_CLIENT_SECRET)
+            .filter(|secret| !secret.is_empty());
+        let introspects = format != TokenFormat::Jwt;
+        if introspects {
+            if client_id.is_none() {
+                self.problem(
+                    OAUTH_INTROSPECTION_CLIENT_ID,
+                    "required when tokens are introspected",
+                );
+            }
+            if client_secret.is_none() {
+                self.problem(
+                    OAUTH_INTROSPECTION_CLIENT_SECRET,
+                    "required when tokens are introspected (set it as a secret)",
+                );
+            }
+            if endpoint.is_none() && issuer_count > 1 {
+                self.problem(
+                    OAUTH_INTROSPECTION_URI,
+                    "required with several issuers (discovery needs exactly one)",
+                );
+            }
+        }
+        let ttl_seconds = self.number(
+            INTROSPECTION_CACHE_TTL_SECONDS,
+            DEFAULT_INTROSPECTION_TTL_SECONDS,
+            1..=3600,
+        ) as i64;
+        let client = match (client_id, client_secret) {
+            (Some(client_id), Some(client_secret)) => Some(IntrospectionClient {
+                client_id,
+                client_secret,
+                method,
+            }),
+            _ => None,
+        };
+        IntrospectionConfig {
+            format,
+            endpoint,
+            client,
+            ttl_seconds,
+        }
     }
 
     /// A JSON scope map binding; absent means empty.
@@ -504,6 +619,7 @@ impl Config {
             DEFAULT_SESSION_TTL_SECONDS,
             60..=30 * 86_400,
         );
+        let introspection = p.introspection(issuers.len());
         if !bindings.has_kv_namespace(JWKS_CACHE) {
             p.problem(JWKS_CACHE, "KV namespace binding is required");
         }
@@ -526,6 +642,7 @@ impl Config {
                     policy,
                     max_body_bytes,
                     session_ttl_seconds,
+                    introspection,
                 })
             }
             _ => Err(ConfigError {
@@ -792,5 +909,35 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("MCP_MAX_BODY_BYTES"), "{text}");
+    }
+
+    #[test]
+    fn introspection_needs_credentials_and_names_what_is_missing() {
+        let config = Config::parse(&bindings(&[])).unwrap();
+        assert_eq!(config.introspection.format, TokenFormat::Jwt);
+        let config = Config::parse(&bindings(&[
+            ("OAUTH_INTROSPECTION_URI", "https://a.example/introspect"),
+            ("OAUTH_INTROSPECTION_CLIENT_ID", "gate"),
+            ("OAUTH_INTROSPECTION_CLIENT_SECRET", "very-secret"),
+        ]))
+        .unwrap();
+        assert_eq!(config.introspection.format, TokenFormat::Auto);
+        assert!(!format!("{config:?}").contains("very-secret"));
+        let error = Config::parse(&bindings(&[
+            ("OAUTH_TOKEN_FORMAT", "opaque"),
+            ("OAUTH_INTROSPECTION_AUTH_METHOD", "private_key_jwt"),
+        ]))
+        .unwrap_err();
+        let names: Vec<_> = error.problems.iter().map(|p| p.binding).collect();
+        assert_eq!(
+            names,
+            [
+                "OAUTH_INTROSPECTION_AUTH_METHOD",
+                "OAUTH_INTROSPECTION_CLIENT_ID",
+                "OAUTH_INTROSPECTION_CLIENT_SECRET"
+            ]
+        );
+        let bad = Config::parse(&bindings(&[("OAUTH_TOKEN_FORMAT", "paseto")])).unwrap_err();
+        assert!(bad.to_string().contains("OAUTH_TOKEN_FORMAT"));
     }
 }

@@ -10,8 +10,10 @@
 use serde::Serialize;
 
 use crate::bearer::{extract_bearer, CredentialCarriers};
-use crate::config::Config;
+use crate::config::{Config, TokenFormat};
 use crate::forward::{origin_headers, origin_url, OriginRequest};
+use crate::introspect::looks_like_jwt;
+use crate::introspect_cache::Introspector;
 use crate::jsonrpc::{check_routing_headers, parse_body, TOOLS_CALL, TOOLS_LIST};
 use crate::jwt::{verify, AccessToken, ClaimsPolicy, TokenError, UnverifiedJwt};
 use crate::keys::{KeyDemand, KeySource};
@@ -149,10 +151,11 @@ fn has_path_trickery(path: &str) -> bool {
 }
 
 /// Decides what to do with `request` at time `now` (seconds since the epoch).
-pub async fn decide<K: KeySource>(
+pub async fn decide<K: KeySource, I: Introspector>(
     config: &Config,
     request: &GateRequest<'_>,
     keys: &K,
+    introspector: &I,
     now: i64,
 ) -> Decision {
     let suffix = match route(config, request.path) {
@@ -179,7 +182,7 @@ pub async fn decide<K: KeySource>(
             config,
         );
     }
-    let token = match authenticate(config, request, keys, now).await {
+    let token = match authenticate(config, request, keys, introspector, now).await {
         Ok(token) => token,
         Err(denial) => return Decision::deny(denial, config),
     };
@@ -287,10 +290,11 @@ pub fn authorize_rpc(
     Ok(RpcPlan { audit, tool_filter })
 }
 
-async fn authenticate<K: KeySource>(
+async fn authenticate<K: KeySource, I: Introspector>(
     config: &Config,
     request: &GateRequest<'_>,
     keys: &K,
+    introspector: &I,
     now: i64,
 ) -> Result<AccessToken, Denial> {
     let authorization = request.header_values("authorization");
@@ -303,6 +307,18 @@ async fn authenticate<K: KeySource>(
     let raw = extract_bearer(&carriers)
         .map_err(Denial::BadRequest)?
         .ok_or(Denial::NoCredentials)?;
+    let introspect = match config.introspection.format {
+        TokenFormat::Jwt => false,
+        TokenFormat::Opaque => true,
+        TokenFormat::Auto => !looks_like_jwt(raw),
+    };
+    if introspect {
+        return introspector
+            .introspect(raw, now)
+            .await
+            .map_err(Denial::IntrospectionUnavailable)?
+            .map_err(Denial::InactiveToken);
+    }
     let token = UnverifiedJwt::parse(raw, &config.algorithms).map_err(Denial::InvalidToken)?;
     let issuer = token
         .issuer()

@@ -6,6 +6,7 @@ use serde_json::json;
 use super::*;
 use crate::bearer::BearerError;
 use crate::config::TrustedIssuer;
+use crate::introspect_cache::NoIntrospection;
 use crate::jsonrpc::RpcError;
 use crate::jwk::{JwsAlgorithm, KeySet};
 use crate::keys::{FetchError, KeySourceError};
@@ -74,7 +75,7 @@ fn bearer(token: &str) -> Vec<(String, String)> {
 }
 
 fn run(config: &Config, req: &GateRequest<'_>, keys: &FakeKeys) -> Decision {
-    pollster::block_on(decide(config, req, keys, NOW))
+    pollster::block_on(decide(config, req, keys, &NoIntrospection, NOW))
 }
 
 fn reply(decision: &Decision) -> &Reply {

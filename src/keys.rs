@@ -112,11 +112,24 @@ pub enum FetchError {
     TooLarge,
 }
 
-/// Outbound HTTP GET, bounded by `limits`. Must not follow redirects.
+/// Outbound HTTP, bounded by `limits`. Must not follow redirects.
 #[allow(async_fn_in_trait)]
 pub trait HttpClient {
     /// Fetches `url` (a JSON document).
     async fn get(&self, url: &Url, limits: FetchLimits) -> Result<FetchedDocument, FetchError>;
+
+    /// POSTs a form (`application/x-www-form-urlencoded`) to `url`, with an
+    /// optional `Authorization` value; answers a JSON document.
+    async fn post_form(
+        &self,
+        url: &Url,
+        body: &str,
+        authorization: Option<&str>,
+        limits: FetchLimits,
+    ) -> Result<FetchedDocument, FetchError> {
+        let _ = (url, body, authorization, limits);
+        Err(FetchError::Network)
+    }
 }
 
 /// A shared key-value store (Workers KV). Errors count as misses and lost
@@ -132,6 +145,15 @@ pub trait KvStore {
 impl<T: HttpClient> HttpClient for &T {
     async fn get(&self, url: &Url, limits: FetchLimits) -> Result<FetchedDocument, FetchError> {
         (**self).get(url, limits).await
+    }
+    async fn post_form(
+        &self,
+        url: &Url,
+        body: &str,
+        authorization: Option<&str>,
+        limits: FetchLimits,
+    ) -> Result<FetchedDocument, FetchError> {
+        (**self).post_form(url, body, authorization, limits).await
     }
 }
 

@@ -3,6 +3,8 @@ pub mod bearer;
 pub mod config;
 pub mod forward;
 pub mod gate;
+pub mod introspect;
+pub mod introspect_cache;
 pub mod jsonrpc;
 pub mod jwk;
 pub mod jwt;

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::bearer::BearerError;
 use crate::config::Config;
+use crate::introspect::{IntrospectionRefusal, IntrospectionUnavailable};
 use crate::jsonrpc::RpcError;
 use crate::jwt::TokenError;
 use crate::keys::KeySourceError;
@@ -61,6 +62,10 @@ pub enum Denial {
     },
     /// No key set could be loaded: the gate cannot judge any token.
     KeysUnavailable(KeySourceError),
+    /// Introspection says the opaque token is not acceptable.
+    InactiveToken(IntrospectionRefusal),
+    /// The introspection endpoint could not judge the token.
+    IntrospectionUnavailable(IntrospectionUnavailable),
     /// The JSON-RPC body is larger than `MCP_MAX_BODY_BYTES`.
     PayloadTooLarge,
     /// The body is not a JSON-RPC message the gate can authorize, or the
@@ -87,6 +92,8 @@ impl Denial {
             Self::InvalidToken(error) => error.reason(),
             Self::InsufficientScope { .. } => "insufficient_scope",
             Self::KeysUnavailable(error) => error.reason(),
+            Self::InactiveToken(refusal) => refusal.reason(),
+            Self::IntrospectionUnavailable(error) => error.reason(),
             Self::PayloadTooLarge => "body_too_large",
             Self::MalformedRpc(error) => error.reason(),
             Self::ForeignSession => "foreign_session",
@@ -131,7 +138,7 @@ impl Denial {
                     vec![("www-authenticate", challenge)],
                 )
             }
-            Self::InvalidToken(_) => {
+            Self::InvalidToken(_) | Self::InactiveToken(_) => {
                 let description = "The access token is invalid";
                 let challenge = challenge(Some("invalid_token"), Some(description), None, metadata);
                 json_reply(
@@ -157,7 +164,7 @@ impl Denial {
                     vec![("www-authenticate", challenge)],
                 )
             }
-            Self::KeysUnavailable(_) => json_reply(
+            Self::KeysUnavailable(_) | Self::IntrospectionUnavailable(_) => json_reply(
                 503,
                 "temporarily_unavailable",
                 "Authorization is temporarily unavailable",

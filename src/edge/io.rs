@@ -24,18 +24,70 @@ impl HttpClient for EdgeHttp {
             Either::Right(_) => Err(FetchError::Timeout),
         }
     }
+
+    async fn post_form(
+        &self,
+        url: &Url,
+        body: &str,
+        authorization: Option<&str>,
+        limits: FetchLimits,
+    ) -> Result<FetchedDocument, FetchError> {
+        let form = Form {
+            body,
+            authorization,
+        };
+        let read = Box::pin(send_and_read(url, Some(form), limits.max_bytes));
+        let deadline = Box::pin(Delay::from(Duration::from_millis(u64::from(
+            limits.timeout_ms,
+        ))));
+        match select(read, deadline).await {
+            Either::Left((result, _)) => result,
+            Either::Right(_) => Err(FetchError::Timeout),
+        }
+    }
+}
+
+/// A form POST: body and optional `Authorization` value.
+struct Form<'a> {
+    body: &'a str,
+    authorization: Option<&'a str>,
 }
 
 async fn fetch_document(url: &Url, max_bytes: usize) -> Result<FetchedDocument, FetchError> {
+    send_and_read(url, None, max_bytes).await
+}
+
+async fn send_and_read(
+    url: &Url,
+    form: Option<Form<'_>>,
+    max_bytes: usize,
+) -> Result<FetchedDocument, FetchError> {
     let headers = Headers::new();
     headers
         .set("accept", "application/json")
         .map_err(|_| FetchError::Network)?;
     let mut init = RequestInit::new();
     // A redirect could lead anywhere; the configured or discovered URL is the only one trusted.
-    init.with_method(Method::Get)
-        .with_headers(headers)
+    init.with_headers(headers.clone())
         .with_redirect(RequestRedirect::Manual);
+    match form {
+        None => {
+            init.with_method(Method::Get);
+        }
+        Some(form) => {
+            headers
+                .set("content-type", "application/x-www-form-urlencoded")
+                .map_err(|_| FetchError::Network)?;
+            if let Some(authorization) = form.authorization {
+                headers
+                    .set("authorization", authorization)
+                    .map_err(|_| FetchError::Network)?;
+            }
+            init.with_method(Method::Post)
+                .with_headers(headers)
+                .with_body(Some(form.body.into()));
+        }
+    }
     let request = Request::new_with_init(url.as_str(), &init).map_err(|_| FetchError::Network)?;
     let mut response = Fetch::Request(request)
         .send()

@@ -18,6 +18,8 @@ use worker::{
 use crate::config::{binding, Bindings, Config, ConfigError};
 use crate::forward::{client_response_headers, OriginRequest};
 use crate::gate::{authorize_rpc, decide, Decision, GateRequest, Outcome, RpcAudit, Verdict};
+use crate::introspect::IntrospectionPolicy;
+use crate::introspect_cache::{IntrospectionCache, IntrospectionMemory};
 use crate::jsonrpc::RpcError;
 use crate::keys::KvStore;
 use crate::keys::{JwksCache, KeyMemory, KeySourceError};
@@ -30,6 +32,7 @@ use futures_util::StreamExt;
 struct Isolate {
     config: Result<Config, ConfigError>,
     key_memory: Rc<KeyMemory>,
+    introspection_memory: IntrospectionMemory,
 }
 
 thread_local! {
@@ -65,6 +68,7 @@ fn isolate(env: &Env) -> Rc<Isolate> {
                 Rc::new(Isolate {
                     config,
                     key_memory: Rc::new(KeyMemory::default()),
+                    introspection_memory: IntrospectionMemory::default(),
                 })
             })
             .clone()
@@ -129,7 +133,7 @@ async fn fetch(request: Request, env: Env, ctx: Context) -> worker::Result<Respo
     let isolate = isolate(&env);
 
     let (decision, response) = match &isolate.config {
-        Ok(config) => handle(config, &isolate.key_memory, request, &env, &ctx, started).await,
+        Ok(config) => handle(config, &isolate, request, &env, &ctx, started).await,
         Err(_) => (None, reply_response(&Denial::Misconfigured.reply(None))),
     };
     let (response, status, reason) = match response {
@@ -170,7 +174,7 @@ type Answer = worker::Result<(Response, u16)>;
 
 async fn handle(
     config: &Config,
-    key_memory: &Rc<KeyMemory>,
+    isolate: &Isolate,
     request: Request,
     env: &Env,
     ctx: &Context,
@@ -193,13 +197,30 @@ async fn handle(
         Err(error) => return (None, Err(error)),
     };
     let cache = Rc::new(JwksCache::new(
-        Rc::clone(key_memory),
+        Rc::clone(&isolate.key_memory),
         io::EdgeHttp,
         store,
         config.key_cache,
     ));
     let now = i64::try_from(started / 1000).unwrap_or(i64::MAX);
-    let decision = decide(config, &gate_request, cache.as_ref(), now).await;
+    let introspection_store = match env.kv(binding::JWKS_CACHE) {
+        Ok(kv) => io::EdgeKv(kv),
+        Err(error) => return (None, Err(error)),
+    };
+    let issuer_ids: Vec<String> = config.issuers.iter().map(|i| i.issuer.clone()).collect();
+    let introspector = IntrospectionCache {
+        memory: &isolate.introspection_memory,
+        http: io::EdgeHttp,
+        store: introspection_store,
+        config: &config.introspection,
+        policy: IntrospectionPolicy {
+            issuers: &issuer_ids,
+            audiences: &config.audiences,
+            leeway_seconds: i64::try_from(config.leeway_seconds).unwrap_or(0),
+        },
+        limits: config.key_cache.limits,
+    };
+    let decision = decide(config, &gate_request, cache.as_ref(), &introspector, now).await;
     // Stale key sets were served; refresh them after the response is sent.
     for issuer in cache.take_pending_refreshes() {
         let cache = Rc::clone(&cache);
