@@ -148,6 +148,7 @@ mod tests {
             client_id: Some("client-1".into()),
             scopes: vec!["a".into(), "b".into()],
             expires_at: 0,
+            not_before: None,
             token_id: None,
         }
     }

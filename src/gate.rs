@@ -18,6 +18,7 @@ use crate::jsonrpc::{check_routing_headers, parse_body, TOOLS_CALL, TOOLS_LIST};
 use crate::jwt::{verify, AccessToken, ClaimsPolicy, TokenError, UnverifiedJwt};
 use crate::keys::{KeyDemand, KeySource};
 use crate::reply::{metadata_preflight_reply, metadata_reply, Denial, Reply};
+use crate::token_cache::VerifiedTokens;
 use crate::tool_filter::ToolListFilter;
 
 /// The root RFC 9728 well-known path, served alongside the path-inserted one.
@@ -156,6 +157,7 @@ pub async fn decide<K: KeySource, I: Introspector>(
     request: &GateRequest<'_>,
     keys: &K,
     introspector: &I,
+    tokens: &VerifiedTokens,
     now: i64,
 ) -> Decision {
     let suffix = match route(config, request.path) {
@@ -182,7 +184,7 @@ pub async fn decide<K: KeySource, I: Introspector>(
             config,
         );
     }
-    let token = match authenticate(config, request, keys, introspector, now).await {
+    let token = match authenticate(config, request, keys, introspector, tokens, now).await {
         Ok(token) => token,
         Err(denial) => return Decision::deny(denial, config),
     };
@@ -295,6 +297,7 @@ async fn authenticate<K: KeySource, I: Introspector>(
     request: &GateRequest<'_>,
     keys: &K,
     introspector: &I,
+    tokens: &VerifiedTokens,
     now: i64,
 ) -> Result<AccessToken, Denial> {
     let authorization = request.header_values("authorization");
@@ -319,6 +322,21 @@ async fn authenticate<K: KeySource, I: Introspector>(
             .map_err(Denial::IntrospectionUnavailable)?
             .map_err(Denial::InactiveToken);
     }
+    let leeway = i64::try_from(config.leeway_seconds).unwrap_or(0);
+    if let Some((cached, kid)) = tokens.get(raw, now, leeway) {
+        // Honoured only while the issuer's current set still holds the key;
+        // asking for the set also keeps it refreshed.
+        if let Some(issuer) = config.issuer(&cached.issuer) {
+            let held = keys
+                .key_set(issuer, KeyDemand::Current, now)
+                .await
+                .map_err(Denial::KeysUnavailable)?;
+            if kid.as_deref().is_none_or(|kid| held.has_kid(kid)) {
+                return Ok(cached);
+            }
+        }
+        tokens.forget(raw);
+    }
     let token = UnverifiedJwt::parse(raw, &config.algorithms).map_err(Denial::InvalidToken)?;
     let issuer = token
         .issuer()
@@ -340,7 +358,9 @@ async fn authenticate<K: KeySource, I: Introspector>(
         audiences: &config.audiences,
         leeway_seconds: config.leeway_seconds,
     };
-    verify(&token, &key_set, &policy, now).map_err(Denial::InvalidToken)
+    let verified = verify(&token, &key_set, &policy, now).map_err(Denial::InvalidToken)?;
+    tokens.insert(raw, &verified, token.kid(), now);
+    Ok(verified)
 }
 
 #[cfg(test)]

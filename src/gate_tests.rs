@@ -11,6 +11,7 @@ use crate::jsonrpc::RpcError;
 use crate::jwk::{JwsAlgorithm, KeySet};
 use crate::keys::{FetchError, KeySourceError};
 use crate::testkit::{config, good_claims, key_set, mint, mint_raw, with, NOW};
+use crate::token_cache::VerifiedTokens;
 
 /// Serves the test key set, or fails, and counts demands.
 struct FakeKeys {
@@ -75,7 +76,14 @@ fn bearer(token: &str) -> Vec<(String, String)> {
 }
 
 fn run(config: &Config, req: &GateRequest<'_>, keys: &FakeKeys) -> Decision {
-    pollster::block_on(decide(config, req, keys, &NoIntrospection, NOW))
+    pollster::block_on(decide(
+        config,
+        req,
+        keys,
+        &NoIntrospection,
+        &VerifiedTokens::with_capacity(0),
+        NOW,
+    ))
 }
 
 fn reply(decision: &Decision) -> &Reply {
@@ -498,4 +506,25 @@ fn tools_list_gets_a_filter_only_when_the_policy_can_hide_tools() {
         .unwrap()
         .tool_filter
         .is_none());
+}
+
+#[test]
+fn verified_tokens_are_reused_until_exp_while_their_key_is_held() {
+    let config = config(&[]);
+    let token = mint(JwsAlgorithm::Es256, &good_claims());
+    let headers = bearer(&token);
+    let req = request("GET", "/mcp", None, &headers);
+    let cache = VerifiedTokens::default();
+    let keys = FakeKeys::up();
+    let run_cached = |keys: &FakeKeys, now: i64| {
+        pollster::block_on(decide(&config, &req, keys, &NoIntrospection, &cache, now))
+    };
+    assert_eq!(run_cached(&keys, NOW).reason, "authorized");
+    assert_eq!(cache.len(), 1);
+    assert_eq!(run_cached(&keys, NOW + 1).reason, "authorized");
+    // Far past exp: the cached verification no longer counts.
+    assert_ne!(run_cached(&keys, NOW + 1_000_000).reason, "authorized");
+    // Keys unavailable: a cached token is not waved through.
+    assert_eq!(run_cached(&keys, NOW).reason, "authorized");
+    assert_eq!(reply(&run_cached(&FakeKeys::down(), NOW)).status, 503);
 }

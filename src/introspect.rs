@@ -219,6 +219,7 @@ pub fn judge_response(
         client_id: text("client_id"),
         scopes,
         expires_at: exp.unwrap_or(i64::MAX),
+        not_before: None,
         token_id: text("jti"),
     }))
 }
@@ -293,6 +294,7 @@ impl CachedVerdict {
                 client_id: t.client_id.clone(),
                 scopes: t.scopes.clone(),
                 expires_at: t.exp,
+                not_before: None,
                 token_id: t.jti.clone(),
             })),
             (None, Some(refusal)) => Some(Err(refusal)),

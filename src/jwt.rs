@@ -289,6 +289,8 @@ pub struct AccessToken {
     pub scopes: Vec<String>,
     /// `exp`, seconds since the epoch.
     pub expires_at: i64,
+    /// `nbf`, when present.
+    pub not_before: Option<i64>,
     /// `jti`, when present.
     pub token_id: Option<String>,
 }
@@ -435,6 +437,7 @@ fn check_claims(
         client_id: claims.client_id.clone().or_else(|| claims.azp.clone()),
         scopes,
         expires_at,
+        not_before,
         token_id: claims.jti.clone(),
     })
 }

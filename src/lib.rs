@@ -12,6 +12,7 @@ pub mod keys;
 pub mod policy;
 pub mod reply;
 pub mod sessions;
+pub mod token_cache;
 pub mod tool_filter;
 
 #[cfg(test)]

@@ -81,6 +81,7 @@ mod tests {
             client_id: Some(client.to_owned()),
             scopes: Vec::new(),
             expires_at: 0,
+            not_before: None,
             token_id: None,
         }
     }

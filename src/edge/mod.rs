@@ -25,6 +25,7 @@ use crate::keys::KvStore;
 use crate::keys::{JwksCache, KeyMemory, KeySourceError};
 use crate::reply::{Denial, Reply};
 use crate::sessions::{is_valid_session_id, may_use_session, session_key, SessionOwner};
+use crate::token_cache::VerifiedTokens;
 use crate::tool_filter::ToolListFilter;
 use futures_util::StreamExt;
 
@@ -33,6 +34,7 @@ struct Isolate {
     config: Result<Config, ConfigError>,
     key_memory: Rc<KeyMemory>,
     introspection_memory: IntrospectionMemory,
+    verified_tokens: VerifiedTokens,
 }
 
 thread_local! {
@@ -69,6 +71,7 @@ fn isolate(env: &Env) -> Rc<Isolate> {
                     config,
                     key_memory: Rc::new(KeyMemory::default()),
                     introspection_memory: IntrospectionMemory::default(),
+                    verified_tokens: VerifiedTokens::default(),
                 })
             })
             .clone()
@@ -220,7 +223,15 @@ async fn handle(
         },
         limits: config.key_cache.limits,
     };
-    let decision = decide(config, &gate_request, cache.as_ref(), &introspector, now).await;
+    let decision = decide(
+        config,
+        &gate_request,
+        cache.as_ref(),
+        &introspector,
+        &isolate.verified_tokens,
+        now,
+    )
+    .await;
     // Stale key sets were served; refresh them after the response is sent.
     for issuer in cache.take_pending_refreshes() {
         let cache = Rc::clone(&cache);

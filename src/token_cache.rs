@@ -1,0 +1,191 @@
+//! The verified-token cache: an MCP client keeps its access token for as long
+//! as it lives, so the signature of the same token need not be checked on
+//! every request. Entries are keyed by a SHA-256 of the whole token, bounded
+//! in number (least recently used evicted), live until the token's `exp`, and
+//! `exp`/`nbf` are re-checked on every hit (RFC 7519 §4.1.4–5, RFC 9068 §4).
+//! The gate honours a hit only while the issuer's current key set still holds
+//! the key that verified it, so a key removed from the JWKS stops its tokens
+//! once the set is refreshed. Pure: `now` is passed in.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use sha2::{Digest, Sha256};
+
+use crate::jwt::AccessToken;
+
+/// Default number of tokens an isolate remembers.
+pub const DEFAULT_CAPACITY: usize = 4096;
+
+/// A verified token, and how it was verified.
+#[derive(Debug, Clone)]
+struct Entry {
+    token: AccessToken,
+    kid: Option<String>,
+    last_used: u64,
+}
+
+/// Tokens this isolate verified recently.
+#[derive(Debug)]
+pub struct VerifiedTokens {
+    capacity: usize,
+    entries: RefCell<HashMap<[u8; 32], Entry>>,
+    clock: RefCell<u64>,
+}
+
+impl Default for VerifiedTokens {
+    fn default() -> Self {
+        VerifiedTokens::with_capacity(DEFAULT_CAPACITY)
+    }
+}
+
+fn digest(raw: &str) -> [u8; 32] {
+    Sha256::digest(raw.as_bytes()).into()
+}
+
+impl VerifiedTokens {
+    /// An empty cache holding at most `capacity` tokens (0 disables it).
+    pub fn with_capacity(capacity: usize) -> Self {
+        VerifiedTokens {
+            capacity,
+            entries: RefCell::new(HashMap::new()),
+            clock: RefCell::new(0),
+        }
+    }
+
+    /// The cached verification of `raw` and the kid of the key that verified
+    /// it, if still acceptable at `now`: not expired, not before its `nbf`
+    /// (both with `leeway`). The caller checks the key is still held.
+    pub fn get(&self, raw: &str, now: i64, leeway: i64) -> Option<(AccessToken, Option<String>)> {
+        let key = digest(raw);
+        let entry = self.entries.borrow().get(&key).cloned()?;
+        let token = &entry.token;
+        if now >= token.expires_at.saturating_add(leeway) {
+            self.entries.borrow_mut().remove(&key);
+            return None;
+        }
+        if token
+            .not_before
+            .is_some_and(|nbf| now.saturating_add(leeway) < nbf)
+        {
+            return None;
+        }
+        self.touch(key);
+        Some((entry.token, entry.kid))
+    }
+
+    /// Drops `raw` (its key left the set).
+    pub fn forget(&self, raw: &str) {
+        self.entries.borrow_mut().remove(&digest(raw));
+    }
+
+    /// Remembers that `raw` verified as `token` with the key named `kid`.
+    pub fn insert(&self, raw: &str, token: &AccessToken, kid: Option<&str>, now: i64) {
+        if self.capacity == 0 {
+            return;
+        }
+        let mut entries = self.entries.borrow_mut();
+        if entries.len() >= self.capacity {
+            entries.retain(|_, entry| entry.token.expires_at > now);
+        }
+        if entries.len() >= self.capacity {
+            // Evict the least recently used eighth at once, so eviction is rare.
+            let mut by_age: Vec<([u8; 32], u64)> =
+                entries.iter().map(|(k, e)| (*k, e.last_used)).collect();
+            by_age.sort_by_key(|(_, used)| *used);
+            for (old, _) in by_age.iter().take((self.capacity / 8).max(1)) {
+                entries.remove(old);
+            }
+        }
+        let tick = self.tick();
+        entries.insert(
+            digest(raw),
+            Entry {
+                token: token.clone(),
+                kid: kid.map(str::to_owned),
+                last_used: tick,
+            },
+        );
+    }
+
+    /// How many tokens are remembered.
+    pub fn len(&self) -> usize {
+        self.entries.borrow().len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn tick(&self) -> u64 {
+        let mut clock = self.clock.borrow_mut();
+        *clock += 1;
+        *clock
+    }
+
+    fn touch(&self, key: [u8; 32]) {
+        let tick = self.tick();
+        if let Some(entry) = self.entries.borrow_mut().get_mut(&key) {
+            entry.last_used = tick;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn token(exp: i64, nbf: Option<i64>) -> AccessToken {
+        AccessToken {
+            issuer: "https://as.example".into(),
+            subject: Some("u".into()),
+            client_id: None,
+            scopes: vec!["s".into()],
+            expires_at: exp,
+            not_before: nbf,
+            token_id: None,
+        }
+    }
+
+    #[test]
+    fn hits_until_exp_rechecking_nbf() {
+        let cache = VerifiedTokens::default();
+        cache.insert("tok", &token(NOW + 10, None), Some("ec"), NOW);
+        let (hit, kid) = cache.get("tok", NOW + 9, 0).unwrap();
+        assert_eq!(
+            (hit.subject.as_deref(), kid.as_deref()),
+            (Some("u"), Some("ec"))
+        );
+        assert!(cache.get("other", NOW, 0).is_none());
+        assert!(cache.get("tok", NOW + 10, 0).is_none(), "expired");
+        assert!(cache.is_empty(), "expired entries are dropped");
+        cache.insert("tok", &token(NOW + 10, Some(NOW + 5)), Some("ec"), NOW);
+        assert!(cache.get("tok", NOW + 1, 0).is_none(), "nbf re-checked");
+        assert!(cache.get("tok", NOW + 1, 4).is_some(), "within leeway");
+        cache.forget("tok");
+        assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn bounded_and_least_recently_used_goes_first() {
+        let cache = VerifiedTokens::with_capacity(8);
+        let kid = "ec";
+        for i in 0..8 {
+            cache.insert(&format!("t{i}"), &token(NOW + 100, None), Some(kid), NOW);
+        }
+        assert!(cache.get("t0", NOW, 0).is_some());
+        cache.insert("t8", &token(NOW + 100, None), Some(kid), NOW);
+        assert_eq!(cache.len(), 8);
+        assert!(cache.get("t0", NOW, 0).is_some(), "recently used kept");
+        assert!(
+            cache.get("t1", NOW, 0).is_none(),
+            "least recently used evicted"
+        );
+        let off = VerifiedTokens::with_capacity(0);
+        off.insert("t", &token(NOW + 100, None), Some(kid), NOW);
+        assert!(off.is_empty());
+    }
+}
