@@ -1,0 +1,34 @@
+// Load generator, run as its own process: autocannon against one URL for a
+// bounded time, cycling through the tokens in a file (one per line).
+// Prints one JSON line: requests/s, latency percentiles, status counts.
+import { readFileSync } from 'node:fs';
+import autocannon from 'autocannon';
+
+const { url, seconds, connections, tokensFile } = JSON.parse(process.argv[2]);
+const tokens = readFileSync(tokensFile, 'utf8').split('\n').filter(Boolean);
+let next = 0;
+const result = await autocannon({
+  url,
+  connections,
+  duration: seconds,
+  requests: [
+    {
+      setupRequest(request) {
+        const token = tokens[next % tokens.length];
+        next += 1;
+        return { ...request, headers: { ...request.headers, authorization: `Bearer ${token}` } };
+      },
+    },
+  ],
+});
+process.stdout.write(
+  `${JSON.stringify({
+    rps: result.requests.average,
+    p50: result.latency.p50,
+    p99: result.latency.p99,
+    total: result.requests.total,
+    non2xx: result.non2xx,
+    errors: result.errors + result.timeouts,
+    tokensCycled: next > tokens.length,
+  })}\n`,
+);
