@@ -19,7 +19,7 @@ import { gzipSync } from 'node:zlib';
 import { build } from 'esbuild';
 import { Miniflare } from 'miniflare';
 import { startIssuer } from '../demo/issuer.mjs';
-import { startGate, workerModuleOptions, COMPATIBILITY_DATE, freePort } from '../tests/helpers/gate.mjs';
+import { workerModuleOptions, COMPATIBILITY_DATE, freePort } from '../tests/helpers/gate.mjs';
 import { corruptSignature } from '../tests/helpers/tokens.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -54,9 +54,23 @@ async function startOrigin() {
   return { url: `http://127.0.0.1:${server.address().port}/mcp`, close: () => new Promise((r) => server.close(r)) };
 }
 
-async function startScriptWorker(scriptPath, bindings) {
+async function startScriptWorker(scriptPath, bindings, extra = {}) {
   const port = await freePort();
-  const mf = new Miniflare({ modules: true, scriptPath, compatibilityDate: COMPATIBILITY_DATE, bindings, host: '127.0.0.1', port, cf: false });
+  const mf = new Miniflare({
+    modules: true,
+    scriptPath,
+    compatibilityDate: COMPATIBILITY_DATE,
+    bindings,
+    host: '127.0.0.1',
+    port,
+    cf: false,
+    // Every gate's output is drained unread, so reading logs costs the harness nothing.
+    handleRuntimeStdio(stdout, stderr) {
+      stdout.resume();
+      stderr.resume();
+    },
+    ...extra,
+  });
   const ready = await mf.ready;
   return { url: `${ready.origin}/mcp`, close: () => mf.dispose() };
 }
@@ -88,12 +102,12 @@ async function main() {
   const bindings = { MCP_RESOURCE: resource, MCP_ORIGIN: origin.url, OAUTH_ISSUER: issuer.issuer, OAUTH_JWKS_URI: issuer.jwksUri };
 
   const started = performance.now();
-  const portcullis = await startGate({ bindings });
-  const firstAnswer = await fetch(`${portcullis.url}/mcp`);
+  const portcullis = await startScriptWorker(undefined, bindings, { ...workerModuleOptions(), kvNamespaces: ['JWKS_CACHE'] });
+  const firstAnswer = await fetch(portcullis.url);
   await firstAnswer.body?.cancel();
   const startupMs = performance.now() - started;
   const gates = {
-    portcullis: { url: `${portcullis.url}/mcp`, close: () => portcullis.close() },
+    portcullis,
     passthrough: await startScriptWorker(join(ROOT, 'bench', 'passthrough.js'), bindings),
     peer: await startScriptWorker(peerScript, bindings),
   };

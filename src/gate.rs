@@ -337,6 +337,9 @@ async fn authenticate<K: KeySource, I: Introspector>(
         }
         tokens.forget(raw);
     }
+    if let Some(error) = tokens.refusal(raw, now) {
+        return Err(Denial::InvalidToken(error));
+    }
     let token = UnverifiedJwt::parse(raw, &config.algorithms).map_err(Denial::InvalidToken)?;
     let issuer = token
         .issuer()
@@ -358,7 +361,10 @@ async fn authenticate<K: KeySource, I: Introspector>(
         audiences: &config.audiences,
         leeway_seconds: config.leeway_seconds,
     };
-    let verified = verify(&token, &key_set, &policy, now).map_err(Denial::InvalidToken)?;
+    let verified = verify(&token, &key_set, &policy, now).map_err(|error| {
+        tokens.remember_refusal(raw, error, now);
+        Denial::InvalidToken(error)
+    })?;
     tokens.insert(raw, &verified, token.kid(), now);
     Ok(verified)
 }

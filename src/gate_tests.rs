@@ -522,9 +522,29 @@ fn verified_tokens_are_reused_until_exp_while_their_key_is_held() {
     assert_eq!(run_cached(&keys, NOW).reason, "authorized");
     assert_eq!(cache.len(), 1);
     assert_eq!(run_cached(&keys, NOW + 1).reason, "authorized");
-    // Far past exp: the cached verification no longer counts.
-    assert_ne!(run_cached(&keys, NOW + 1_000_000).reason, "authorized");
     // Keys unavailable: a cached token is not waved through.
-    assert_eq!(run_cached(&keys, NOW).reason, "authorized");
     assert_eq!(reply(&run_cached(&FakeKeys::down(), NOW)).status, 503);
+    // Past exp: the cached verification no longer counts.
+    assert_eq!(run_cached(&keys, NOW + 1_000_000).reason, "token_expired");
+}
+
+#[test]
+fn a_replayed_bad_signature_costs_one_check() {
+    let config = config(&[]);
+    let forged = {
+        let token = mint(JwsAlgorithm::Es256, &good_claims());
+        let (rest, signature) = token.rsplit_once('.').unwrap();
+        let flipped = if signature.starts_with('A') { "B" } else { "A" };
+        format!("{rest}.{flipped}{}", &signature[1..])
+    };
+    let headers = bearer(&forged);
+    let req = request("GET", "/mcp", None, &headers);
+    let cache = VerifiedTokens::default();
+    let keys = FakeKeys::up();
+    for _ in 0..3 {
+        let decision =
+            pollster::block_on(decide(&config, &req, &keys, &NoIntrospection, &cache, NOW));
+        assert_eq!(decision.reason, "bad_signature");
+    }
+    assert_eq!(cache.refusal(&forged, NOW), Some(TokenError::BadSignature));
 }

@@ -12,7 +12,10 @@ use std::collections::HashMap;
 
 use sha2::{Digest, Sha256};
 
-use crate::jwt::AccessToken;
+use crate::jwt::{AccessToken, TokenError};
+
+/// How long a definitive refusal is remembered.
+pub const REFUSAL_TTL_SECONDS: i64 = 60;
 
 /// Default number of tokens an isolate remembers.
 pub const DEFAULT_CAPACITY: usize = 4096;
@@ -30,6 +33,7 @@ struct Entry {
 pub struct VerifiedTokens {
     capacity: usize,
     entries: RefCell<HashMap<[u8; 32], Entry>>,
+    refused: RefCell<HashMap<[u8; 32], (TokenError, i64)>>,
     clock: RefCell<u64>,
 }
 
@@ -49,6 +53,7 @@ impl VerifiedTokens {
         VerifiedTokens {
             capacity,
             entries: RefCell::new(HashMap::new()),
+            refused: RefCell::new(HashMap::new()),
             clock: RefCell::new(0),
         }
     }
@@ -72,6 +77,44 @@ impl VerifiedTokens {
         }
         self.touch(key);
         Some((entry.token, entry.kid))
+    }
+
+    /// A refusal of `raw` remembered within the last [`REFUSAL_TTL_SECONDS`],
+    /// so a replayed bad token costs no second signature check.
+    pub fn refusal(&self, raw: &str, now: i64) -> Option<TokenError> {
+        let key = digest(raw);
+        let (error, until) = *self.refused.borrow().get(&key)?;
+        if now >= until {
+            self.refused.borrow_mut().remove(&key);
+            return None;
+        }
+        Some(error)
+    }
+
+    /// Remembers a refusal that no later key set or clock can reverse: a bad
+    /// signature or a claim that is wrong for good. Unknown kids (a rotation
+    /// may add the key) and not-yet-valid tokens are never remembered.
+    pub fn remember_refusal(&self, raw: &str, error: TokenError, now: i64) {
+        let lasting = matches!(
+            error,
+            TokenError::BadSignature
+                | TokenError::Expired
+                | TokenError::AudienceMismatch
+                | TokenError::InvalidClaims
+                | TokenError::MissingExpiry
+                | TokenError::ProofOfPossessionRequired
+        );
+        if !lasting || self.capacity == 0 {
+            return;
+        }
+        let mut refused = self.refused.borrow_mut();
+        if refused.len() >= self.capacity {
+            refused.retain(|_, (_, until)| *until > now);
+            if refused.len() >= self.capacity {
+                refused.clear();
+            }
+        }
+        refused.insert(digest(raw), (error, now + REFUSAL_TTL_SECONDS));
     }
 
     /// Drops `raw` (its key left the set).
@@ -167,6 +210,25 @@ mod tests {
         assert!(cache.get("tok", NOW + 1, 4).is_some(), "within leeway");
         cache.forget("tok");
         assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn lasting_refusals_are_remembered_briefly() {
+        let cache = VerifiedTokens::default();
+        cache.remember_refusal("bad", TokenError::BadSignature, NOW);
+        assert_eq!(
+            cache.refusal("bad", NOW + 59),
+            Some(TokenError::BadSignature)
+        );
+        assert_eq!(cache.refusal("bad", NOW + 60), None);
+        for passing in [
+            TokenError::UnknownKey,
+            TokenError::NotYetValid,
+            TokenError::IssuedInFuture,
+        ] {
+            cache.remember_refusal("maybe-later", passing, NOW);
+            assert_eq!(cache.refusal("maybe-later", NOW), None, "{passing:?}");
+        }
     }
 
     #[test]
