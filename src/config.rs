@@ -46,6 +46,7 @@ pub mod binding {
     pub const OAUTH_INTROSPECTION_CLIENT_SECRET: &str = "OAUTH_INTROSPECTION_CLIENT_SECRET";
     pub const OAUTH_INTROSPECTION_AUTH_METHOD: &str = "OAUTH_INTROSPECTION_AUTH_METHOD";
     pub const INTROSPECTION_CACHE_TTL_SECONDS: &str = "INTROSPECTION_CACHE_TTL_SECONDS";
+    pub const MCP_ALLOWED_ORIGINS: &str = "MCP_ALLOWED_ORIGINS";
 }
 
 /// Which tokens the gate accepts (`OAUTH_TOKEN_FORMAT`).
@@ -159,6 +160,10 @@ pub struct Config {
     pub session_ttl_seconds: u64,
     /// Opaque tokens.
     pub introspection: IntrospectionConfig,
+    /// Browser origins allowed to call the MCP endpoint (ASCII serialization,
+    /// e.g. `https://inspector.example.com`); the resource's own origin is
+    /// always allowed.
+    pub allowed_origins: Vec<String>,
 }
 
 impl fmt::Debug for Config {
@@ -620,6 +625,26 @@ impl Config {
             60..=30 * 86_400,
         );
         let introspection = p.introspection(issuers.len());
+        let mut allowed_origins = Vec::new();
+        for raw in p.list(MCP_ALLOWED_ORIGINS) {
+            match Url::parse(&raw) {
+                Ok(url)
+                    if matches!(url.scheme(), "http" | "https")
+                        && url.origin().ascii_serialization() == raw.trim_end_matches('/') =>
+                {
+                    allowed_origins.push(url.origin().ascii_serialization());
+                }
+                _ => p.problem(
+                    MCP_ALLOWED_ORIGINS,
+                    format!("{raw:?} is not an origin like https://app.example.com (no path, no wildcard)"),
+                ),
+            }
+        }
+        if let Some(resource) = &resource {
+            if let Ok(url) = Url::parse(&resource.uri) {
+                allowed_origins.push(url.origin().ascii_serialization());
+            }
+        }
         if !bindings.has_kv_namespace(JWKS_CACHE) {
             p.problem(JWKS_CACHE, "KV namespace binding is required");
         }
@@ -643,6 +668,7 @@ impl Config {
                     max_body_bytes,
                     session_ttl_seconds,
                     introspection,
+                    allowed_origins,
                 })
             }
             _ => Err(ConfigError {
@@ -939,5 +965,31 @@ mod tests {
         );
         let bad = Config::parse(&bindings(&[("OAUTH_TOKEN_FORMAT", "paseto")])).unwrap_err();
         assert!(bad.to_string().contains("OAUTH_TOKEN_FORMAT"));
+    }
+
+    #[test]
+    fn allowed_origins_are_origins_and_include_the_resource() {
+        let config = Config::parse(&bindings(&[(
+            "MCP_ALLOWED_ORIGINS",
+            "https://inspector.example.com http://localhost:6274",
+        )]))
+        .unwrap();
+        assert_eq!(
+            config.allowed_origins,
+            [
+                "https://inspector.example.com",
+                "http://localhost:6274",
+                "https://mcp.example.com"
+            ]
+        );
+        for bad in [
+            "*",
+            "https://a.example.com/path",
+            "inspector.example.com",
+            "ftp://a.example",
+        ] {
+            let error = Config::parse(&bindings(&[("MCP_ALLOWED_ORIGINS", bad)])).unwrap_err();
+            assert!(error.to_string().contains("MCP_ALLOWED_ORIGINS"), "{bad}");
+        }
     }
 }

@@ -17,7 +17,7 @@ use crate::introspect_cache::Introspector;
 use crate::jsonrpc::{check_routing_headers, parse_body, TOOLS_CALL, TOOLS_LIST};
 use crate::jwt::{verify, AccessToken, ClaimsPolicy, TokenError, UnverifiedJwt};
 use crate::keys::{KeyDemand, KeySource};
-use crate::reply::{metadata_preflight_reply, metadata_reply, Denial, Reply};
+use crate::reply::{mcp_preflight_reply, metadata_preflight_reply, metadata_reply, Denial, Reply};
 use crate::token_cache::VerifiedTokens;
 use crate::tool_filter::ToolListFilter;
 
@@ -69,6 +69,8 @@ pub struct Decision {
     pub token: Option<AccessToken>,
     /// What the JSON-RPC body asked for, once read.
     pub audit: Option<RpcAudit>,
+    /// The allowed browser origin to answer with CORS headers.
+    pub cors_origin: Option<String>,
 }
 
 /// The log line's `decision` field.
@@ -90,6 +92,7 @@ impl Decision {
             reason: denial.reason(),
             token: None,
             audit: None,
+            cors_origin: None,
         }
     }
 
@@ -106,6 +109,7 @@ impl Decision {
             reason,
             token: None,
             audit: None,
+            cors_origin: None,
         }
     }
 
@@ -176,6 +180,41 @@ pub async fn decide<K: KeySource, I: Introspector>(
         }
         Route::Protected { suffix } => suffix,
     };
+    // MCP transport: validate Origin (DNS rebinding); browsers from allowed
+    // origins get CORS headers on every answer, refusals included.
+    let origin = request
+        .header_values("origin")
+        .first()
+        .map(|o| (*o).to_owned());
+    if let Some(origin) = &origin {
+        if !config
+            .allowed_origins
+            .iter()
+            .any(|allowed| allowed == origin)
+        {
+            return Decision::deny(Denial::OriginNotAllowed, config);
+        }
+        if request.method == "OPTIONS" {
+            let mut decision = Decision::serve(mcp_preflight_reply(origin), "preflight");
+            decision.cors_origin = Some(origin.clone());
+            return decision;
+        }
+    }
+    let mut decision = authorize(config, request, suffix, keys, introspector, tokens, now).await;
+    decision.cors_origin = origin;
+    decision
+}
+
+/// The protected resource: method, credentials, route-level scopes.
+async fn authorize<K: KeySource, I: Introspector>(
+    config: &Config,
+    request: &GateRequest<'_>,
+    suffix: &str,
+    keys: &K,
+    introspector: &I,
+    tokens: &VerifiedTokens,
+    now: i64,
+) -> Decision {
     if !matches!(request.method, "GET" | "POST" | "DELETE") {
         return Decision::deny(
             Denial::MethodNotAllowed {
@@ -216,6 +255,7 @@ pub async fn decide<K: KeySource, I: Introspector>(
         reason: "authorized",
         token: Some(token),
         audit: None,
+        cors_origin: None,
     }
 }
 

@@ -548,3 +548,67 @@ fn a_replayed_bad_signature_costs_one_check() {
     }
     assert_eq!(cache.refusal(&forged, NOW), Some(TokenError::BadSignature));
 }
+
+#[test]
+fn browser_origins_are_checked_before_anything_else() {
+    let config = config(&[("MCP_ALLOWED_ORIGINS", "https://inspector.example.com")]);
+    let token = mint(JwsAlgorithm::EdDsa, &good_claims());
+    let mut headers = bearer(&token);
+    headers.push(("Origin".into(), "https://evil.example".into()));
+    let decision = run(
+        &config,
+        &request("POST", "/mcp", None, &headers),
+        &FakeKeys::up(),
+    );
+    assert_eq!(
+        (reply(&decision).status, decision.reason),
+        (403, "origin_not_allowed")
+    );
+
+    let allowed = vec![(
+        "Origin".to_owned(),
+        "https://inspector.example.com".to_owned(),
+    )];
+    let preflight = run(
+        &config,
+        &request("OPTIONS", "/mcp", None, &allowed),
+        &FakeKeys::up(),
+    );
+    let answer = reply(&preflight);
+    assert_eq!(answer.status, 204);
+    assert!(answer
+        .header("access-control-allow-headers")
+        .unwrap()
+        .contains("Authorization"));
+    let challenge = run(
+        &config,
+        &request("GET", "/mcp", None, &allowed),
+        &FakeKeys::up(),
+    );
+    assert_eq!(reply(&challenge).status, 401);
+    assert_eq!(
+        challenge.cors_origin.as_deref(),
+        Some("https://inspector.example.com"),
+        "the challenge is readable by the allowed origin"
+    );
+    // The resource's own origin is always allowed; no Origin (non-browser) is fine.
+    let own = vec![("Origin".to_owned(), "https://mcp.example.com".to_owned())];
+    assert_eq!(
+        reply(&run(
+            &config,
+            &request("GET", "/mcp", None, &own),
+            &FakeKeys::up()
+        ))
+        .status,
+        401
+    );
+    assert_eq!(
+        reply(&run(
+            &config,
+            &request("GET", "/mcp", None, &[]),
+            &FakeKeys::up()
+        ))
+        .status,
+        401
+    );
+}

@@ -77,6 +77,9 @@ pub enum Denial {
     /// The origin could not be reached, or its `tools/list` answer could not
     /// be filtered (and so must not be passed on).
     BadGateway,
+    /// A browser origin not in `MCP_ALLOWED_ORIGINS` (MCP transport:
+    /// servers must validate `Origin`, against DNS rebinding).
+    OriginNotAllowed,
     /// The configuration did not parse; the problems are in the log.
     Misconfigured,
 }
@@ -98,6 +101,7 @@ impl Denial {
             Self::MalformedRpc(error) => error.reason(),
             Self::ForeignSession => "foreign_session",
             Self::BadGateway => "bad_gateway",
+            Self::OriginNotAllowed => "origin_not_allowed",
             Self::Misconfigured => "misconfigured",
         }
     }
@@ -185,6 +189,9 @@ impl Denial {
                 "The upstream server is unavailable",
                 Vec::new(),
             ),
+            Self::OriginNotAllowed => {
+                json_reply(403, "forbidden", "Origin not allowed", Vec::new())
+            }
             Self::Misconfigured => json_reply(500, "server_error", "Internal error", Vec::new()),
         }
     }
@@ -298,6 +305,37 @@ pub fn metadata_reply(config: &Config) -> Reply {
             ("access-control-allow-origin", "*".to_owned()),
         ],
         body: serde_json::to_string(&document).unwrap_or_default(),
+    }
+}
+
+/// Response headers that let a script on an allowed `origin` read the
+/// answer, including the challenge and the MCP session headers.
+pub fn cors_headers(origin: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("access-control-allow-origin", origin.to_owned()),
+        (
+            "access-control-expose-headers",
+            "WWW-Authenticate, Mcp-Session-Id, MCP-Protocol-Version".to_owned(),
+        ),
+        ("vary", "Origin".to_owned()),
+    ]
+}
+
+/// `204` answer to a CORS preflight for the MCP endpoint from an allowed origin.
+pub fn mcp_preflight_reply(origin: &str) -> Reply {
+    let mut headers = cors_headers(origin);
+    headers.extend([
+        ("access-control-allow-methods", "GET, POST, DELETE".to_owned()),
+        (
+            "access-control-allow-headers",
+            "Authorization, Content-Type, Accept, Mcp-Session-Id, MCP-Protocol-Version, Last-Event-ID, Mcp-Method, Mcp-Name".to_owned(),
+        ),
+        ("access-control-max-age", "600".to_owned()),
+    ]);
+    Reply {
+        status: 204,
+        headers,
+        body: String::new(),
     }
 }
 

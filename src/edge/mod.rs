@@ -23,7 +23,7 @@ use crate::introspect_cache::{IntrospectionCache, IntrospectionMemory};
 use crate::jsonrpc::RpcError;
 use crate::keys::KvStore;
 use crate::keys::{JwksCache, KeyMemory, KeySourceError};
-use crate::reply::{Denial, Reply};
+use crate::reply::{cors_headers, Denial, Reply};
 use crate::sessions::{is_valid_session_id, may_use_session, session_key, SessionOwner};
 use crate::token_cache::VerifiedTokens;
 use crate::tool_filter::ToolListFilter;
@@ -155,6 +155,17 @@ async fn fetch(request: Request, env: Env, ctx: Context) -> worker::Result<Respo
             (fallback?, 500, "runtime_error")
         }
     };
+    let mut response = response;
+    if let Some(origin) = decision.as_ref().and_then(|d| d.cors_origin.as_deref()) {
+        let headers = response.headers_mut();
+        for (name, value) in cors_headers(origin) {
+            let _ = if name == "vary" {
+                headers.append(name, &value)
+            } else {
+                headers.set(name, &value)
+            };
+        }
+    }
     let token = decision.as_ref().and_then(|d| d.token.as_ref());
     log_line(&RequestLog {
         event: "request",
