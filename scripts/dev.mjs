@@ -90,6 +90,10 @@ async function runStack() {
     MCP_SCOPES_SUPPORTED: SCOPES,
     MCP_REQUIRED_SCOPES: 'invoices:read',
     MCP_RESOURCE_NAME: 'portcullis demo invoices',
+    // Per-tool scopes: a token with only invoices:read does not see void_invoice.
+    MCP_TOOL_SCOPES: JSON.stringify({ lookup_invoice: 'invoices:read', void_invoice: 'invoices:write', '*': 'invoices:read' }),
+    // The MCP Inspector's default origins.
+    MCP_ALLOWED_ORIGINS: 'http://localhost:6274 http://127.0.0.1:6274',
     ORIGIN_AUTHORIZATION: originAuthorization,
   };
   const wranglerArgs = [
