@@ -100,6 +100,14 @@ pub enum IntrospectionRefusal {
     UntrustedIssuer,
     /// `aud` is absent or names no accepted audience.
     AudienceMismatch,
+    /// A refresh token (or another kind) reported active: not a bearer access token.
+    NotAnAccessToken,
+    /// Sender-constrained (`cnf`, RFC 9449 / RFC 8705): not a bearer token.
+    ProofOfPossessionRequired,
+    /// `nbf` in the future.
+    NotYetValid,
+    /// A time claim that is not a whole number.
+    InvalidClaims,
 }
 
 impl IntrospectionRefusal {
@@ -110,6 +118,10 @@ impl IntrospectionRefusal {
             Self::Expired => "token_expired",
             Self::UntrustedIssuer => "untrusted_issuer",
             Self::AudienceMismatch => "audience_mismatch",
+            Self::NotAnAccessToken => "not_an_access_token",
+            Self::ProofOfPossessionRequired => "sender_constrained_token",
+            Self::NotYetValid => "token_not_yet_valid",
+            Self::InvalidClaims => "invalid_claims",
         }
     }
 }
@@ -183,9 +195,31 @@ pub fn judge_response(
         return Ok(Err(IntrospectionRefusal::Inactive));
     }
     let text = |name: &str| object.get(name).and_then(Value::as_str).map(str::to_owned);
-    let exp = object.get("exp").and_then(Value::as_i64);
-    if exp.is_some_and(|exp| exp + policy.leeway_seconds <= now) {
+    // Hydra reports `token_use`; others may say `token_type: refresh_token`.
+    let refresh = text("token_use").is_some_and(|usage| usage != "access_token")
+        || text("token_type").is_some_and(|kind| kind.eq_ignore_ascii_case("refresh_token"));
+    if refresh {
+        return Ok(Err(IntrospectionRefusal::NotAnAccessToken));
+    }
+    if object.contains_key("cnf") {
+        return Ok(Err(IntrospectionRefusal::ProofOfPossessionRequired));
+    }
+    let time = |name: &str| match object.get(name) {
+        None => Ok(None),
+        Some(value) => value
+            .as_i64()
+            .map(Some)
+            .ok_or(IntrospectionRefusal::InvalidClaims),
+    };
+    let (exp, nbf) = match (time("exp"), time("nbf")) {
+        (Ok(exp), Ok(nbf)) => (exp, nbf),
+        _ => return Ok(Err(IntrospectionRefusal::InvalidClaims)),
+    };
+    if exp.is_some_and(|exp| exp.saturating_add(policy.leeway_seconds) <= now) {
         return Ok(Err(IntrospectionRefusal::Expired));
+    }
+    if nbf.is_some_and(|nbf| now.saturating_add(policy.leeway_seconds) < nbf) {
+        return Ok(Err(IntrospectionRefusal::NotYetValid));
     }
     let issuer = match text("iss") {
         Some(iss) if policy.issuers.contains(&iss) => iss,
@@ -219,7 +253,7 @@ pub fn judge_response(
         client_id: text("client_id"),
         scopes,
         expires_at: exp.unwrap_or(i64::MAX),
-        not_before: None,
+        not_before: nbf,
         token_id: text("jti"),
     }))
 }
@@ -251,6 +285,8 @@ pub struct CachedToken {
     client_id: Option<String>,
     scopes: Vec<String>,
     exp: i64,
+    #[serde(default)]
+    nbf: Option<i64>,
     jti: Option<String>,
 }
 
@@ -266,6 +302,7 @@ impl CachedVerdict {
                     client_id: token.client_id.clone(),
                     scopes: token.scopes.clone(),
                     exp: token.expires_at,
+                    nbf: token.not_before,
                     jti: token.token_id.clone(),
                 }),
                 refusal: None,
@@ -288,13 +325,19 @@ impl CachedVerdict {
             (Some(t), _) if t.exp.saturating_add(leeway_seconds) <= now => {
                 Some(Err(IntrospectionRefusal::Expired))
             }
+            (Some(t), _)
+                if t.nbf
+                    .is_some_and(|nbf| now.saturating_add(leeway_seconds) < nbf) =>
+            {
+                Some(Err(IntrospectionRefusal::NotYetValid))
+            }
             (Some(t), _) => Some(Ok(AccessToken {
                 issuer: t.iss.clone(),
                 subject: t.sub.clone(),
                 client_id: t.client_id.clone(),
                 scopes: t.scopes.clone(),
                 expires_at: t.exp,
-                not_before: None,
+                not_before: t.nbf,
                 token_id: t.jti.clone(),
             })),
             (None, Some(refusal)) => Some(Err(refusal)),
@@ -303,9 +346,18 @@ impl CachedVerdict {
     }
 }
 
-/// The cache key of a token: a SHA-256, so no store ever holds the token.
-pub fn cache_key(token: &str) -> String {
-    let digest = Sha256::digest(token.as_bytes());
+/// The cache key of a token: a SHA-256, so no store ever holds the token,
+/// over the policy it was judged by too, so gates with other audiences or
+/// issuers sharing the KV namespace never reuse each other's verdicts.
+pub fn cache_key(token: &str, policy: &IntrospectionPolicy<'_>) -> String {
+    let mut hasher = Sha256::new();
+    for part in policy.issuers.iter().chain(policy.audiences) {
+        hasher.update(part.as_bytes());
+        hasher.update(b"\n");
+    }
+    hasher.update(b"\0");
+    hasher.update(token.as_bytes());
+    let digest = hasher.finalize();
     let mut key = String::from("introspect:v1:");
     for byte in digest {
         key.push_str(&format!("{byte:02x}"));
@@ -400,9 +452,36 @@ mod tests {
                 r#"{"active":true}"#.to_owned(),
                 IntrospectionRefusal::AudienceMismatch,
             ),
+            (
+                format!(r#"{{"active":true,{aud},"token_use":"refresh_token"}}"#),
+                IntrospectionRefusal::NotAnAccessToken,
+            ),
+            (
+                format!(r#"{{"active":true,{aud},"token_type":"refresh_token"}}"#),
+                IntrospectionRefusal::NotAnAccessToken,
+            ),
+            (
+                format!(r#"{{"active":true,{aud},"cnf":{{"jkt":"x"}}}}"#),
+                IntrospectionRefusal::ProofOfPossessionRequired,
+            ),
+            (
+                format!(r#"{{"active":true,{aud},"nbf":{}}}"#, NOW + 100),
+                IntrospectionRefusal::NotYetValid,
+            ),
+            (
+                format!(r#"{{"active":true,{aud},"exp":"{}"}}"#, NOW + 100),
+                IntrospectionRefusal::InvalidClaims,
+            ),
         ] {
             assert_eq!(judge(&body), Ok(Err(refusal)), "{body}");
         }
+        // A huge exp neither overflows nor panics.
+        let far = judge(&format!(r#"{{"active":true,{aud},"exp":{}}}"#, i64::MAX));
+        assert!(far.unwrap().is_ok());
+        let access = judge(&format!(
+            r#"{{"active":true,{aud},"token_use":"access_token","token_type":"Bearer"}}"#
+        ));
+        assert!(access.unwrap().is_ok());
         for garbage in ["", "[]", "<html>", "true"] {
             assert_eq!(
                 judge(garbage),
@@ -458,8 +537,14 @@ mod tests {
 
     #[test]
     fn keys_hash_the_token() {
-        let key = cache_key("secret-token");
+        let (issuers, audiences, other) = (["i".to_owned()], ["a".to_owned()], ["b".to_owned()]);
+        let key = cache_key("secret-token", &policy(&issuers, &audiences));
         assert!(key.starts_with("introspect:v1:") && !key.contains("secret-token"));
+        assert_ne!(
+            key,
+            cache_key("secret-token", &policy(&issuers, &other)),
+            "bound to the policy"
+        );
     }
 
     #[test]

@@ -65,7 +65,7 @@ pub struct IntrospectionCache<'a, H: HttpClient, S: KvStore> {
 
 impl<H: HttpClient, S: KvStore> Introspector for IntrospectionCache<'_, H, S> {
     async fn introspect(&self, token: &str, now: i64) -> Result<Verdict, IntrospectionUnavailable> {
-        let key = cache_key(token);
+        let key = cache_key(token, &self.policy);
         let leeway = self.policy.leeway_seconds;
         let held = self.memory.verdicts.borrow().get(&key).cloned();
         if let Some(verdict) = held.and_then(|cached| cached.verdict_at(now, leeway)) {
