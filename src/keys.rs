@@ -83,6 +83,12 @@ pub const BACKOFF_BASE_SECONDS: i64 = 5;
 pub const BACKOFF_MAX_SECONDS: i64 = 300;
 /// Most redirects followed, and only to the same origin.
 pub const MAX_REDIRECTS: usize = 3;
+/// How often a request waiting on another request's fetch looks again.
+pub const JOIN_POLL_MS: u32 = 20;
+/// How many fetch timeouts a waiting request gives the fetch it joined
+/// (discovery and redirects make one refresh several fetches) before it
+/// fetches itself.
+pub const JOIN_WAIT_TIMEOUTS: u64 = 3;
 
 /// An HTTP response as the cache needs it.
 #[derive(Debug, Clone, Default)]
@@ -130,6 +136,34 @@ pub trait HttpClient {
         let _ = (url, body, authorization, limits);
         Err(FetchError::Network)
     }
+
+    /// Waits about `ms` milliseconds without holding up the isolate, so a
+    /// request can wait for another request's fetch of the same key set. A
+    /// runtime must really sleep (a timer in the waiting request's own
+    /// context); the default only yields once, which is enough where every
+    /// future is polled in turn, as in the native tests.
+    async fn pause(&self, ms: u32) {
+        let _ = ms;
+        YieldOnce(false).await;
+    }
+}
+
+/// Returns `Pending` once (asking to be polled again), then `Ready`.
+struct YieldOnce(bool);
+
+impl std::future::Future for YieldOnce {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
 }
 
 /// A shared key-value store (Workers KV). Errors count as misses and lost
@@ -154,6 +188,9 @@ impl<T: HttpClient> HttpClient for &T {
         limits: FetchLimits,
     ) -> Result<FetchedDocument, FetchError> {
         (**self).post_form(url, body, authorization, limits).await
+    }
+    async fn pause(&self, ms: u32) {
+        (**self).pause(ms).await
     }
 }
 
@@ -260,6 +297,9 @@ struct IssuerState {
     retry_after: i64,
     last_refetch_attempt: Option<i64>,
     refreshing: bool,
+    /// A request of this isolate is fetching the set right now; cleared by
+    /// [`FetchInFlight`] however that fetch ends.
+    fetching: bool,
 }
 
 /// Per-isolate state of the key cache; lives as long as the isolate.
@@ -275,6 +315,24 @@ impl KeyMemory {
             .borrow_mut()
             .entry(issuer.to_owned())
             .or_default())
+    }
+}
+
+/// Marks a fetch in flight for the lifetime of the fetching future: cleared
+/// when the fetch ends or when its future is dropped, so waiting requests
+/// never wait on a fetch nobody is driving.
+struct FetchInFlight<'a> {
+    memory: &'a KeyMemory,
+    issuer: &'a str,
+}
+
+impl Drop for FetchInFlight<'_> {
+    fn drop(&mut self) {
+        self.memory.with(self.issuer, |state| {
+            state.fetching = false;
+            // A dropped background refresh must not block the next one.
+            state.refreshing = false;
+        });
     }
 }
 
@@ -347,7 +405,7 @@ impl<H: HttpClient, S: KvStore> KeySource for JwksCache<H, S> {
             }
             // Nothing usable held: the request must wait for the network.
             (_, KeyDemand::Current) | (None, KeyDemand::UnknownKid) => {
-                self.refresh(issuer, now).await
+                self.fetch_or_join(issuer, now).await
             }
         }
     }
@@ -395,6 +453,11 @@ impl<H: HttpClient, S: KvStore> JwksCache<H, S> {
             self.memory.with(id, |state| state.refreshing = false);
             return Err(KeySourceError::BackingOff);
         }
+        self.memory.with(id, |state| state.fetching = true);
+        let in_flight = FetchInFlight {
+            memory: &self.memory,
+            issuer: id,
+        };
         let result = self.fetch(issuer, now).await;
         self.memory.with(id, |state| {
             state.refreshing = false;
@@ -415,7 +478,43 @@ impl<H: HttpClient, S: KvStore> JwksCache<H, S> {
                 }
             }
         });
+        // Only now, with the outcome recorded, may waiting requests look.
+        drop(in_flight);
         result.map(|set| set.keys)
+    }
+
+    /// The cold path: no usable set is held, so this request needs the
+    /// network. When another request of this isolate is already fetching the
+    /// issuer's set, wait for that fetch and use its outcome, so a burst of
+    /// requests reaching a cold isolate (a deployment, a set past its maximum
+    /// stale age, a storm of forged tokens) costs one fetch, not one each.
+    async fn fetch_or_join(
+        &self,
+        issuer: &TrustedIssuer,
+        now: i64,
+    ) -> Result<Rc<KeySet>, KeySourceError> {
+        let id = issuer.issuer.as_str();
+        if self.memory.with(id, |state| state.fetching) {
+            let patience = u64::from(self.settings.limits.timeout_ms) * JOIN_WAIT_TIMEOUTS;
+            let mut waited = 0_u64;
+            while self.memory.with(id, |state| state.fetching) && waited < patience {
+                self.http.pause(JOIN_POLL_MS).await;
+                waited += u64::from(JOIN_POLL_MS);
+            }
+            let joined = self.memory.with(id, |state| {
+                state
+                    .set
+                    .clone()
+                    .filter(|set| !state.fetching && set.is_usable(now, self.settings.max_stale))
+            });
+            if let Some(set) = joined {
+                // As fresh as a set can be: an unknown kid is not worth another fetch.
+                self.fetched.borrow_mut().push(id.to_owned());
+                return Ok(set.keys);
+            }
+            // The fetch failed (its backoff now answers) or outlasted our patience.
+        }
+        self.refresh(issuer, now).await
     }
 
     /// Whether this isolate itself refetched for an unknown kid within the

@@ -1,5 +1,8 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 
 use super::*;
 use crate::testkit::{jwks_json, NOW};
@@ -9,6 +12,9 @@ use crate::testkit::{jwks_json, NOW};
 struct FakeHttp {
     routes: RefCell<HashMap<String, Result<FetchedDocument, FetchError>>>,
     calls: RefCell<Vec<String>>,
+    /// How many times each fetch yields before it answers, so concurrent
+    /// requests can overlap with it.
+    yields: Cell<u32>,
 }
 
 impl FakeHttp {
@@ -42,6 +48,9 @@ impl FakeHttp {
 impl HttpClient for FakeHttp {
     async fn get(&self, url: &Url, _limits: FetchLimits) -> Result<FetchedDocument, FetchError> {
         self.calls.borrow_mut().push(url.to_string());
+        for _ in 0..self.yields.get() {
+            YieldOnce(false).await;
+        }
         self.routes
             .borrow()
             .get(url.as_str())
@@ -104,6 +113,33 @@ fn refresh_pending(cache: &Cache<'_>, now: i64) {
     for pending in cache.take_pending_refreshes() {
         let _ = pollster::block_on(cache.refresh(&pending, now));
     }
+}
+
+/// One request's pending answer.
+type KeyFuture<'a> = Pin<Box<dyn Future<Output = Result<Rc<KeySet>, KeySourceError>> + 'a>>;
+
+/// Drives `futures` concurrently on this thread, polling each in turn, as
+/// the Workers runtime interleaves the requests of one isolate.
+fn run_together<'a, T>(futures: Vec<Pin<Box<dyn Future<Output = T> + 'a>>>) -> Vec<T> {
+    let mut pending: Vec<Option<Pin<Box<dyn Future<Output = T> + 'a>>>> =
+        futures.into_iter().map(Some).collect();
+    let mut results: Vec<Option<T>> = pending.iter().map(|_| None).collect();
+    pollster::block_on(std::future::poll_fn(|cx| {
+        for (slot, result) in pending.iter_mut().zip(results.iter_mut()) {
+            if let Some(future) = slot {
+                if let Poll::Ready(value) = future.as_mut().poll(cx) {
+                    *result = Some(value);
+                    *slot = None;
+                }
+            }
+        }
+        if pending.iter().all(Option::is_none) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }));
+    results.into_iter().map(Option::unwrap).collect()
 }
 
 #[test]
@@ -466,4 +502,81 @@ fn metadata_for_another_issuer_is_refused() {
     assert!(jwks_uri_from_metadata(local, "http://127.0.0.1:9000").is_ok());
     let escape = br#"{"issuer":"http://127.0.0.1:9000","jwks_uri":"http://10.0.0.1/jwks"}"#;
     assert!(jwks_uri_from_metadata(escape, "http://127.0.0.1:9000").is_err());
+}
+
+#[test]
+fn concurrent_requests_on_a_cold_isolate_share_one_fetch() {
+    let (http, kv) = (FakeHttp::default(), FakeKv::default());
+    http.serve(JWKS, 200, &jwks_json());
+    http.yields.set(5);
+    let isolate = Rc::new(KeyMemory::default());
+    let requests: Vec<Cache<'_>> = (0..20).map(|_| cache_in(&isolate, &http, &kv)).collect();
+    let trusted = issuer(Some(JWKS));
+    let results = run_together(
+        requests
+            .iter()
+            .map(|request| {
+                Box::pin(request.key_set(&trusted, KeyDemand::Current, NOW)) as KeyFuture<'_>
+            })
+            .collect(),
+    );
+    assert!(results
+        .iter()
+        .all(|r| r.as_ref().unwrap().keys().len() == 3));
+    assert_eq!(http.count(JWKS), 1, "one fetch for the whole burst");
+    // A request that joined the fetch holds the newest set: its unknown kid
+    // (a forged token in a cold storm) is not worth another fetch.
+    get(&requests[7], KeyDemand::UnknownKid, NOW).unwrap();
+    assert_eq!(http.count(JWKS), 1);
+}
+
+#[test]
+fn concurrent_requests_on_a_cold_isolate_share_a_failure() {
+    let (http, kv) = (FakeHttp::default(), FakeKv::default());
+    http.fail(JWKS, FetchError::Timeout);
+    http.yields.set(5);
+    let isolate = Rc::new(KeyMemory::default());
+    let requests: Vec<Cache<'_>> = (0..10).map(|_| cache_in(&isolate, &http, &kv)).collect();
+    let trusted = issuer(Some(JWKS));
+    let results = run_together(
+        requests
+            .iter()
+            .map(|request| {
+                Box::pin(request.key_set(&trusted, KeyDemand::Current, NOW)) as KeyFuture<'_>
+            })
+            .collect(),
+    );
+    assert_eq!(
+        http.count(JWKS),
+        1,
+        "the others waited, then met the backoff"
+    );
+    assert_eq!(
+        results[0].as_ref().unwrap_err(),
+        &KeySourceError::Fetch(FetchError::Timeout)
+    );
+    assert!(results[1..]
+        .iter()
+        .all(|r| r.as_ref().unwrap_err() == &KeySourceError::BackingOff));
+}
+
+#[test]
+fn a_fetch_whose_request_went_away_does_not_hold_up_the_next() {
+    let (http, kv) = (FakeHttp::default(), FakeKv::default());
+    http.serve(JWKS, 200, &jwks_json());
+    http.yields.set(5);
+    let isolate = Rc::new(KeyMemory::default());
+    let trusted = issuer(Some(JWKS));
+    let abandoned = cache_in(&isolate, &http, &kv);
+    {
+        let mut fetch = Box::pin(abandoned.key_set(&trusted, KeyDemand::Current, NOW));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(fetch.as_mut().poll(&mut cx).is_pending());
+        assert!(isolate.with(ISSUER, |state| state.fetching));
+    }
+    assert!(!isolate.with(ISSUER, |state| state.fetching));
+    http.yields.set(0);
+    let next = cache_in(&isolate, &http, &kv);
+    assert_eq!(get(&next, KeyDemand::Current, NOW).unwrap().keys().len(), 3);
+    assert_eq!(http.count(JWKS), 2, "the next request fetched at once");
 }

@@ -45,6 +45,12 @@ impl HttpClient for EdgeHttp {
             Either::Right(_) => Err(FetchError::Timeout),
         }
     }
+
+    /// A timer in this request's own context: waking it from the fetching
+    /// request's context could run this request's I/O on behalf of another.
+    async fn pause(&self, ms: u32) {
+        Delay::from(Duration::from_millis(u64::from(ms))).await;
+    }
 }
 
 /// A form POST: body and optional `Authorization` value.
