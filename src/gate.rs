@@ -371,7 +371,7 @@ async fn authenticate<K: KeySource, I: Introspector>(
                 .key_set(issuer, KeyDemand::Current, now)
                 .await
                 .map_err(Denial::KeysUnavailable)?;
-            if kid.as_deref().is_none_or(|kid| held.has_kid(kid)) {
+            if kid.as_deref().is_some_and(|kid| held.has_kid(kid)) {
                 return Ok(cached);
             }
         }
@@ -405,7 +405,11 @@ async fn authenticate<K: KeySource, I: Introspector>(
         tokens.remember_refusal(raw, error, now);
         Denial::InvalidToken(error)
     })?;
-    tokens.insert(raw, &verified, token.kid(), now);
+    // A token without `kid` is not remembered: nothing would tell when the key
+    // that verified it leaves the set, so it is verified on every request.
+    if token.kid().is_some() {
+        tokens.insert(raw, &verified, token.kid(), now);
+    }
     Ok(verified)
 }
 

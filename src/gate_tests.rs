@@ -1,4 +1,4 @@
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use serde_json::json;
@@ -10,7 +10,7 @@ use crate::introspect_cache::NoIntrospection;
 use crate::jsonrpc::RpcError;
 use crate::jwk::{JwsAlgorithm, KeySet};
 use crate::keys::{FetchError, KeySourceError};
-use crate::testkit::{config, good_claims, key_set, mint, mint_raw, with, NOW};
+use crate::testkit::{config, good_claims, jwks_json, key_set, mint, mint_raw, with, NOW};
 use crate::token_cache::VerifiedTokens;
 
 /// Serves the test key set, or fails, and counts demands.
@@ -526,6 +526,50 @@ fn verified_tokens_are_reused_until_exp_while_their_key_is_held() {
     assert_eq!(reply(&run_cached(&FakeKeys::down(), NOW)).status, 503);
     // Past exp: the cached verification no longer counts.
     assert_eq!(run_cached(&keys, NOW + 1_000_000).reason, "token_expired");
+}
+
+#[test]
+fn tokens_without_kid_stop_verifying_once_their_key_leaves_the_set() {
+    /// Serves whatever set the test holds now.
+    struct Rotating(RefCell<Rc<KeySet>>);
+    impl KeySource for Rotating {
+        async fn key_set(
+            &self,
+            _issuer: &TrustedIssuer,
+            _demand: KeyDemand,
+            _now: i64,
+        ) -> Result<Rc<KeySet>, KeySourceError> {
+            Ok(Rc::clone(&self.0.borrow()))
+        }
+    }
+    let config = config(&[]);
+    let header = json!({"alg": "ES256", "typ": "at+jwt"});
+    let token = mint_raw(
+        JwsAlgorithm::Es256,
+        &header.to_string(),
+        &good_claims().to_string(),
+    );
+    let headers = bearer(&token);
+    let req = request("GET", "/mcp", None, &headers);
+    let cache = VerifiedTokens::default();
+    let keys = Rotating(RefCell::new(Rc::new(key_set())));
+    let run_cached =
+        || pollster::block_on(decide(&config, &req, &keys, &NoIntrospection, &cache, NOW));
+    assert_eq!(run_cached().reason, "authorized");
+    assert_eq!(run_cached().reason, "authorized");
+    // The issuer withdraws the P-256 key: nothing names it in the token, so a
+    // remembered verification could not tell; the token must be checked again.
+    let mut document: serde_json::Value = serde_json::from_str(&jwks_json()).unwrap();
+    document["keys"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|key| key["kid"] != "ec");
+    *keys.0.borrow_mut() = Rc::new(KeySet::parse(document.to_string().as_bytes()).unwrap());
+    let decision = run_cached();
+    assert_eq!(
+        (reply(&decision).status, decision.reason),
+        (401, "unknown_key")
+    );
 }
 
 #[test]

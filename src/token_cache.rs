@@ -5,7 +5,9 @@
 //! `exp`/`nbf` are re-checked on every hit (RFC 7519 §4.1.4–5, RFC 9068 §4).
 //! The gate honours a hit only while the issuer's current key set still holds
 //! the key that verified it, so a key removed from the JWKS stops its tokens
-//! once the set is refreshed. Pure: `now` is passed in.
+//! once the set is refreshed; tokens without `kid` are therefore never
+//! cached (the gate could not tell which key they need). Pure: `now` is
+//! passed in.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
