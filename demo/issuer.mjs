@@ -184,6 +184,22 @@ export async function startIssuer({
   }
 
   /**
+   * Withdraws the published key `kid` (the second half of a rotation); `mint`
+   * can still sign with it through `{ key }`. Returns the removed key.
+   */
+  function removeKey(kid) {
+    const index = published.findIndex((key) => key.kid === kid);
+    if (index < 0) throw new Error(`no published key ${kid}`);
+    const [removed] = published.splice(index, 1);
+    if (keys[removed.alg] === removed) {
+      const successor = published.findLast((key) => key.alg === removed.alg);
+      if (successor) keys[removed.alg] = successor;
+      else delete keys[removed.alg];
+    }
+    return removed;
+  }
+
+  /**
    * Switches the issuer into an outage: false (healthy), true or 'error'
    * (every request answered 500), 'refuse' (the port stops listening, so
    * connections are refused; it listens again on the same port when set back).
@@ -218,6 +234,7 @@ export async function startIssuer({
     minted,
     mint,
     addKey,
+    removeKey,
     setDown,
     /** Installs (or with null removes) a hook that may answer requests itself. */
     setHandler(fn) {

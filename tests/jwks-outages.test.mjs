@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
-import { startIssuer } from '../demo/issuer.mjs';
+import { generateSigningKey, startIssuer } from '../demo/issuer.mjs';
 import { startStack } from './helpers/stack.mjs';
 import { assertNoSecrets, errorBody, expectOriginUntouched, expectRefusal } from './helpers/http.mjs';
 
@@ -99,7 +99,7 @@ describe('key rotation', () => {
       const retired = rotating.issuer.keys.ES256;
       const token = await rotating.issuer.mint({}, { alg: 'ES256' });
       await expectAllowed(rotating, token);
-      rotating.issuer.published.splice(rotating.issuer.published.indexOf(retired), 1);
+      rotating.issuer.removeKey(retired.kid);
       await eventually(
         async () => (await statusFor(rotating, await rotating.issuer.mint({}, { alg: 'ES256', key: retired }))) === 401,
         { timeoutMs: 8000, message: 'retired key refused' },
@@ -113,6 +113,50 @@ describe('key rotation', () => {
       await expectAllowed(rotating, await rotating.issuer.mint({}, { alg: 'RS256' }), 'remaining key still verifies');
     } finally {
       await rotating.close();
+    }
+  });
+});
+
+describe('tokens without kid', () => {
+  test('verified against the fitting keys; refused once their key leaves the set, even after being accepted', async () => {
+    const stack = await startStack({ issuer: { algs: ['ES256'] }, bindings: () => SHORT_LIFETIME });
+    try {
+      const first = stack.issuer.keys.ES256;
+      const token = await stack.issuer.mint({}, { kid: null });
+      await expectAllowed(stack, token, 'kid-less token verified');
+      await expectAllowed(stack, token, 'and again');
+      await stack.issuer.addKey('ES256');
+      stack.issuer.removeKey(first.kid);
+      await eventually(async () => (await statusFor(stack, token)) === 401, {
+        timeoutMs: 8000,
+        message: 'kid-less token refused after its key left the set',
+      });
+      await expectRefusal(
+        await expectOriginUntouched(stack.origin, () => stack.gate.fetch('/mcp', { headers: { authorization: `Bearer ${token}` } })),
+        { status: 401, error: 'invalid_token' },
+      );
+      await expectAllowed(stack, await stack.issuer.mint({}, { kid: null }), 'kid-less token of the new key');
+    } finally {
+      await stack.close();
+    }
+  });
+
+  test('signed by a key the issuer never published: 401, no JWKS fetch, origin untouched', async () => {
+    const stack = await startStack({ issuer: { algs: ['ES256'] } });
+    try {
+      await expectAllowed(stack, await stack.issuer.mint());
+      const fetchesBefore = stack.issuer.count('/jwks');
+      const stranger = await generateSigningKey('ES256');
+      for (let i = 0; i < 20; i += 1) {
+        const forged = await stack.issuer.mint({ sub: `forged-${i}` }, { key: stranger, kid: null });
+        await expectRefusal(
+          await expectOriginUntouched(stack.origin, () => stack.gate.fetch('/mcp', { headers: { authorization: `Bearer ${forged}` } })),
+          { status: 401, error: 'invalid_token' },
+        );
+      }
+      assert.equal(stack.issuer.count('/jwks'), fetchesBefore, 'a kid-less forgery has fitting keys to fail against: nothing to refetch');
+    } finally {
+      await stack.close();
     }
   });
 });
@@ -157,6 +201,63 @@ describe('forged-kid storm', () => {
     assert.ok(lines.length >= 300, `${lines.length} unknown_key lines`);
     assert.ok(lines.every((l) => l.decision === 'deny' && l.status === 401));
     assertNoSecrets(stack.gate.output.text, stack.issuer.minted.slice(-50));
+  });
+});
+
+/** Sends every token at once; returns a count of "<status> <error or Retry-After>" answers. */
+async function burst(stack, tokens) {
+  const answers = await Promise.all(
+    tokens.map(async (token) => {
+      const response = await stack.gate.fetch('/mcp/echo', { headers: { authorization: `Bearer ${token}` } });
+      const challenge = response.headers.get('www-authenticate') ?? '';
+      await response.body?.cancel();
+      const detail = response.status === 503 ? `retry-after=${response.headers.get('retry-after')}` : /error="([^"]+)"/.exec(challenge)?.[1];
+      return `${response.status} ${detail}`;
+    }),
+  );
+  const counts = {};
+  for (const answer of answers) counts[answer] = (counts[answer] ?? 0) + 1;
+  return counts;
+}
+
+describe('a cold gate under a burst of concurrent first requests', () => {
+  test('one JWKS fetch for the whole burst: valid tokens pass, forged kids get 401', async (t) => {
+    const stack = await startStack({ issuer: { algs: ['ES256'] } });
+    try {
+      const valid = await Promise.all(Array.from({ length: 30 }, (_, i) => stack.issuer.mint({ sub: `user-${i}` })));
+      const forged = await Promise.all(
+        Array.from({ length: 30 }, () => stack.issuer.mint({}, { kid: randomBytes(12).toString('base64url') })),
+      );
+      const counts = await burst(stack, [...valid, ...forged].sort(() => Math.random() - 0.5));
+      const fetches = stack.issuer.count('/jwks');
+      t.diagnostic(`cold burst: 60 concurrent requests, ${fetches} JWKS fetch(es)`);
+      const originRequests = stack.origin.requests.length;
+      assert.deepEqual(counts, { '200 undefined': 30, '401 invalid_token': 30 });
+      assert.equal(fetches, 1, `${fetches} JWKS fetches for one cold burst`);
+      assert.equal(originRequests, 30, 'only the valid requests reached the origin');
+    } finally {
+      await stack.close();
+    }
+  });
+
+  test('authorization server down from the start: every request 503 + Retry-After, one fetch, origin untouched', async () => {
+    const stack = await startStack({ issuer: { algs: ['ES256'] } });
+    try {
+      overrideJwks(stack.issuer, (res) => {
+        const timer = setTimeout(() => {
+          res.writeHead(502, { 'content-type': 'text/plain' });
+          res.end('bad gateway');
+        }, 300);
+        res.on('close', () => clearTimeout(timer));
+      });
+      const tokens = await Promise.all(Array.from({ length: 30 }, () => stack.issuer.mint()));
+      const counts = await expectOriginUntouched(stack.origin, () => burst(stack, tokens));
+      assert.deepEqual(Object.keys(counts).map((answer) => answer.split(' ')[0]), ['503']);
+      assert.match(Object.keys(counts)[0], /^503 retry-after=[1-9]\d*$/);
+      assert.equal(stack.issuer.count('/jwks'), 1, 'the burst shared one failed fetch, then its backoff');
+    } finally {
+      await stack.close();
+    }
   });
 });
 
@@ -277,18 +378,70 @@ describe('garbage and oversized JWKS responses', () => {
     });
   }
 
-  test('warm: every kind of bad response leaves the last good set in use', async () => {
-    const stack = await startStack({ issuer: { algs: ['ES256'] }, bindings: () => ({ ...SHORT_LIFETIME, JWKS_MAX_BYTES: '4096' }) });
+  test('warm: every kind of bad response leaves the last good set in use, and is logged', async () => {
+    const expectedReason = (name) => (name.startsWith('oversized') ? 'jwks_too_large' : 'jwks_invalid');
+    // One gate per kind (a failed refresh backs off), run side by side to keep the file quick.
+    await Promise.all(
+      Object.entries(BAD_RESPONSES).map(async ([name, respond]) => {
+        const stack = await startStack({ issuer: { algs: ['ES256'] }, bindings: () => ({ ...SHORT_LIFETIME, JWKS_MAX_BYTES: '4096' }) });
+        try {
+          await expectAllowed(stack, await stack.issuer.mint(), `${name}: warm-up`);
+          overrideJwks(stack.issuer, (res) => respond(res, stack.issuer));
+          await sleep(1200);
+          await expectAllowed(stack, await stack.issuer.mint(), `${name}: stale set served`);
+          const [failure] = await stack.gate.output.waitFor((l) => l.event === 'jwks_refresh' && l.outcome === 'failed');
+          assert.equal(failure.reason, expectedReason(name), name);
+          await expectAllowed(stack, await stack.issuer.mint(), `${name}: still served after the failed refresh`);
+          assert.ok(!/"status":500/.test(stack.gate.output.text), `${name}: no 500`);
+        } finally {
+          await stack.close();
+        }
+      }),
+    );
+  });
+});
+
+describe('redirects of the JWKS URL', () => {
+  test('followed within the same origin', async () => {
+    const stack = await startStack({ issuer: { algs: ['ES256'] } });
     try {
+      stack.issuer.setHandler((req, res, url) => {
+        if (url.pathname === '/jwks') {
+          res.writeHead(302, { location: '/keys/current' });
+          res.end();
+          return true;
+        }
+        if (url.pathname === '/keys/current') {
+          res.writeHead(200, { 'content-type': 'application/json' });
+          res.end(JSON.stringify(stack.issuer.jwks()));
+          return true;
+        }
+        return false;
+      });
       await expectAllowed(stack, await stack.issuer.mint());
-      overrideJwks(stack.issuer, (res) => BAD_RESPONSES['oversized (above JWKS_MAX_BYTES)'](res, stack.issuer));
-      await sleep(1200);
-      await expectAllowed(stack, await stack.issuer.mint());
-      const [failure] = await stack.gate.output.waitFor((l) => l.event === 'jwks_refresh' && l.outcome === 'failed');
-      assert.equal(failure.reason, 'jwks_too_large');
-      await expectAllowed(stack, await stack.issuer.mint());
+      assert.equal(stack.issuer.count('/keys/current'), 1);
     } finally {
       await stack.close();
+    }
+  });
+
+  test('not followed to another host: 503, never forwarded, the other host never asked', async () => {
+    const elsewhere = await startIssuer({ algs: ['ES256'] });
+    const stack = await startStack({ issuer: { algs: ['ES256'] } });
+    try {
+      // The other server publishes the very key the token is signed with: following would let it vouch.
+      elsewhere.published.splice(0, elsewhere.published.length, stack.issuer.keys.ES256);
+      overrideJwks(stack.issuer, (res) => {
+        res.writeHead(307, { location: elsewhere.jwksUri });
+        res.end();
+      });
+      await expectUnavailable(stack, await stack.issuer.mint());
+      assert.equal(elsewhere.count('/jwks'), 0, 'the redirect was followed');
+      const [line] = await stack.gate.output.waitFor((l) => l.event === 'request' && l.status === 503);
+      assert.equal(line.reason, 'jwks_redirect_refused');
+    } finally {
+      await stack.close();
+      await elsewhere.close();
     }
   });
 });
