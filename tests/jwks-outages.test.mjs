@@ -261,6 +261,44 @@ describe('a cold gate under a burst of concurrent first requests', () => {
   });
 });
 
+describe('the KV tier seen from a new isolate', () => {
+  test('a new isolate takes the key set from KV, not from the network', async () => {
+    const stack = await startStack({ issuer: { algs: ['ES256'] } });
+    try {
+      await expectAllowed(stack, await stack.issuer.mint());
+      assert.equal(stack.issuer.count('/jwks'), 1);
+      await stack.gate.restart();
+      await expectAllowed(stack, await stack.issuer.mint(), 'new isolate, set from KV');
+      assert.equal(stack.issuer.count('/jwks'), 1, 'the new isolate fetched although KV held the set');
+      // Proof the restart lost the isolate's memory: with KV emptied, the next isolate must fetch.
+      const kv = await stack.gate.mf.getKVNamespace('JWKS_CACHE');
+      for (const { name } of (await kv.list()).keys) await kv.delete(name);
+      await stack.gate.restart();
+      await expectAllowed(stack, await stack.issuer.mint(), 'new isolate, empty KV');
+      assert.equal(stack.issuer.count('/jwks'), 2);
+    } finally {
+      await stack.close();
+    }
+  });
+
+  test("one isolate's unknown-kid refetch holds back the next isolate's storm (cooldown shared in KV)", async () => {
+    const stack = await startStack({ issuer: { algs: ['ES256'] } });
+    const forge = () => stack.issuer.mint({}, { kid: randomBytes(12).toString('base64url') });
+    try {
+      await expectAllowed(stack, await stack.issuer.mint());
+      assert.equal(await statusFor(stack, await forge()), 401);
+      assert.equal(stack.issuer.count('/jwks'), 2, 'the first unknown kid after a fetch refetches at once');
+      await stack.gate.restart();
+      const counts = await burst(stack, await Promise.all(Array.from({ length: 50 }, forge)));
+      assert.deepEqual(counts, { '401 invalid_token': 50 });
+      assert.equal(stack.issuer.count('/jwks'), 2, 'the new isolate refetched within the shared cooldown');
+      await expectAllowed(stack, await stack.issuer.mint());
+    } finally {
+      await stack.close();
+    }
+  });
+});
+
 describe('authorization server down after warm-up (stale-if-error)', () => {
   test('valid tokens keep passing on the last good set; the failed refresh is logged', async () => {
     const stack = await startStack({ bindings: () => ({ ...SHORT_LIFETIME, JWKS_MAX_STALE_SECONDS: '3600' }) });
@@ -488,6 +526,54 @@ describe('HTTP freshness of the key set', () => {
     } finally {
       await stack.close();
     }
+  });
+});
+
+describe('HTTP freshness: Expires and the upper bound', () => {
+  // Both run side by side: each waits for a lifetime to run out.
+  test('Expires (minus Date) is honoured; a max-age above JWKS_MAX_TTL_SECONDS is lowered to it', async () => {
+    const expectFreshFor = async ({ bindings, headers, freshMs, label }) => {
+      const stack = await startStack({ issuer: { algs: ['ES256'] }, bindings: () => bindings });
+      try {
+        serveJwksWith(stack.issuer, headers());
+        await expectAllowed(stack, await stack.issuer.mint());
+        const fetchedAt = Date.now();
+        while (Date.now() - fetchedAt < freshMs - 1000) {
+          await expectAllowed(stack, await stack.issuer.mint());
+          await sleep(250);
+        }
+        assert.equal(stack.issuer.count('/jwks'), 1, `${label}: refetched while fresh`);
+        await sleep(Math.max(0, freshMs + 600 - (Date.now() - fetchedAt)));
+        // Each request past the lifetime may start the background refresh.
+        await eventually(
+          async () => {
+            await expectAllowed(stack, await stack.issuer.mint());
+            return stack.issuer.count('/jwks') === 2;
+          },
+          { message: `${label}: refetch once stale` },
+        );
+      } finally {
+        await stack.close();
+      }
+    };
+    await Promise.all([
+      expectFreshFor({
+        label: 'Expires',
+        bindings: SHORT_LIFETIME,
+        // A 4 s lifetime (HTTP dates carry whole seconds); JWKS_CACHE_TTL_SECONDS is 1 s.
+        headers: () => {
+          const now = Math.floor(Date.now() / 1000) * 1000;
+          return { date: new Date(now).toUTCString(), expires: new Date(now + 4000).toUTCString() };
+        },
+        freshMs: 4000,
+      }),
+      expectFreshFor({
+        label: 'max-age above the bound',
+        bindings: { JWKS_CACHE_TTL_SECONDS: '1', JWKS_MIN_TTL_SECONDS: '1', JWKS_MAX_TTL_SECONDS: '3' },
+        headers: () => ({ 'cache-control': 'max-age=86400' }),
+        freshMs: 3000,
+      }),
+    ]);
   });
 });
 

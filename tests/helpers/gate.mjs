@@ -131,14 +131,15 @@ export class OutputCapture {
  * @param {number} [options.port] port to listen on (pick it first when MCP_RESOURCE must name it).
  * @param {boolean} [options.kv=true] bind the JWKS_CACHE KV namespace.
  * @returns {Promise<{url: string, port: number, mf: Miniflare, output: OutputCapture,
- *   fetch: (path: string, init?: RequestInit) => Promise<Response>, requestLogs: () => object[], close: () => Promise<void>}>}
+ *   fetch: (path: string, init?: RequestInit) => Promise<Response>, restart: () => Promise<void>,
+ *   requestLogs: () => object[], close: () => Promise<void>}>}
  */
 export async function startGate({ bindings, port, kv = true }) {
   assertBuilt();
   port ??= await freePort();
   const output = new OutputCapture();
   const cleanBindings = Object.fromEntries(Object.entries(bindings).filter(([, value]) => value !== undefined));
-  const mf = new Miniflare({
+  const options = {
     ...workerModuleOptions(),
     ...SHARED_OPTIONS,
     port,
@@ -148,7 +149,8 @@ export async function startGate({ bindings, port, kv = true }) {
       output.attach(stdout, 'stdout');
       output.attach(stderr, 'stderr');
     },
-  });
+  };
+  const mf = new Miniflare(options);
   let ready;
   try {
     ready = await withTimeout(mf.ready, 30_000, 'Miniflare did not start');
@@ -166,6 +168,13 @@ export async function startGate({ bindings, port, kv = true }) {
     /** Fetches `path` (relative to the gate) with a bounded time. */
     fetch(path, init = {}) {
       return fetch(new URL(path, url), { redirect: 'manual', signal: AbortSignal.timeout(15_000), ...init });
+    },
+    /**
+     * Reloads the worker: a fresh isolate (its memory lost, as when Workers
+     * starts a new one) over the same KV data.
+     */
+    async restart() {
+      await withTimeout(mf.setOptions(options), 30_000, 'Miniflare did not restart');
     },
     /** The per-request log lines so far. */
     requestLogs() {
