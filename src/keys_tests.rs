@@ -580,3 +580,23 @@ fn a_fetch_whose_request_went_away_does_not_hold_up_the_next() {
     assert_eq!(get(&next, KeyDemand::Current, NOW).unwrap().keys().len(), 3);
     assert_eq!(http.count(JWKS), 2, "the next request fetched at once");
 }
+
+#[test]
+fn a_set_withdrawing_every_key_replaces_the_held_one() {
+    let (http, kv) = (FakeHttp::default(), FakeKv::default());
+    http.serve(JWKS, 200, &jwks_json());
+    let cache = cache(&http, &kv);
+    assert_eq!(
+        get(&cache, KeyDemand::Current, NOW).unwrap().keys().len(),
+        3
+    );
+    // A valid set without keys is not an error to ride out: a deliberate
+    // withdrawal of every key (a compromise) must take effect.
+    http.serve(JWKS, 200, r#"{"keys":[]}"#);
+    get(&cache, KeyDemand::Current, NOW + 601).unwrap();
+    refresh_pending(&cache, NOW + 601);
+    assert!(get(&cache, KeyDemand::Current, NOW + 602)
+        .unwrap()
+        .keys()
+        .is_empty());
+}
