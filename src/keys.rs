@@ -379,11 +379,17 @@ impl<H: HttpClient, S: KvStore> KeySource for JwksCache<H, S> {
         if let Some(stored) = self.load_stored(id).await {
             if held
                 .as_ref()
-                .is_none_or(|set| stored.fetched_at > set.fetched_at)
+                .is_none_or(|set| stored.0.fetched_at > set.fetched_at)
             {
-                self.memory
-                    .with(id, |state| state.set = Some(stored.clone()));
-                held = Some(stored);
+                let (set, uri) = stored;
+                self.memory.with(id, |state| {
+                    state.set = Some(set.clone());
+                    // The URI the adopted set came from, unless one is known already.
+                    if let Some(uri) = uri {
+                        state.jwks_uri.get_or_insert(uri);
+                    }
+                });
+                held = Some(set);
             }
         }
         match (held, demand) {
@@ -469,6 +475,11 @@ impl<H: HttpClient, S: KvStore> JwksCache<H, S> {
                     state.retry_after = 0;
                 }
                 Err(_) => {
+                    // A discovered URI may be what failed (the server moved its keys):
+                    // the next attempt reads the metadata again.
+                    if issuer.jwks_uri.is_none() {
+                        state.jwks_uri = None;
+                    }
                     state.consecutive_failures = state.consecutive_failures.saturating_add(1);
                     let exponent = state.consecutive_failures.saturating_sub(1).min(16);
                     let wait = BACKOFF_BASE_SECONDS
@@ -565,20 +576,18 @@ impl<H: HttpClient, S: KvStore> JwksCache<H, S> {
         true
     }
 
-    async fn load_stored(&self, issuer: &str) -> Option<CachedSet> {
+    /// The shared store's copy of the issuer's set, with the URI it was
+    /// fetched from.
+    async fn load_stored(&self, issuer: &str) -> Option<(CachedSet, Option<Url>)> {
         let raw = self.store.get(&set_key(issuer)).await?;
         let stored: StoredSet = serde_json::from_str(&raw).ok()?;
         let keys = KeySet::parse(stored.jwks.as_bytes()).ok()?;
-        if let Ok(uri) = Url::parse(&stored.jwks_uri) {
-            self.memory.with(issuer, |state| {
-                state.jwks_uri.get_or_insert(uri);
-            });
-        }
-        Some(CachedSet {
+        let set = CachedSet {
             keys: Rc::new(keys),
             fetched_at: stored.fetched_at,
             fresh_for: stored.fresh_for,
-        })
+        };
+        Some((set, Url::parse(&stored.jwks_uri).ok()))
     }
 
     async fn fetch(&self, issuer: &TrustedIssuer, now: i64) -> Result<CachedSet, KeySourceError> {

@@ -600,3 +600,42 @@ fn a_set_withdrawing_every_key_replaces_the_held_one() {
         .keys()
         .is_empty());
 }
+
+#[test]
+fn a_discovered_jwks_uri_that_fails_is_discovered_again() {
+    let (http, kv) = (FakeHttp::default(), FakeKv::default());
+    let metadata = "https://auth.example.com/.well-known/oauth-authorization-server";
+    let trusted = issuer(None);
+    let points_to = |uri: &str| format!(r#"{{"issuer":"{ISSUER}","jwks_uri":"{uri}"}}"#);
+    http.serve(
+        metadata,
+        200,
+        &points_to("https://auth.example.com/keys-2024"),
+    );
+    http.serve("https://auth.example.com/keys-2024", 200, &jwks_json());
+    let isolate = Rc::new(KeyMemory::default());
+    let request = || cache_in(&isolate, &http, &kv);
+    pollster::block_on(request().key_set(&trusted, KeyDemand::Current, NOW)).unwrap();
+    // The server moves its keys and updates its metadata.
+    http.serve("https://auth.example.com/keys-2024", 404, "gone");
+    http.serve(
+        metadata,
+        200,
+        &points_to("https://auth.example.com/keys-2025"),
+    );
+    http.serve("https://auth.example.com/keys-2025", 200, &jwks_json());
+    let stale = request();
+    pollster::block_on(stale.key_set(&trusted, KeyDemand::Current, NOW + 601)).unwrap();
+    assert_eq!(
+        pollster::block_on(stale.refresh(&trusted, NOW + 601)).unwrap_err(),
+        KeySourceError::Status(404)
+    );
+    // Neither memory nor the shared copy's URI keeps the gate on the old path.
+    let later = request();
+    pollster::block_on(later.key_set(&trusted, KeyDemand::Current, NOW + 610)).unwrap();
+    refresh_pending(&later, NOW + 610);
+    assert_eq!(http.count(metadata), 2, "metadata read again");
+    assert_eq!(http.count("https://auth.example.com/keys-2025"), 1);
+    assert!(get(&later, KeyDemand::Current, NOW + 611).is_ok());
+    assert!(later.take_pending_refreshes().is_empty(), "fresh again");
+}
