@@ -45,6 +45,8 @@ const FORBIDDEN_FEATURES = {
   rsa: ['pem', 'default', 'serde', 'getrandom', 'hazmat'],
   p256: ['pem', 'pkcs8', 'jwk', 'ecdh', 'serde', 'default'],
   'ed25519-dalek': ['rand_core', 'pkcs8', 'pem', 'batch', 'hazmat', 'legacy_compatibility', 'default', 'serde'],
+  // Bindings and routers the gate does not use.
+  worker: ['axum', 'd1', 'queue', 'http', 'timezone', 'experimental_tokio'],
 };
 // Crates that would only be there to sign, mint, decrypt or parse key files.
 const FORBIDDEN_CRATES = ['ciborium', 'secp256k1', 'k256', 'hmac-sha256', 'pem-rfc7468', 'chrono-tz', 'openssl'];
