@@ -125,13 +125,13 @@ fn serves_metadata_at_both_well_known_paths() {
     }
     let preflight = run(
         &config,
-        &request("OPTIONS", METADATA_ROOT_PATH, None, &[]),
+        &request("OPTIONS", crate::config::ROOT_METADATA_PATH, None, &[]),
         &FakeKeys::up(),
     );
     assert_eq!(reply(&preflight).status, 204);
     let post = run(
         &config,
-        &request("POST", METADATA_ROOT_PATH, None, &[]),
+        &request("POST", crate::config::ROOT_METADATA_PATH, None, &[]),
         &FakeKeys::up(),
     );
     assert_eq!(reply(&post).status, 405);
@@ -441,10 +441,21 @@ fn post_scopes_are_decided_with_the_body_and_challenge_names_them_all() {
     let headers = bearer(&mint(JwsAlgorithm::EdDsa, &good_claims()));
     let token = verified(&config, &headers);
     let req = request("POST", "/mcp", None, &headers);
-    let plan = authorize_rpc(&config, &req, &token, call("lookup_invoice").as_bytes()).unwrap();
+    let plan = authorize_rpc(
+        &config.routes[0],
+        &req,
+        &token,
+        call("lookup_invoice").as_bytes(),
+    )
+    .unwrap();
     assert_eq!(plan.audit.tools, ["lookup_invoice"]);
-    let (denial, audit) =
-        authorize_rpc(&config, &req, &token, call("void_invoice").as_bytes()).unwrap_err();
+    let (denial, audit) = authorize_rpc(
+        &config.routes[0],
+        &req,
+        &token,
+        call("void_invoice").as_bytes(),
+    )
+    .unwrap_err();
     assert_eq!(
         denial,
         Denial::InsufficientScope {
@@ -452,7 +463,7 @@ fn post_scopes_are_decided_with_the_body_and_challenge_names_them_all() {
         }
     );
     assert_eq!(audit.unwrap().methods, ["tools/call"]);
-    let reply = denial.reply(Some(&config));
+    let reply = denial.reply(Some(&config.routes[0]));
     assert_eq!(reply.status, 403);
     assert!(reply
         .header("www-authenticate")
@@ -460,7 +471,7 @@ fn post_scopes_are_decided_with_the_body_and_challenge_names_them_all() {
         .contains(r#"scope="invoices:write mcp:read""#));
     // A batch with one forbidden message is refused whole.
     let batch = format!("[{}, {}]", call("lookup_invoice"), call("void_invoice"));
-    assert!(authorize_rpc(&config, &req, &token, batch.as_bytes()).is_err());
+    assert!(authorize_rpc(&config.routes[0], &req, &token, batch.as_bytes()).is_err());
 }
 
 #[test]
@@ -470,22 +481,27 @@ fn post_bodies_must_be_json_rpc_and_match_the_routing_headers() {
     let token = verified(&config, &headers);
     for body in ["", "not json", "{}", "[]"] {
         let (denial, _) = authorize_rpc(
-            &config,
+            &config.routes[0],
             &request("POST", "/mcp", None, &headers),
             &token,
             body.as_bytes(),
         )
         .unwrap_err();
         assert!(matches!(denial, Denial::MalformedRpc(_)), "{body:?}");
-        assert_eq!(denial.reply(Some(&config)).status, 400);
+        assert_eq!(denial.reply(Some(&config.routes[0])).status, 400);
     }
     headers.push(("Mcp-Method".into(), "tools/call".into()));
     headers.push(("Mcp-Name".into(), "other_tool".into()));
     let req = request("POST", "/mcp", None, &headers);
-    let (denial, _) =
-        authorize_rpc(&config, &req, &token, call("lookup_invoice").as_bytes()).unwrap_err();
+    let (denial, _) = authorize_rpc(
+        &config.routes[0],
+        &req,
+        &token,
+        call("lookup_invoice").as_bytes(),
+    )
+    .unwrap_err();
     assert_eq!(denial, Denial::MalformedRpc(RpcError::HeaderMismatch));
-    let reply = denial.reply(Some(&config));
+    let reply = denial.reply(Some(&config.routes[0]));
     assert_eq!((reply.status, reply.body.contains("-32020")), (400, true));
 }
 
@@ -496,13 +512,13 @@ fn tools_list_gets_a_filter_only_when_the_policy_can_hide_tools() {
     let headers = bearer(&mint(JwsAlgorithm::EdDsa, &good_claims()));
     let token = verified(&config, &headers);
     let req = request("POST", "/mcp", None, &headers);
-    let filter = authorize_rpc(&config, &req, &token, list)
+    let filter = authorize_rpc(&config.routes[0], &req, &token, list)
         .unwrap()
         .tool_filter
         .unwrap();
     assert_eq!(filter.request_ids, [serde_json::Value::from("l")]);
     let plain = self::config(&[]);
-    assert!(authorize_rpc(&plain, &req, &token, list)
+    assert!(authorize_rpc(&plain.routes[0], &req, &token, list)
         .unwrap()
         .tool_filter
         .is_none());
@@ -590,7 +606,10 @@ fn a_replayed_bad_signature_costs_one_check() {
             pollster::block_on(decide(&config, &req, &keys, &NoIntrospection, &cache, NOW));
         assert_eq!(decision.reason, "bad_signature");
     }
-    assert_eq!(cache.refusal(&forged, NOW), Some(TokenError::BadSignature));
+    assert_eq!(
+        cache.refusal(&forged, &config.routes[0].check_binding, NOW),
+        Some(TokenError::BadSignature)
+    );
 }
 
 #[test]
@@ -656,3 +675,210 @@ fn browser_origins_are_checked_before_anything_else() {
         401
     );
 }
+
+/// Three routes on one gate, as an `MCP_ROUTES` operator would write them.
+fn routed_config() -> Config {
+    let routes = r#"[
+        {"resource": "https://mcp.example.com/billing", "origin": "http://billing.internal/mcp",
+         "tool_scopes": {"void_invoice": "invoices:write"},
+         "origin_authorization_secret": "BILLING_ORIGIN_TOKEN"},
+        {"resource": "https://mcp.example.com/tickets", "origin": "http://tickets.internal/mcp",
+         "required_scopes": "tickets:read"},
+        {"resource": "https://mcp.example.com/docs", "origin": "http://docs.internal/",
+         "issuers": ["https://partner.example.com"]}
+    ]"#;
+    let vars = [
+        ("MCP_ROUTES", routes),
+        (
+            "OAUTH_ISSUER",
+            "https://auth.example.com https://partner.example.com",
+        ),
+        (
+            "OAUTH_JWKS_URI",
+            "https://auth.example.com/jwks https://partner.example.com/jwks",
+        ),
+        ("BILLING_ORIGIN_TOKEN", "Bearer billing-origin"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    Config::parse(&crate::testkit::MapBindings(vars)).expect("routed configuration parses")
+}
+
+fn for_route(path: &str) -> String {
+    mint(
+        JwsAlgorithm::EdDsa,
+        &with(
+            &good_claims(),
+            json!({"aud": format!("https://mcp.example.com{path}"), "scope": "tickets:read"}),
+        ),
+    )
+}
+
+#[test]
+fn each_route_serves_its_own_metadata_and_challenge() {
+    let config = routed_config();
+    let keys = FakeKeys::up();
+    let metadata = run(
+        &config,
+        &request(
+            "GET",
+            "/.well-known/oauth-protected-resource/docs",
+            None,
+            &[],
+        ),
+        &keys,
+    );
+    let document: serde_json::Value = serde_json::from_str(&reply(&metadata).body).unwrap();
+    assert_eq!(document["resource"], "https://mcp.example.com/docs");
+    assert_eq!(
+        document["authorization_servers"],
+        json!(["https://partner.example.com"])
+    );
+    assert_eq!(metadata.route, Some(2));
+    let root = run(
+        &config,
+        &request("GET", crate::config::ROOT_METADATA_PATH, None, &[]),
+        &keys,
+    );
+    assert_eq!(reply(&root).status, 404, "several routes: no root document");
+    let challenge = run(&config, &request("GET", "/tickets", None, &[]), &keys);
+    let header = reply(&challenge).header("www-authenticate").unwrap();
+    assert!(header.contains(
+        r#"resource_metadata="https://mcp.example.com/.well-known/oauth-protected-resource/tickets""#
+    ));
+    assert!(header.contains(r#"scope="tickets:read""#), "{header}");
+    for unknown in [
+        "/",
+        "/mcp",
+        "/billingx",
+        "/.well-known/oauth-protected-resource/mcp",
+    ] {
+        let decision = run(&config, &request("GET", unknown, None, &[]), &keys);
+        assert_eq!(reply(&decision).status, 404, "{unknown}");
+        assert_eq!(decision.route, None);
+    }
+}
+
+#[test]
+fn a_token_for_one_route_is_refused_at_another_even_when_cached() {
+    let config = routed_config();
+    let keys = FakeKeys::up();
+    let tokens = VerifiedTokens::default();
+    let billing_token = for_route("/billing");
+    let headers = bearer(&billing_token);
+    let decide_at = |path: &str| {
+        pollster::block_on(decide(
+            &config,
+            &request("GET", path, None, &headers),
+            &keys,
+            &NoIntrospection,
+            &tokens,
+            NOW,
+        ))
+    };
+    for _ in 0..2 {
+        let allowed = decide_at("/billing");
+        let Outcome::Forward(forward) = &allowed.outcome else {
+            panic!("billing refused: {}", allowed.reason);
+        };
+        assert_eq!(forward.url, "http://billing.internal/mcp");
+        assert!(forward
+            .headers
+            .iter()
+            .any(|(n, v)| n == "authorization" && v == "Bearer billing-origin"));
+        let replayed = decide_at("/tickets");
+        assert_eq!(
+            (reply(&replayed).status, replayed.reason),
+            (401, "audience_mismatch")
+        );
+    }
+    // The tickets route's own token goes through, to its own origin, without
+    // the billing origin's credential.
+    let tickets_headers = bearer(&for_route("/tickets"));
+    let decision = run(
+        &config,
+        &request("POST", "/tickets/", None, &tickets_headers),
+        &keys,
+    );
+    let Outcome::Forward(forward) = &decision.outcome else {
+        panic!("tickets refused: {}", decision.reason);
+    };
+    assert_eq!(forward.url, "http://tickets.internal/mcp/");
+    assert!(!forward
+        .headers
+        .iter()
+        .any(|(n, v)| n == "authorization" && v.contains("billing-origin")));
+    assert_eq!(decision.route, Some(1));
+}
+
+#[test]
+fn a_route_accepts_only_its_own_issuers() {
+    let config = routed_config();
+    let keys = FakeKeys::up();
+    let docs = for_route("/docs");
+    let decision = run(
+        &config,
+        &request("GET", "/docs", None, &bearer(&docs)),
+        &keys,
+    );
+    assert_eq!(
+        (reply(&decision).status, decision.reason),
+        (401, "untrusted_issuer")
+    );
+    let partner = mint(
+        JwsAlgorithm::EdDsa,
+        &with(
+            &good_claims(),
+            json!({"aud": "https://mcp.example.com/docs", "iss": "https://partner.example.com"}),
+        ),
+    );
+    let decision = run(
+        &config,
+        &request("GET", "/docs", None, &bearer(&partner)),
+        &keys,
+    );
+    assert!(
+        matches!(decision.outcome, Outcome::Forward(_)),
+        "{}",
+        decision.reason
+    );
+}
+
+#[test]
+fn per_route_tool_scopes_apply_only_on_their_route() {
+    let config = routed_config();
+    let token = crate::jwt::AccessToken {
+        issuer: ISSUER_ID.into(),
+        subject: Some("u".into()),
+        client_id: None,
+        scopes: vec!["tickets:read".into()],
+        expires_at: NOW + 60,
+        not_before: None,
+        token_id: None,
+    };
+    let req = request("POST", "/billing", None, &[]);
+    let (denial, _) = authorize_rpc(
+        &config.routes[0],
+        &req,
+        &token,
+        call("void_invoice").as_bytes(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        denial,
+        Denial::InsufficientScope {
+            required: vec!["invoices:write".into()]
+        }
+    );
+    let req = request("POST", "/tickets", None, &[]);
+    assert!(authorize_rpc(
+        &config.routes[1],
+        &req,
+        &token,
+        call("void_invoice").as_bytes()
+    )
+    .is_ok());
+}
+
+const ISSUER_ID: &str = crate::testkit::ISSUER;
