@@ -670,7 +670,8 @@ fn hostile_requests_are_refused_and_never_forwarded() {
     let token = mint(JwsAlgorithm::EdDsa, &good_claims());
     let flattened =
         json!({"protected": "eyJhbGciOiJFZERTQSJ9", "payload": "e30", "signature": "AA"});
-    let cases: Vec<(&str, Vec<(String, String)>, u16, &str)> = vec![
+    type Case<'a> = (&'a str, Vec<(String, String)>, u16, &'a str);
+    let cases: Vec<Case<'_>> = vec![
         (
             "two Authorization fields",
             vec![
