@@ -284,15 +284,18 @@ fn is_acceptable_type(typ: &str) -> bool {
 /// a JSON array, reading its elements as the fields in declaration order, so
 /// `["https://issuer", ...]` would pass for claims: the text must open with
 /// `{`. Deserializing straight into the struct (not through a map) keeps
-/// duplicate members an error.
+/// duplicate members an error. The whole text must be UTF-8 (RFC 8259 §8.1):
+/// serde_json skips the strings of members nobody reads without checking
+/// them.
 fn json_object<T: serde::de::DeserializeOwned>(json: &[u8]) -> Result<T, TokenError> {
-    let first = json
-        .iter()
-        .find(|byte| !matches!(byte, b' ' | b'\t' | b'\n' | b'\r'));
-    if first != Some(&b'{') {
+    let json = std::str::from_utf8(json).map_err(|_| TokenError::Malformed)?;
+    if !json
+        .trim_start_matches([' ', '\t', '\n', '\r'])
+        .starts_with('{')
+    {
         return Err(TokenError::Malformed);
     }
-    serde_json::from_slice(json).map_err(|_| TokenError::Malformed)
+    serde_json::from_str(json).map_err(|_| TokenError::Malformed)
 }
 
 /// Strict base64url without padding (RFC 7515 §2): `=` padding, `+`, `/`,

@@ -796,6 +796,26 @@ fn hostile_encodings_are_malformed() {
             "payload not UTF-8",
             mint_raw_bytes(b"{\"alg\":\"EdDSA\",\"kid\":\"ed\"}", b"{\"iss\":\"\xc3\x28\"}"),
         ),
+        // In a member the gate ignores: serde_json skips ignored strings
+        // without checking their UTF-8.
+        (
+            "unknown member not UTF-8",
+            mint_raw_bytes(
+                b"{\"alg\":\"EdDSA\",\"kid\":\"ed\"}",
+                &[
+                    &good_claims().to_string().as_bytes()[..good_claims().to_string().len() - 1],
+                    b",\"x\":\"\xc3\x28\"}".as_slice(),
+                ]
+                .concat(),
+            ),
+        ),
+        (
+            "unknown header member not UTF-8",
+            mint_raw_bytes(
+                b"{\"alg\":\"EdDSA\",\"kid\":\"ed\",\"x\":\"\xff\"}",
+                good_claims().to_string().as_bytes(),
+            ),
+        ),
         // A byte-order mark before the claims.
         (
             "BOM in payload",

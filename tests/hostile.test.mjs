@@ -162,7 +162,7 @@ describe('hostile input', () => {
       'five-part JWE': `${h}.${p}.${s}.AAAA.BBBB`,
       'four parts': `${h}.${p}.${s}.AAAA`,
       'two parts': `${h}.${p}`,
-      'padded segment': `${h}=.${p}.${s}`,
+      'padded signature': `${h}.${p}.${s}==`,
       'standard base64 alphabet': rs256Raw(header({ pad: '>>>???' }), body, rs.privateKey).replaceAll('-', '+').replaceAll('_', '/'),
       'header not UTF-8': `${Buffer.from('{"alg":"RS256","kid":"\xff"}', 'latin1').toString('base64url')}.${p}.${s}`,
       'payload not UTF-8': rs256Raw(header(), Buffer.concat([Buffer.from(body.slice(0, -1)), Buffer.from(',"x":"\xc3\x28"}', 'latin1')]), rs.privateKey),
@@ -179,6 +179,7 @@ describe('hostile input', () => {
     const good = rs256Raw(header(), JSON.stringify(claims()), rs.privateKey);
     const [h, p, s] = good.split('.');
     await invalidRequest('whitespace inside', `Bearer ${h}. ${p}.${s}`);
+    await invalidRequest('padding inside', `Bearer ${h}=.${p}.${s}`);
     await invalidRequest('JWS JSON serialization', `Bearer ${JSON.stringify({ protected: h, payload: p, signature: s })}`);
     // Over the cap, whatever it holds: nothing in it is parsed.
     await invalidRequest('oversized, valid token inside', `Bearer ${good}${'='.repeat(AUTHORIZATION_MAX_BYTES)}`);
@@ -233,6 +234,10 @@ describe('hostile input', () => {
     assert.equal(stack.origin.requests.length, before);
   });
 
+  // workerd resolves literal dot segments before the worker sees the URL
+  // (`/mcp/./echo` arrives as `/mcp/echo`, still inside the resource); the
+  // gate refuses what is left: escapes out of the resource and encoded dots
+  // and separators, which the origin might resolve differently.
   test('HTTP: path tricks never reach the origin, even with a valid token', async () => {
     const token = rs256Raw(header(), JSON.stringify(claims()), rs.privateKey);
     const before = stack.origin.requests.length;
@@ -243,7 +248,9 @@ describe('hostile input', () => {
       '/mcp/%2E%2E%2Fadmin',
       '/mcp/..%2fadmin',
       '/mcp/%5c..%5cadmin',
-      '/mcp/./echo',
+      '/mcp/../admin',
+      '/mcp/echo/../../admin',
+      '/mcp/.%2e/admin',
     ]) {
       const response = await rawRequest(stack.base, { path, headers: [['Authorization', `Bearer ${token}`]] });
       assert.equal(response.status, 404, path);
