@@ -93,8 +93,9 @@ pub const DEFAULT_ALGORITHMS: [JwsAlgorithm; 4] = [
 ];
 /// Largest `JWT_MAX_LIFETIME_SECONDS`: one year.
 pub const MAX_TOKEN_LIFETIME_SECONDS: u64 = 365 * 86_400;
-/// Bounds of `AUTHORIZATION_MAX_BYTES`: room for a large RSA-signed JWT at
-/// the low end, and no more than workerd's whole-header budget at the top.
+/// Bounds of `AUTHORIZATION_MAX_BYTES`: room for an RSA-4096-signed JWT with
+/// modest claims at the low end; at the top, 64 KiB, far beyond any access
+/// token a real authorization server issues.
 pub const AUTHORIZATION_MAX_BYTES_RANGE: std::ops::RangeInclusive<u64> = 1024..=64 * 1024;
 /// Default `JWT_LEEWAY_SECONDS`.
 pub const DEFAULT_LEEWAY_SECONDS: u64 = 60;
