@@ -26,6 +26,9 @@ pub mod binding {
     pub const MCP_REQUIRED_SCOPES: &str = "MCP_REQUIRED_SCOPES";
     pub const JWT_ALGORITHMS: &str = "JWT_ALGORITHMS";
     pub const JWT_LEEWAY_SECONDS: &str = "JWT_LEEWAY_SECONDS";
+    pub const JWT_REQUIRE_TYP_AT_JWT: &str = "JWT_REQUIRE_TYP_AT_JWT";
+    pub const JWT_MAX_LIFETIME_SECONDS: &str = "JWT_MAX_LIFETIME_SECONDS";
+    pub const AUTHORIZATION_MAX_BYTES: &str = "AUTHORIZATION_MAX_BYTES";
     pub const JWKS_CACHE_TTL_SECONDS: &str = "JWKS_CACHE_TTL_SECONDS";
     pub const JWKS_MIN_TTL_SECONDS: &str = "JWKS_MIN_TTL_SECONDS";
     pub const JWKS_MAX_TTL_SECONDS: &str = "JWKS_MAX_TTL_SECONDS";
@@ -105,6 +108,12 @@ pub const DEFAULT_ALGORITHMS: [JwsAlgorithm; 4] = [
     JwsAlgorithm::Es256,
     JwsAlgorithm::EdDsa,
 ];
+/// Largest `JWT_MAX_LIFETIME_SECONDS`: one year.
+pub const MAX_TOKEN_LIFETIME_SECONDS: u64 = 365 * 86_400;
+/// Bounds of `AUTHORIZATION_MAX_BYTES`: room for an RSA-4096-signed JWT with
+/// modest claims at the low end; at the top, 64 KiB, far beyond any access
+/// token a real authorization server issues.
+pub const AUTHORIZATION_MAX_BYTES_RANGE: std::ops::RangeInclusive<u64> = 1024..=64 * 1024;
 /// Default `JWT_LEEWAY_SECONDS`.
 pub const DEFAULT_LEEWAY_SECONDS: u64 = 60;
 /// Largest accepted `JWT_LEEWAY_SECONDS`: more skew than this is a
@@ -213,6 +222,12 @@ pub struct Config {
     pub algorithms: Vec<JwsAlgorithm>,
     /// Clock skew tolerated on time claims.
     pub leeway_seconds: u64,
+    /// Strict RFC 9068 §2.1 mode: `typ` must be present and `at+jwt`.
+    pub require_at_jwt_typ: bool,
+    /// Longest accepted `exp - iat`; when set, `iat` is required.
+    pub max_token_lifetime_seconds: Option<u64>,
+    /// Largest `Authorization` header value read.
+    pub max_authorization_bytes: usize,
     /// Key set cache lifetimes and fetch limits.
     pub key_cache: CacheSettings,
     /// Largest JSON-RPC request body read.
@@ -344,6 +359,19 @@ impl<B: Bindings + ?Sized> Parser<'_, B> {
                 let (low, high) = (range.start(), range.end());
                 self.problem(name, format!("must be a whole number from {low} to {high}"));
                 default
+            }
+        }
+    }
+
+    /// `true` or `false` (any case); unbound is `false`.
+    fn flag(&mut self, name: &'static str) -> bool {
+        match self.optional(name).map(|raw| raw.to_ascii_lowercase()) {
+            None => false,
+            Some(raw) if raw == "true" => true,
+            Some(raw) if raw == "false" => false,
+            Some(_) => {
+                self.problem(name, "must be true or false");
+                false
             }
         }
     }
@@ -660,6 +688,15 @@ impl Config {
             DEFAULT_LEEWAY_SECONDS,
             0..=MAX_LEEWAY_SECONDS,
         );
+        let require_at_jwt_typ = p.flag(JWT_REQUIRE_TYP_AT_JWT);
+        let max_token_lifetime_seconds = p
+            .optional(JWT_MAX_LIFETIME_SECONDS)
+            .map(|_| p.number(JWT_MAX_LIFETIME_SECONDS, 0, 1..=MAX_TOKEN_LIFETIME_SECONDS));
+        let max_authorization_bytes = p.number(
+            AUTHORIZATION_MAX_BYTES,
+            crate::bearer::DEFAULT_MAX_AUTHORIZATION_BYTES as u64,
+            AUTHORIZATION_MAX_BYTES_RANGE,
+        ) as usize;
         let key_cache = p.key_cache();
         let max_body_bytes = p.number(
             MCP_MAX_BODY_BYTES,
@@ -703,6 +740,9 @@ impl Config {
                 issuers,
                 algorithms,
                 leeway_seconds,
+                require_at_jwt_typ,
+                max_token_lifetime_seconds,
+                max_authorization_bytes,
                 key_cache,
                 max_body_bytes,
                 session_ttl_seconds,
@@ -1552,5 +1592,41 @@ mod tests {
             let error = Config::parse(&routed(bad, &[])).unwrap_err();
             assert_eq!(error.problems[0].binding, "MCP_ROUTES", "{bad}");
         }
+    }
+
+    #[test]
+    fn hardening_knobs_are_parsed_and_checked() {
+        let config = Config::parse(&bindings(&[])).unwrap();
+        assert!(!config.require_at_jwt_typ);
+        assert_eq!(config.max_token_lifetime_seconds, None);
+        assert_eq!(config.max_authorization_bytes, 8192);
+        let config = Config::parse(&bindings(&[
+            ("JWT_REQUIRE_TYP_AT_JWT", "TRUE"),
+            ("JWT_MAX_LIFETIME_SECONDS", "3600"),
+            ("AUTHORIZATION_MAX_BYTES", "4096"),
+        ]))
+        .unwrap();
+        assert!(config.require_at_jwt_typ);
+        assert_eq!(config.max_token_lifetime_seconds, Some(3600));
+        assert_eq!(config.max_authorization_bytes, 4096);
+        assert_eq!(
+            problems(Config::parse(&bindings(&[
+                ("JWT_REQUIRE_TYP_AT_JWT", "yes"),
+                ("JWT_MAX_LIFETIME_SECONDS", "0"),
+                ("AUTHORIZATION_MAX_BYTES", "100"),
+            ]))),
+            [
+                "JWT_REQUIRE_TYP_AT_JWT",
+                "JWT_MAX_LIFETIME_SECONDS",
+                "AUTHORIZATION_MAX_BYTES"
+            ]
+        );
+        assert_eq!(
+            problems(Config::parse(&bindings(&[
+                ("JWT_MAX_LIFETIME_SECONDS", "1h"),
+                ("AUTHORIZATION_MAX_BYTES", "1000000"),
+            ]))),
+            ["JWT_MAX_LIFETIME_SECONDS", "AUTHORIZATION_MAX_BYTES"]
+        );
     }
 }

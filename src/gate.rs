@@ -383,6 +383,7 @@ async fn authenticate<K: KeySource, I: Introspector>(
         authorization: &authorization,
         query: request.query,
         content_type: content_type.first().copied(),
+        max_authorization_bytes: config.max_authorization_bytes,
     };
     let raw = extract_bearer(&carriers)
         .map_err(Denial::BadRequest)?
@@ -427,6 +428,11 @@ async fn authenticate<K: KeySource, I: Introspector>(
         return Err(Denial::InvalidToken(error));
     }
     let token = UnverifiedJwt::parse(raw, &config.algorithms).map_err(Denial::InvalidToken)?;
+    if config.require_at_jwt_typ {
+        token
+            .require_access_token_type()
+            .map_err(Denial::InvalidToken)?;
+    }
     let issuer = token
         .issuer()
         .filter(|iss| route.trusts(iss))
@@ -447,6 +453,7 @@ async fn authenticate<K: KeySource, I: Introspector>(
         issuer: &issuer.issuer,
         audiences: &route.audiences,
         leeway_seconds: config.leeway_seconds,
+        max_lifetime_seconds: config.max_token_lifetime_seconds,
     };
     let verified = verify(&token, &key_set, &policy, now).map_err(|error| {
         tokens.remember_refusal(raw, binding, error, now);

@@ -882,3 +882,245 @@ fn per_route_tool_scopes_apply_only_on_their_route() {
 }
 
 const ISSUER_ID: &str = crate::testkit::ISSUER;
+
+fn header(name: &str, value: &str) -> (String, String) {
+    (name.to_owned(), value.to_owned())
+}
+
+/// The request-level part of the hostile-input catalog (SECURITY.md): each is
+/// answered by the gate with its status (`reply` panics on a forward), and
+/// refusals before the token need no key.
+#[test]
+fn hostile_requests_are_refused_and_never_forwarded() {
+    let config = config(&[("AUTHORIZATION_MAX_BYTES", "2048")]);
+    let token = mint(JwsAlgorithm::EdDsa, &good_claims());
+    let flattened =
+        json!({"protected": "eyJhbGciOiJFZERTQSJ9", "payload": "e30", "signature": "AA"});
+    type Case<'a> = (&'a str, Vec<(String, String)>, u16, &'a str);
+    let cases: Vec<Case<'_>> = vec![
+        (
+            "two Authorization fields",
+            vec![
+                header("Authorization", &format!("Bearer {token}")),
+                header("authorization", &format!("Bearer {token}")),
+            ],
+            400,
+            "repeated_authorization_header",
+        ),
+        (
+            "Authorization over AUTHORIZATION_MAX_BYTES",
+            vec![header(
+                "Authorization",
+                &format!("Bearer {}", "a".repeat(2042)),
+            )],
+            400,
+            "authorization_header_too_large",
+        ),
+        (
+            "oversized garbage in another scheme",
+            vec![header(
+                "Authorization",
+                &format!("Basic {}", "%".repeat(4000)),
+            )],
+            400,
+            "authorization_header_too_large",
+        ),
+        (
+            "token in a cookie only",
+            vec![header("Cookie", &format!("access_token={token}"))],
+            401,
+            "no_credentials",
+        ),
+        (
+            "token in a form body",
+            vec![header("Content-Type", "application/x-www-form-urlencoded")],
+            400,
+            "form_encoded_body",
+        ),
+        (
+            "JWS JSON serialization",
+            vec![header("Authorization", &format!("Bearer {flattened}"))],
+            400,
+            "malformed_bearer_credentials",
+        ),
+    ];
+    for (name, headers, status, reason) in cases {
+        let keys = FakeKeys::up();
+        let decision = run(&config, &request("POST", "/mcp", None, &headers), &keys);
+        assert_eq!(reply(&decision).status, status, "{name}");
+        assert_eq!(decision.reason, reason, "{name}");
+        assert_eq!(keys.current.get(), 0, "{name}: no key set needed");
+    }
+    // At the cap exactly, the token is read.
+    let at_cap = format!("Bearer {token}");
+    assert!(at_cap.len() < 2048);
+    let headers = vec![header("Authorization", &at_cap)];
+    let decision = run(
+        &config,
+        &request("GET", "/mcp", None, &headers),
+        &FakeKeys::up(),
+    );
+    assert!(matches!(decision.outcome, Outcome::Forward(_)));
+}
+
+/// The token-level part of the catalog through `decide`, with the new knobs.
+#[test]
+fn hostile_tokens_get_invalid_token_and_never_reach_the_origin() {
+    let strict = config(&[
+        ("JWT_REQUIRE_TYP_AT_JWT", "true"),
+        ("JWT_MAX_LIFETIME_SECONDS", "3600"),
+    ]);
+    let claims = good_claims().to_string();
+    let token = mint(JwsAlgorithm::EdDsa, &good_claims());
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "typ JWT in strict mode",
+            mint_raw(
+                JwsAlgorithm::EdDsa,
+                r#"{"alg":"EdDSA","kid":"ed","typ":"JWT"}"#,
+                &claims,
+            ),
+            "wrong_token_type",
+        ),
+        (
+            "no typ in strict mode",
+            mint_raw(
+                JwsAlgorithm::EdDsa,
+                r#"{"alg":"EdDSA","kid":"ed"}"#,
+                &claims,
+            ),
+            "wrong_token_type",
+        ),
+        (
+            "lifetime of a day with a one-hour cap",
+            mint(
+                JwsAlgorithm::EdDsa,
+                &with(&good_claims(), json!({"exp": NOW + 86_400})),
+            ),
+            "token_lifetime_too_long",
+        ),
+        (
+            "cnf presented as a bearer token",
+            mint(
+                JwsAlgorithm::EdDsa,
+                &with(
+                    &good_claims(),
+                    json!({"cnf": {"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}}),
+                ),
+            ),
+            "sender_constrained_token",
+        ),
+        (
+            "crit b64:false",
+            mint_raw(
+                JwsAlgorithm::EdDsa,
+                r#"{"alg":"EdDSA","kid":"ed","typ":"at+jwt","b64":false,"crit":["b64"]}"#,
+                &claims,
+            ),
+            "forbidden_header_parameter",
+        ),
+        (
+            "embedded jwk",
+            mint_raw(
+                JwsAlgorithm::EdDsa,
+                r#"{"alg":"EdDSA","typ":"at+jwt","jwk":{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}}"#,
+                &claims,
+            ),
+            "forbidden_header_parameter",
+        ),
+        (
+            "jku",
+            mint_raw(
+                JwsAlgorithm::EdDsa,
+                r#"{"alg":"EdDSA","typ":"at+jwt","jku":"https://evil.example/jwks"}"#,
+                &claims,
+            ),
+            "forbidden_header_parameter",
+        ),
+        (
+            "five-part JWE",
+            format!("{token}.AAAA.BBBB"),
+            "token_malformed",
+        ),
+        (
+            "signed array for claims",
+            mint_raw(
+                JwsAlgorithm::EdDsa,
+                r#"{"alg":"EdDSA","kid":"ed","typ":"at+jwt"}"#,
+                &json!([
+                    crate::testkit::ISSUER,
+                    "user-1",
+                    crate::testkit::RESOURCE,
+                    NOW + 300
+                ])
+                .to_string(),
+            ),
+            "token_malformed",
+        ),
+        (
+            "kid with a path",
+            mint_raw(
+                JwsAlgorithm::EdDsa,
+                r#"{"alg":"EdDSA","kid":"../../jwks","typ":"at+jwt"}"#,
+                &claims,
+            ),
+            "unknown_key",
+        ),
+    ];
+    for (name, token, reason) in cases {
+        let decision = run(
+            &strict,
+            &request("POST", "/mcp", None, &bearer(&token)),
+            &FakeKeys::up(),
+        );
+        assert_eq!(reply(&decision).status, 401, "{name}");
+        assert_eq!(decision.reason, reason, "{name}");
+    }
+    // The same strict configuration forwards a conforming token.
+    let decision = run(
+        &strict,
+        &request("GET", "/mcp", None, &bearer(&token)),
+        &FakeKeys::up(),
+    );
+    assert!(matches!(decision.outcome, Outcome::Forward(_)));
+}
+
+/// RFC 9728 §3.3: the metadata and every challenge are built from
+/// configuration. `Host`, `X-Forwarded-Host`, `X-Forwarded-Proto` and
+/// `Forwarded` change nothing.
+#[test]
+fn metadata_and_challenges_ignore_host_headers() {
+    let config = config(&[]);
+    let spoof = vec![
+        header("Host", "evil.example"),
+        header("X-Forwarded-Host", "evil.example"),
+        header("X-Forwarded-Proto", "http"),
+        header("Forwarded", "host=evil.example;proto=http"),
+    ];
+    for path in [
+        "/.well-known/oauth-protected-resource/mcp",
+        crate::config::ROOT_METADATA_PATH,
+    ] {
+        let decision = run(
+            &config,
+            &request("GET", path, None, &spoof),
+            &FakeKeys::up(),
+        );
+        let body = &reply(&decision).body;
+        assert!(!body.contains("evil"), "{body}");
+        let body: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(body["resource"], "https://mcp.example.com/mcp");
+    }
+    let mut with_bad_token = spoof.clone();
+    with_bad_token.push(header("Authorization", "Bearer not-a-jwt"));
+    for headers in [&spoof, &with_bad_token] {
+        let decision = run(
+            &config,
+            &request("GET", "/mcp", None, headers),
+            &FakeKeys::up(),
+        );
+        let challenge = reply(&decision).header("www-authenticate").unwrap();
+        assert!(challenge.contains(&format!(r#"resource_metadata="{METADATA_URL}""#)));
+        assert!(!challenge.contains("evil"), "{challenge}");
+    }
+}
