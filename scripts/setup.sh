@@ -39,6 +39,17 @@ if [ "$(installed_version wasm-bindgen)" != "$bindgen_version" ]; then
     || cargo install wasm-bindgen-cli --version "$bindgen_version" --force
 fi
 
+# Headless Chromium for tests/browser.test.mjs, from Debian (driven by the npm
+# playwright-core; `playwright install` is never used). Only when missing.
+if [ ! -x /usr/bin/chromium ]; then
+  step "Installing Chromium (Debian packages chromium, chromium-driver)"
+  sudo_cmd=()
+  if [ "$(id -u)" != 0 ]; then sudo_cmd=(sudo); fi
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo_cmd[@]}" apt-get install -y chromium chromium-driver \
+    || { "${sudo_cmd[@]}" apt-get update && "${sudo_cmd[@]}" apt-get install -y chromium chromium-driver; }
+fi
+
 # npm ci only when package-lock.json changed since the last install.
 lock_stamp=node_modules/.portcullis-lock.sha256
 lock_sum=$(sha256sum package-lock.json | cut -d' ' -f1)
