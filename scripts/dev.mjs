@@ -10,15 +10,18 @@
 // and calls a tool. Ctrl-C stops everything.
 //
 //   npm start                          (scripts/dev.sh: set-up, build, then this)
+//   npm start -- --routes              (two MCP servers behind one gate: MCP_ROUTES with
+//                                       /billing/mcp and /tickets/mcp, each its own origin)
 //   node scripts/dev.mjs               (when build/ is already built)
 //   node scripts/dev.mjs token [--scope "invoices:read"]
 //                                      (an access token from the running stack's authorization
 //                                       server, client credentials grant, printed alone)
-//   node scripts/dev.mjs call [TOOL] [JSON_ARGUMENTS] [--scope S]
+//   node scripts/dev.mjs call [TOOL] [JSON_ARGUMENTS] [--scope S] [--route billing|tickets]
 //                                      (the MCP SDK client with its own OAuth client credentials
 //                                       support, through the gate: default lookup_invoice INV-1001)
 //
-// Ports (127.0.0.1 only): GATE_PORT 8787, ORIGIN_PORT 8788, AUTH_PORT 8789.
+// Ports (127.0.0.1 only): GATE_PORT 8787, ORIGIN_PORT 8788, AUTH_PORT 8789, and with --routes
+// SECOND_ORIGIN_PORT 8790 for the tickets origin.
 
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -32,6 +35,7 @@ const HOST = '127.0.0.1';
 const GATE_PORT = Number(process.env.GATE_PORT ?? 8787);
 const ORIGIN_PORT = Number(process.env.ORIGIN_PORT ?? 8788);
 const AUTH_PORT = Number(process.env.AUTH_PORT ?? process.env.ISSUER_PORT ?? 8789);
+const SECOND_ORIGIN_PORT = Number(process.env.SECOND_ORIGIN_PORT ?? 8790);
 const GATE = `http://${HOST}:${GATE_PORT}`;
 const RESOURCE = `${GATE}/mcp`;
 const SCOPES = 'invoices:read invoices:write';
@@ -49,8 +53,10 @@ if (mode === 'token') {
   await callTool(rest);
 } else if (mode === undefined) {
   await runStack();
+} else if (mode === '--routes') {
+  await runStack({ routes: true });
 } else {
-  console.error(`usage: node scripts/dev.mjs [token [--scope S] | call [TOOL] [JSON_ARGUMENTS] [--scope S]]`);
+  console.error(`usage: node scripts/dev.mjs [--routes | token [--scope S] [--route R] | call [TOOL] [JSON_ARGUMENTS] [--scope S] [--route R]]`);
   process.exit(2);
 }
 
@@ -66,8 +72,9 @@ function readState() {
 
 /** `node scripts/dev.mjs token`: client credentials at the running authorization server; prints the token alone. */
 async function printToken(args) {
-  const { values } = parseArgs({ args, options: { scope: { type: 'string', default: SCOPES } } });
+  const { values } = parseArgs({ args, options: { scope: { type: 'string', default: SCOPES }, route: { type: 'string' } } });
   const state = readState();
+  const resource = resourceOf(state, values.route);
   let response;
   try {
     response = await fetch(state.tokenEndpoint, {
@@ -76,7 +83,7 @@ async function printToken(args) {
         authorization: `Basic ${Buffer.from(`${encodeURIComponent(state.clientId)}:${encodeURIComponent(state.clientSecret)}`).toString('base64')}`,
         'content-type': 'application/x-www-form-urlencoded',
       },
-      body: new URLSearchParams({ grant_type: 'client_credentials', scope: values.scope, resource: state.resource }),
+      body: new URLSearchParams({ grant_type: 'client_credentials', scope: values.scope, resource }),
       signal: AbortSignal.timeout(5000),
     });
   } catch {
@@ -96,7 +103,11 @@ async function printToken(args) {
  * gate's URL: 401 → metadata → token (client credentials) → initialize → tools/call.
  */
 async function callTool(args) {
-  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { scope: { type: 'string', default: SCOPES } } });
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: { scope: { type: 'string', default: SCOPES }, route: { type: 'string' } },
+  });
   const [name = 'lookup_invoice', json = '{"invoice_id":"INV-1001"}'] = positionals;
   let toolArguments;
   try {
@@ -115,7 +126,7 @@ async function callTool(args) {
     expectedIssuer: state.issuer,
     scope: values.scope,
   });
-  const transport = new StreamableHTTPClientTransport(new URL(state.resource), { authProvider: provider });
+  const transport = new StreamableHTTPClientTransport(new URL(resourceOf(state, values.route)), { authProvider: provider });
   const client = new Client({ name: 'portcullis-dev-call', version: '0' });
   try {
     await client.connect(transport);
@@ -131,7 +142,19 @@ async function callTool(args) {
   }
 }
 
-async function runStack() {
+/** The resource of the named route (`--routes` stacks), or the stack's only one. */
+function resourceOf(state, route) {
+  if (route === undefined) return state.resource;
+  const resource = state.routes?.[route];
+  if (!resource) {
+    console.error(`No route ${JSON.stringify(route)} in the running stack (routes: ${Object.keys(state.routes ?? {}).join(', ') || 'none; start it with npm start -- --routes'}).`);
+    process.exit(2);
+  }
+  return resource;
+}
+
+async function runStack({ routes = false } = {}) {
+  if (routes) return runRoutesStack();
   if (!existsSync(join(ROOT, 'build', 'index.js'))) {
     console.error('build/index.js is missing: run `npm run build` first (or use `npm start`).');
     process.exit(1);
@@ -164,6 +187,19 @@ async function runStack() {
     MCP_ALLOWED_ORIGINS: INSPECTOR_ORIGINS.join(' '),
     ORIGIN_AUTHORIZATION: originAuthorization,
   };
+  const gate = runGate(vars, () => Promise.allSettled([origin.close(), as.close()]));
+  await waitForGate('/.well-known/oauth-protected-resource/mcp');
+  if (gate.stopping()) return;
+  const token = await as.token({ scope: SCOPES });
+  printBanner({ token, origin, as });
+}
+
+/**
+ * Runs the gate under `wrangler dev` with `vars` over wrangler.toml, and
+ * stops everything (`closeOthers`, the state file) on Ctrl-C or when
+ * wrangler exits.
+ */
+function runGate(vars, closeOthers) {
   const wranglerArgs = [
     'dev',
     '--local',
@@ -191,7 +227,7 @@ async function runStack() {
       await exited;
       clearTimeout(timer);
     }
-    await Promise.allSettled([origin.close(), as.close()]);
+    await closeOthers();
     process.exit(code);
   }
   process.on('SIGINT', () => stop(0));
@@ -205,19 +241,103 @@ async function runStack() {
       stop(code || 1);
     }
   });
-
-  await waitForGate();
-  if (stopping) return;
-  const token = await as.token({ scope: SCOPES });
-  printBanner({ token, origin, as });
+  return { stopping: () => stopping };
 }
 
-async function waitForGate() {
+/**
+ * `npm start -- --routes`: two MCP servers behind one gate (MCP_ROUTES),
+ * billing with per-tool scopes and tickets, each with its own origin, its own
+ * origin credential and its own audience, one authorization server for both.
+ */
+async function runRoutesStack() {
+  if (!existsSync(join(ROOT, 'build', 'index.js'))) {
+    console.error('build/index.js is missing: run `npm run build` first (or use `npm start`).');
+    process.exit(1);
+  }
+  const { startOrigin } = await import('../demo/origin.mjs');
+  const { startAuthorizationServer } = await import('../demo/authorization-server.mjs');
+  const resources = { billing: `${GATE}/billing/mcp`, tickets: `${GATE}/tickets/mcp` };
+  const origins = {
+    billing: await startOrigin({ port: ORIGIN_PORT, log: true }),
+    tickets: await startOrigin({ port: SECOND_ORIGIN_PORT, log: true }),
+  };
+  const as = await startAuthorizationServer({
+    resources: Object.values(resources),
+    accessTokenFormat: 'jwt',
+    port: AUTH_PORT,
+    corsOrigins: INSPECTOR_ORIGINS,
+    log: true,
+  });
+  mkdirSync(dirname(STATE_FILE), { recursive: true });
+  writeFileSync(
+    STATE_FILE,
+    JSON.stringify({ resource: resources.billing, routes: resources, issuer: as.issuer, tokenEndpoint: as.tokenEndpoint, clientId: as.agentClient.id, clientSecret: as.agentClient.secret }),
+    { mode: 0o600 },
+  );
+  const routes = [
+    {
+      resource: resources.billing,
+      origin: origins.billing.url,
+      resource_name: 'portcullis demo: billing',
+      scopes_supported: SCOPES,
+      required_scopes: 'invoices:read',
+      tool_scopes: { void_invoice: 'invoices:write', '*': 'invoices:read' },
+      origin_authorization_secret: 'BILLING_ORIGIN_AUTHORIZATION',
+    },
+    {
+      resource: resources.tickets,
+      origin: origins.tickets.url,
+      resource_name: 'portcullis demo: tickets',
+      scopes_supported: SCOPES,
+      required_scopes: 'invoices:read',
+      origin_authorization_secret: 'TICKETS_ORIGIN_AUTHORIZATION',
+    },
+  ];
+  const vars = {
+    // wrangler.toml's single-route vars must be absent with MCP_ROUTES: an empty value is unset.
+    MCP_RESOURCE: '',
+    MCP_ORIGIN: '',
+    MCP_ROUTES: JSON.stringify(routes),
+    OAUTH_ISSUER: as.issuer,
+    MCP_ALLOWED_ORIGINS: INSPECTOR_ORIGINS.join(' '),
+    // Throwaway credentials for the origins, made up for this run only.
+    BILLING_ORIGIN_AUTHORIZATION: `Bearer demo-billing-${randomBytes(16).toString('hex')}`,
+    TICKETS_ORIGIN_AUTHORIZATION: `Bearer demo-tickets-${randomBytes(16).toString('hex')}`,
+  };
+  const gate = runGate(vars, () => Promise.allSettled([origins.billing.close(), origins.tickets.close(), as.close()]));
+  await waitForGate('/.well-known/oauth-protected-resource/billing/mcp');
+  if (gate.stopping()) return;
+  const bold = (text) => (process.stdout.isTTY ? `\x1b[1m${text}\x1b[0m` : text);
+  const portPrefix = GATE_PORT === 8787 ? '' : `GATE_PORT=${GATE_PORT} `;
+  console.log(`
+${bold('portcullis demo stack is up: two MCP servers behind one gate (MCP_ROUTES)')}
+  billing MCP endpoint:  ${resources.billing}
+    metadata:            ${GATE}/.well-known/oauth-protected-resource/billing/mcp
+    origin (direct):     ${origins.billing.url}   (void_invoice needs invoices:write here)
+  tickets MCP endpoint:  ${resources.tickets}
+    metadata:            ${GATE}/.well-known/oauth-protected-resource/tickets/mcp
+    origin (direct):     ${origins.tickets.url}
+  authorization server:  ${as.issuer}  (oidc-provider; tokens carry the route they were asked for in aud)
+
+${bold('MCP client')} (e.g. the MCP Inspector): either endpoint above, Streamable HTTP.
+
+${bold('One line each')}: a token for that route (client credentials) and a tool call through the gate:
+${portPrefix}node scripts/dev.mjs call lookup_invoice '{"invoice_id":"INV-1001"}' --route billing
+${portPrefix}node scripts/dev.mjs call lookup_invoice '{"invoice_id":"INV-1002"}' --route tickets
+
+${bold('Audience binding')}: a billing token is refused at tickets (401 invalid_token):
+curl -si -H "Authorization: Bearer $(${portPrefix}node scripts/dev.mjs token --route billing)" ${resources.tickets}
+
+Ctrl-C stops the gate, both origins and the authorization server.
+`);
+}
+
+async function waitForGate(metadataPath) {
   const deadline = Date.now() + READY_TIMEOUT_MS;
   while (Date.now() < deadline) {
     try {
       // wrangler holds requests until the worker is ready, so wait for the answer.
-      const response = await fetch(`${GATE}/.well-known/oauth-protected-resource/mcp`, { signal: AbortSignal.timeout(60_000) });
+      const response = await fetch(`${GATE}${metadataPath}`, { signal: AbortSignal.timeout(60_000) });
       await response.body?.cancel();
       if (response.status === 200) return;
     } catch {

@@ -242,3 +242,85 @@ describe('npm start: the local stack (scripts/dev.mjs, wrangler dev)', () => {
     }
   });
 });
+
+describe('npm start -- --routes: two MCP servers behind one gate', () => {
+  let child;
+  let output = '';
+  let env;
+  let stateDir;
+  let ports;
+
+  const sh = (line) =>
+    new Promise((resolve) => {
+      const p = spawn('bash', ['-c', line], { cwd: ROOT, env });
+      let out = '';
+      let err = '';
+      p.stdout.on('data', (d) => (out += d));
+      p.stderr.on('data', (d) => (err += d));
+      p.on('exit', (code) => resolve({ code, out, err }));
+    });
+
+  before(async () => {
+    assertBuilt();
+    ports = { gate: await freePort(), origin: await freePort(), second: await freePort(), auth: await freePort() };
+    stateDir = mkdtempSync(join(tmpdir(), 'portcullis-dev-'));
+    env = {
+      ...process.env,
+      GATE_PORT: String(ports.gate),
+      ORIGIN_PORT: String(ports.origin),
+      SECOND_ORIGIN_PORT: String(ports.second),
+      AUTH_PORT: String(ports.auth),
+      PORTCULLIS_DEV_STATE: join(stateDir, 'state.json'),
+    };
+    child = spawn(process.execPath, ['scripts/dev.mjs', '--routes'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout.on('data', (d) => (output += d));
+    child.stderr.on('data', (d) => (output += d));
+    const deadline = Date.now() + 240_000;
+    while (!output.includes('Ctrl-C stops')) {
+      if (child.exitCode !== null) assert.fail(`scripts/dev.mjs --routes exited (${child.exitCode}):\n${output.slice(-3000)}`);
+      if (Date.now() > deadline) assert.fail(`the stack did not come up in 240 s:\n${output.slice(-3000)}`);
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+  });
+
+  after(async () => {
+    if (child && child.exitCode === null) child.kill('SIGKILL');
+    if (stateDir) rmSync(stateDir, { recursive: true, force: true });
+  });
+
+  test('each route has its own metadata; the printed one-liners call a tool through each route; a billing token is refused at tickets', async () => {
+    const gate = `http://127.0.0.1:${ports.gate}`;
+    for (const name of ['billing', 'tickets']) {
+      const metadata = await (await fetch(`${gate}/.well-known/oauth-protected-resource/${name}/mcp`)).json();
+      assert.equal(metadata.resource, `${gate}/${name}/mcp`);
+      assert.deepEqual(metadata.authorization_servers, [`http://127.0.0.1:${ports.auth}`]);
+    }
+    const lines = output.split('\n');
+    const first = lines.findIndex((l) => l.startsWith('One line each'));
+    for (const [offset, expected] of [
+      [1, /Invoice INV-1001: ACME Corp/],
+      [2, /Invoice INV-1002: Globex/],
+    ]) {
+      const line = lines[first + offset];
+      assert.match(line, /node scripts\/dev\.mjs call .* --route (billing|tickets)$/);
+      const { code, out, err } = await sh(line);
+      assert.equal(code, 0, err);
+      assert.match(out, expected);
+    }
+    const { out: billingToken } = await sh('node scripts/dev.mjs token --route billing');
+    assert.equal(decodeJwt(billingToken.trim()).aud, `${gate}/billing/mcp`);
+    const replay = await fetch(`${gate}/tickets/mcp`, { method: 'POST', headers: { authorization: `Bearer ${billingToken.trim()}` } });
+    assert.equal(replay.status, 401);
+    assert.equal(parseChallenge(replay.headers.get('www-authenticate')).params.error, 'invalid_token');
+    assert.ok(!output.includes(billingToken.trim()), 'the token is not printed by the stack');
+  });
+
+  test('Ctrl-C stops the gate, both origins and the authorization server', async () => {
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.kill('SIGINT');
+    assert.equal(await exited, 0);
+    for (const port of Object.values(ports)) {
+      await assert.rejects(fetch(`http://127.0.0.1:${port}/`, { signal: AbortSignal.timeout(2000) }), `port ${port} closed`);
+    }
+  });
+});
