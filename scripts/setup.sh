@@ -39,6 +39,17 @@ if [ "$(installed_version wasm-bindgen)" != "$bindgen_version" ]; then
     || cargo install wasm-bindgen-cli --version "$bindgen_version" --force
 fi
 
+# Headless Chromium for tests/browser.test.mjs, from Debian (driven by the npm
+# playwright-core; `playwright install` is never used). Only when missing.
+if [ ! -x /usr/bin/chromium ]; then
+  step "Installing Chromium (Debian packages chromium, chromium-driver)"
+  sudo_cmd=()
+  if [ "$(id -u)" != 0 ]; then sudo_cmd=(sudo); fi
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo_cmd[@]}" apt-get install -y chromium chromium-driver \
+    || { "${sudo_cmd[@]}" apt-get update && "${sudo_cmd[@]}" apt-get install -y chromium chromium-driver; }
+fi
+
 # Supply-chain and fuzzing tools (scripts/deny.sh, scripts/fuzz.sh), pinned.
 cargo_deny_version=0.20.2
 cargo_fuzz_version=0.13.2

@@ -6,9 +6,11 @@
 //! and is never forwarded. A request that uses more than one method, or repeats
 //! the header, is likewise `invalid_request` (§3.1).
 
-/// Upper bound on the `Authorization` header, checked before anything in the
-/// token is decoded or parsed.
-pub const MAX_AUTHORIZATION_BYTES: usize = 8 * 1024;
+/// Default upper bound on each `Authorization` header value
+/// (`AUTHORIZATION_MAX_BYTES`), checked before anything else is read from the
+/// request's credentials: a token is never decoded, and its claims never
+/// parsed, past this size.
+pub const DEFAULT_MAX_AUTHORIZATION_BYTES: usize = 8 * 1024;
 
 /// Why a request's credentials could not even be read. Each maps to
 /// `400 invalid_request`.
@@ -19,7 +21,8 @@ pub enum BearerError {
     /// The body is form-encoded, the carrier of RFC 6750 §2.2 tokens (refused;
     /// MCP's Streamable HTTP transport only sends JSON).
     FormEncodedBody,
-    /// The header exceeds [`MAX_AUTHORIZATION_BYTES`].
+    /// An `Authorization` value exceeds the configured cap
+    /// ([`DEFAULT_MAX_AUTHORIZATION_BYTES`] unless configured).
     HeaderTooLarge,
     /// `Bearer` followed by nothing, by several values, or by characters
     /// outside the `b64token` syntax.
@@ -42,7 +45,7 @@ impl BearerError {
 }
 
 /// The parts of a request that can carry an access token.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct CredentialCarriers<'a> {
     /// Every `Authorization` header value, in order (one entry per field line
     /// where the runtime keeps them apart).
@@ -51,6 +54,19 @@ pub struct CredentialCarriers<'a> {
     pub query: Option<&'a str>,
     /// The `Content-Type` header value.
     pub content_type: Option<&'a str>,
+    /// Largest `Authorization` value read, in bytes.
+    pub max_authorization_bytes: usize,
+}
+
+impl Default for CredentialCarriers<'_> {
+    fn default() -> Self {
+        Self {
+            authorization: &[],
+            query: None,
+            content_type: None,
+            max_authorization_bytes: DEFAULT_MAX_AUTHORIZATION_BYTES,
+        }
+    }
 }
 
 /// Returns the bearer token, `Ok(None)` when the request carries no bearer
@@ -59,6 +75,15 @@ pub struct CredentialCarriers<'a> {
 pub fn extract_bearer<'a>(
     carriers: &CredentialCarriers<'a>,
 ) -> Result<Option<&'a str>, BearerError> {
+    // First, before any other look at the credentials: an oversized value is
+    // refused on its length alone.
+    if carriers
+        .authorization
+        .iter()
+        .any(|value| value.len() > carriers.max_authorization_bytes)
+    {
+        return Err(BearerError::HeaderTooLarge);
+    }
     if carriers.query.is_some_and(query_has_access_token) {
         return Err(BearerError::TokenInQuery);
     }
@@ -70,9 +95,6 @@ pub fn extract_bearer<'a>(
         [one] => *one,
         _ => return Err(BearerError::RepeatedHeader),
     };
-    if value.len() > MAX_AUTHORIZATION_BYTES {
-        return Err(BearerError::HeaderTooLarge);
-    }
     let value = value.trim_matches(|c| c == ' ' || c == '\t');
     let (scheme, rest) = match value.split_once(' ') {
         Some((scheme, rest)) => (scheme, rest),
@@ -200,10 +222,30 @@ mod tests {
 
     #[test]
     fn oversized_header_is_refused_before_parsing() {
-        let big = format!("Bearer {}", "a".repeat(MAX_AUTHORIZATION_BYTES));
+        let big = format!("Bearer {}", "a".repeat(DEFAULT_MAX_AUTHORIZATION_BYTES));
         assert_eq!(extract(&[big.as_str()]), Err(BearerError::HeaderTooLarge));
-        let at_limit = format!("Bearer {}", "a".repeat(MAX_AUTHORIZATION_BYTES - 7));
+        let at_limit = format!("Bearer {}", "a".repeat(DEFAULT_MAX_AUTHORIZATION_BYTES - 7));
         assert!(extract(&[at_limit.as_str()]).unwrap().is_some());
+        // The size decides first: not the scheme, not the syntax, not the
+        // repetition, not the other carriers.
+        let garbage = format!("Basic {}", "\u{7f}".repeat(DEFAULT_MAX_AUTHORIZATION_BYTES));
+        assert_eq!(
+            extract(&[garbage.as_str(), "Bearer a"]),
+            Err(BearerError::HeaderTooLarge)
+        );
+        let carriers = CredentialCarriers {
+            authorization: &["Bearer abcdefgh"],
+            query: Some("access_token=x"),
+            max_authorization_bytes: 8,
+            ..Default::default()
+        };
+        assert_eq!(extract_bearer(&carriers), Err(BearerError::HeaderTooLarge));
+        let carriers = CredentialCarriers {
+            authorization: &["Bearer abcdefgh"],
+            max_authorization_bytes: 15,
+            ..Default::default()
+        };
+        assert_eq!(extract_bearer(&carriers), Ok(Some("abcdefgh")));
     }
 
     #[test]

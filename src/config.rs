@@ -7,6 +7,7 @@
 
 use std::fmt;
 
+use serde::Deserialize;
 use url::Url;
 
 use crate::introspect::{ClientAuthMethod, IntrospectionClient};
@@ -25,6 +26,9 @@ pub mod binding {
     pub const MCP_REQUIRED_SCOPES: &str = "MCP_REQUIRED_SCOPES";
     pub const JWT_ALGORITHMS: &str = "JWT_ALGORITHMS";
     pub const JWT_LEEWAY_SECONDS: &str = "JWT_LEEWAY_SECONDS";
+    pub const JWT_REQUIRE_TYP_AT_JWT: &str = "JWT_REQUIRE_TYP_AT_JWT";
+    pub const JWT_MAX_LIFETIME_SECONDS: &str = "JWT_MAX_LIFETIME_SECONDS";
+    pub const AUTHORIZATION_MAX_BYTES: &str = "AUTHORIZATION_MAX_BYTES";
     pub const JWKS_CACHE_TTL_SECONDS: &str = "JWKS_CACHE_TTL_SECONDS";
     pub const JWKS_MIN_TTL_SECONDS: &str = "JWKS_MIN_TTL_SECONDS";
     pub const JWKS_MAX_TTL_SECONDS: &str = "JWKS_MAX_TTL_SECONDS";
@@ -47,6 +51,22 @@ pub mod binding {
     pub const OAUTH_INTROSPECTION_AUTH_METHOD: &str = "OAUTH_INTROSPECTION_AUTH_METHOD";
     pub const INTROSPECTION_CACHE_TTL_SECONDS: &str = "INTROSPECTION_CACHE_TTL_SECONDS";
     pub const MCP_ALLOWED_ORIGINS: &str = "MCP_ALLOWED_ORIGINS";
+    pub const MCP_ROUTES: &str = "MCP_ROUTES";
+
+    /// The bindings that describe the one route of a single-route gate; with
+    /// `MCP_ROUTES` they belong in the route entries instead.
+    pub const SINGLE_ROUTE: [&str; 10] = [
+        MCP_RESOURCE,
+        MCP_ORIGIN,
+        OAUTH_AUDIENCE,
+        MCP_SCOPES_SUPPORTED,
+        MCP_REQUIRED_SCOPES,
+        MCP_TOOL_SCOPES,
+        MCP_METHOD_SCOPES,
+        MCP_RESOURCE_NAME,
+        MCP_RESOURCE_DOCUMENTATION,
+        ORIGIN_AUTHORIZATION,
+    ];
 }
 
 /// Which tokens the gate accepts (`OAUTH_TOKEN_FORMAT`).
@@ -88,6 +108,12 @@ pub const DEFAULT_ALGORITHMS: [JwsAlgorithm; 4] = [
     JwsAlgorithm::Es256,
     JwsAlgorithm::EdDsa,
 ];
+/// Largest `JWT_MAX_LIFETIME_SECONDS`: one year.
+pub const MAX_TOKEN_LIFETIME_SECONDS: u64 = 365 * 86_400;
+/// Bounds of `AUTHORIZATION_MAX_BYTES`: room for an RSA-4096-signed JWT with
+/// modest claims at the low end; at the top, 64 KiB, far beyond any access
+/// token a real authorization server issues.
+pub const AUTHORIZATION_MAX_BYTES_RANGE: std::ops::RangeInclusive<u64> = 1024..=64 * 1024;
 /// Default `JWT_LEEWAY_SECONDS`.
 pub const DEFAULT_LEEWAY_SECONDS: u64 = 60;
 /// Largest accepted `JWT_LEEWAY_SECONDS`: more skew than this is a
@@ -125,56 +151,43 @@ pub struct TrustedIssuer {
     pub jwks_uri: Option<Url>,
 }
 
-/// The parsed configuration.
+/// One protected MCP server: a resource (RFC 9728) and the origin behind it.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Config {
-    /// The protected MCP endpoint.
+pub struct Route {
+    /// The protected MCP endpoint; its path is the route.
     pub resource: Resource,
     /// The origin MCP endpoint requests are forwarded to.
     pub origin: Url,
-    /// Trusted issuers, in configured order.
-    pub issuers: Vec<TrustedIssuer>,
+    /// Identifiers of the trusted issuers whose tokens this route accepts.
+    pub issuers: Vec<String>,
     /// Accepted `aud` values.
     pub audiences: Vec<String>,
     /// Published as `scopes_supported`.
     pub scopes_supported: Vec<String>,
     /// Scopes every request needs.
     pub required_scopes: Vec<String>,
-    /// The signature algorithm allow-list.
-    pub algorithms: Vec<JwsAlgorithm>,
-    /// Clock skew tolerated on time claims.
-    pub leeway_seconds: u64,
-    /// Key set cache lifetimes and fetch limits.
-    pub key_cache: CacheSettings,
+    /// Scopes per request, method and tool.
+    pub policy: ScopePolicy,
     /// `resource_name` in the metadata.
     pub resource_name: Option<String>,
     /// `resource_documentation` in the metadata.
     pub resource_documentation: Option<String>,
     /// The `Authorization` value sent to the origin. Never logged.
     pub origin_authorization: Option<String>,
-    /// Scopes per request, method and tool.
-    pub policy: ScopePolicy,
-    /// Largest JSON-RPC request body read.
-    pub max_body_bytes: usize,
-    /// How long a session's owner is remembered.
-    pub session_ttl_seconds: u64,
-    /// Opaque tokens.
-    pub introspection: IntrospectionConfig,
-    /// Browser origins allowed to call the MCP endpoint (ASCII serialization,
-    /// e.g. `https://inspector.example.com`); the resource's own origin is
-    /// always allowed.
-    pub allowed_origins: Vec<String>,
+    /// What a cached verification on this route was checked against
+    /// (issuers and audiences): caches shared by routes key on it, so a
+    /// token accepted for one audience is never taken as accepted for another.
+    pub check_binding: String,
 }
 
-impl fmt::Debug for Config {
+impl fmt::Debug for Route {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Config")
+        f.debug_struct("Route")
             .field("resource", &self.resource)
             .field("origin", &self.origin.as_str())
             .field("issuers", &self.issuers)
             .field("audiences", &self.audiences)
             .field("required_scopes", &self.required_scopes)
-            .field("algorithms", &self.algorithms)
             .field(
                 "origin_authorization",
                 &self.origin_authorization.as_ref().map(|_| "<redacted>"),
@@ -183,12 +196,88 @@ impl fmt::Debug for Config {
     }
 }
 
+impl Route {
+    /// Whether this route accepts tokens from `iss`.
+    pub fn trusts(&self, iss: &str) -> bool {
+        self.issuers.iter().any(|trusted| trusted == iss)
+    }
+
+    /// The part of `path` under this route, when the route covers it: the
+    /// route's path itself, or below it at a segment boundary.
+    fn suffix_of<'p>(&self, path: &'p str) -> Option<&'p str> {
+        let base = self.resource.path.trim_end_matches('/');
+        path.strip_prefix(base)
+            .filter(|suffix| suffix.is_empty() || suffix.starts_with('/'))
+    }
+}
+
+/// The parsed configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The protected MCP servers, in configured order (at least one).
+    pub routes: Vec<Route>,
+    /// Trusted issuers, in configured order.
+    pub issuers: Vec<TrustedIssuer>,
+    /// The signature algorithm allow-list.
+    pub algorithms: Vec<JwsAlgorithm>,
+    /// Clock skew tolerated on time claims.
+    pub leeway_seconds: u64,
+    /// Strict RFC 9068 §2.1 mode: `typ` must be present and `at+jwt`.
+    pub require_at_jwt_typ: bool,
+    /// Longest accepted `exp - iat`; when set, `iat` is required.
+    pub max_token_lifetime_seconds: Option<u64>,
+    /// Largest `Authorization` header value read.
+    pub max_authorization_bytes: usize,
+    /// Key set cache lifetimes and fetch limits.
+    pub key_cache: CacheSettings,
+    /// Largest JSON-RPC request body read.
+    pub max_body_bytes: usize,
+    /// How long a session's owner is remembered.
+    pub session_ttl_seconds: u64,
+    /// Opaque tokens.
+    pub introspection: IntrospectionConfig,
+    /// Browser origins allowed to call the MCP endpoints (ASCII serialization,
+    /// e.g. `https://inspector.example.com`); the resources' own origin is
+    /// always allowed.
+    pub allowed_origins: Vec<String>,
+}
+
 impl Config {
     /// The trusted issuer named `iss`, if any.
     pub fn issuer(&self, iss: &str) -> Option<&TrustedIssuer> {
         self.issuers.iter().find(|trusted| trusted.issuer == iss)
     }
+
+    /// The route whose RFC 9728 metadata lives at `path`: its path-inserted
+    /// well-known URL, or the root well-known URL when there is one route only
+    /// (with several, clients must use the path-inserted form).
+    pub fn route_for_metadata(&self, path: &str) -> Option<&Route> {
+        if let Some(route) = self
+            .routes
+            .iter()
+            .find(|route| route.resource.metadata_path == path)
+        {
+            return Some(route);
+        }
+        match self.routes.as_slice() {
+            [only] if path == ROOT_METADATA_PATH => Some(only),
+            _ => None,
+        }
+    }
+
+    /// The route covering `path` (longest path prefix at a segment boundary)
+    /// and the rest of the path below it.
+    pub fn route_for<'p>(&self, path: &'p str) -> Option<(usize, &'p str)> {
+        self.routes
+            .iter()
+            .enumerate()
+            .filter_map(|(index, route)| route.suffix_of(path).map(|suffix| (index, suffix)))
+            .min_by_key(|(_, suffix)| suffix.len())
+    }
 }
+
+/// The root RFC 9728 well-known path.
+pub const ROOT_METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
 
 /// One binding and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -270,6 +359,19 @@ impl<B: Bindings + ?Sized> Parser<'_, B> {
                 let (low, high) = (range.start(), range.end());
                 self.problem(name, format!("must be a whole number from {low} to {high}"));
                 default
+            }
+        }
+    }
+
+    /// `true` or `false` (any case); unbound is `false`.
+    fn flag(&mut self, name: &'static str) -> bool {
+        match self.optional(name).map(|raw| raw.to_ascii_lowercase()) {
+            None => false,
+            Some(raw) if raw == "true" => true,
+            Some(raw) if raw == "false" => false,
+            Some(_) => {
+                self.problem(name, "must be true or false");
+                false
             }
         }
     }
@@ -516,17 +618,6 @@ impl Config {
             problems: Vec::new(),
         };
 
-        let resource = p.required(MCP_RESOURCE).and_then(|raw| {
-            let url = p.url(MCP_RESOURCE, &raw, UrlRule::Identifier)?;
-            // Keep the URI exactly as configured: it is what tokens carry in `aud`.
-            let mut resource = resource_from(&url);
-            resource.uri = raw;
-            Some(resource)
-        });
-        let origin = p
-            .required(MCP_ORIGIN)
-            .and_then(|raw| p.url(MCP_ORIGIN, &raw, UrlRule::Origin));
-
         let issuer_ids = p.required(OAUTH_ISSUER).map(|raw| {
             raw.split_whitespace()
                 .map(str::to_owned)
@@ -557,13 +648,22 @@ impl Config {
                 }
             }
         }
+        let issuer_names: Vec<String> = issuers.iter().map(|i| i.issuer.clone()).collect();
 
-        let mut audiences = p.list(OAUTH_AUDIENCE);
-        if audiences.is_empty() {
-            audiences.extend(resource.as_ref().map(|resource| resource.uri.clone()));
-        }
-        let scopes_supported = p.scopes(MCP_SCOPES_SUPPORTED);
-        let required_scopes = p.scopes(MCP_REQUIRED_SCOPES);
+        let routes = match p.optional(MCP_ROUTES) {
+            None => p.single_route(&issuer_names).into_iter().collect(),
+            Some(raw) => {
+                for name in SINGLE_ROUTE {
+                    if p.bindings.text(name).is_some_and(|v| !v.trim().is_empty()) {
+                        p.problem(
+                            name,
+                            "must not be set together with MCP_ROUTES (give it in the route entries)",
+                        );
+                    }
+                }
+                p.routes(&raw, &issuer_names)
+            }
+        };
 
         let algorithms = match p.optional(JWT_ALGORITHMS) {
             None => DEFAULT_ALGORITHMS.to_vec(),
@@ -588,32 +688,16 @@ impl Config {
             DEFAULT_LEEWAY_SECONDS,
             0..=MAX_LEEWAY_SECONDS,
         );
+        let require_at_jwt_typ = p.flag(JWT_REQUIRE_TYP_AT_JWT);
+        let max_token_lifetime_seconds = p
+            .optional(JWT_MAX_LIFETIME_SECONDS)
+            .map(|_| p.number(JWT_MAX_LIFETIME_SECONDS, 0, 1..=MAX_TOKEN_LIFETIME_SECONDS));
+        let max_authorization_bytes = p.number(
+            AUTHORIZATION_MAX_BYTES,
+            crate::bearer::DEFAULT_MAX_AUTHORIZATION_BYTES as u64,
+            AUTHORIZATION_MAX_BYTES_RANGE,
+        ) as usize;
         let key_cache = p.key_cache();
-        let resource_name = p.optional(MCP_RESOURCE_NAME);
-        let resource_documentation = p.optional(MCP_RESOURCE_DOCUMENTATION).and_then(|raw| {
-            p.url(MCP_RESOURCE_DOCUMENTATION, &raw, UrlRule::Origin)
-                .map(|_| raw)
-        });
-
-        let origin_authorization = p
-            .bindings
-            .text(ORIGIN_AUTHORIZATION)
-            .filter(|value| !value.is_empty());
-        if origin_authorization
-            .as_deref()
-            .is_some_and(|value| !is_header_value(value))
-        {
-            // The value is a secret: say what is wrong, never what it is.
-            p.problem(
-                ORIGIN_AUTHORIZATION,
-                "must be a single-line header value of visible ASCII",
-            );
-        }
-        let policy = ScopePolicy {
-            required: required_scopes.clone(),
-            methods: p.scope_map(MCP_METHOD_SCOPES),
-            tools: p.scope_map(MCP_TOOL_SCOPES),
-        };
         let max_body_bytes = p.number(
             MCP_MAX_BODY_BYTES,
             DEFAULT_MAX_BODY_BYTES,
@@ -640,8 +724,9 @@ impl Config {
                 ),
             }
         }
-        if let Some(resource) = &resource {
-            if let Ok(url) = Url::parse(&resource.uri) {
+        // Every route is on one host (checked), whose origin is always allowed.
+        if let Some(route) = routes.first() {
+            if let Ok(url) = Url::parse(&route.resource.uri) {
                 allowed_origins.push(url.origin().ascii_serialization());
             }
         }
@@ -649,31 +734,401 @@ impl Config {
             p.problem(JWKS_CACHE, "KV namespace binding is required");
         }
 
-        match (resource, origin) {
-            (Some(resource), Some(origin)) if p.problems.is_empty() && !issuers.is_empty() => {
-                Ok(Config {
-                    resource,
-                    origin,
-                    issuers,
-                    audiences,
-                    scopes_supported,
-                    required_scopes,
-                    algorithms,
-                    leeway_seconds,
-                    key_cache,
-                    resource_name,
-                    resource_documentation,
-                    origin_authorization,
-                    policy,
-                    max_body_bytes,
-                    session_ttl_seconds,
-                    introspection,
-                    allowed_origins,
-                })
-            }
-            _ => Err(ConfigError {
+        if p.problems.is_empty() && !issuers.is_empty() && !routes.is_empty() {
+            Ok(Config {
+                routes,
+                issuers,
+                algorithms,
+                leeway_seconds,
+                require_at_jwt_typ,
+                max_token_lifetime_seconds,
+                max_authorization_bytes,
+                key_cache,
+                max_body_bytes,
+                session_ttl_seconds,
+                introspection,
+                allowed_origins,
+            })
+        } else {
+            Err(ConfigError {
                 problems: p.problems,
-            }),
+            })
+        }
+    }
+}
+
+/// One `MCP_ROUTES` entry as written: unknown members are refused, so a
+/// misspelt policy member never silently leaves a route open.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteEntry {
+    resource: Option<String>,
+    origin: Option<String>,
+    audience: Option<Words>,
+    scopes_supported: Option<Words>,
+    required_scopes: Option<Words>,
+    tool_scopes: Option<serde_json::Value>,
+    method_scopes: Option<serde_json::Value>,
+    resource_name: Option<String>,
+    resource_documentation: Option<String>,
+    issuers: Option<Words>,
+    origin_authorization_secret: Option<String>,
+}
+
+/// A space-separated string or an array of strings.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Words {
+    Text(String),
+    List(Vec<String>),
+}
+
+impl Words {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            Words::Text(text) => text.split_whitespace().map(str::to_owned).collect(),
+            Words::List(list) => list,
+        }
+    }
+}
+
+/// The parts of a route every route source provides.
+struct RouteParts {
+    resource: Resource,
+    origin: Url,
+    issuers: Vec<String>,
+    audiences: Vec<String>,
+    scopes_supported: Vec<String>,
+    required_scopes: Vec<String>,
+    methods: ScopeMap,
+    tools: ScopeMap,
+    resource_name: Option<String>,
+    resource_documentation: Option<String>,
+    origin_authorization: Option<String>,
+}
+
+impl RouteParts {
+    fn into_route(self) -> Route {
+        let mut check_binding = String::new();
+        for part in self.issuers.iter().chain(["\u{0}".to_owned()].iter()) {
+            check_binding.push_str(part);
+            check_binding.push('\n');
+        }
+        for audience in &self.audiences {
+            check_binding.push_str(audience);
+            check_binding.push('\n');
+        }
+        Route {
+            policy: ScopePolicy {
+                required: self.required_scopes.clone(),
+                methods: self.methods,
+                tools: self.tools,
+            },
+            resource: self.resource,
+            origin: self.origin,
+            issuers: self.issuers,
+            audiences: self.audiences,
+            scopes_supported: self.scopes_supported,
+            required_scopes: self.required_scopes,
+            resource_name: self.resource_name,
+            resource_documentation: self.resource_documentation,
+            origin_authorization: self.origin_authorization,
+            check_binding,
+        }
+    }
+}
+
+impl<B: Bindings + ?Sized> Parser<'_, B> {
+    /// The one route of a gate configured without `MCP_ROUTES`.
+    fn single_route(&mut self, issuers: &[String]) -> Option<Route> {
+        use binding::*;
+        let resource = self.required(MCP_RESOURCE).and_then(|raw| {
+            let url = self.url(MCP_RESOURCE, &raw, UrlRule::Identifier)?;
+            // Keep the URI exactly as configured: it is what tokens carry in `aud`.
+            let mut resource = resource_from(&url);
+            resource.uri = raw;
+            Some(resource)
+        });
+        let origin = self
+            .required(MCP_ORIGIN)
+            .and_then(|raw| self.url(MCP_ORIGIN, &raw, UrlRule::Origin));
+        let mut audiences = self.list(OAUTH_AUDIENCE);
+        if audiences.is_empty() {
+            audiences.extend(resource.as_ref().map(|resource| resource.uri.clone()));
+        }
+        let scopes_supported = self.scopes(MCP_SCOPES_SUPPORTED);
+        let required_scopes = self.scopes(MCP_REQUIRED_SCOPES);
+        let resource_name = self.optional(MCP_RESOURCE_NAME);
+        let resource_documentation = self.optional(MCP_RESOURCE_DOCUMENTATION).and_then(|raw| {
+            self.url(MCP_RESOURCE_DOCUMENTATION, &raw, UrlRule::Origin)
+                .map(|_| raw)
+        });
+        let origin_authorization = self
+            .bindings
+            .text(ORIGIN_AUTHORIZATION)
+            .filter(|value| !value.is_empty());
+        if origin_authorization
+            .as_deref()
+            .is_some_and(|value| !is_header_value(value))
+        {
+            // The value is a secret: say what is wrong, never what it is.
+            self.problem(
+                ORIGIN_AUTHORIZATION,
+                "must be a single-line header value of visible ASCII",
+            );
+        }
+        let methods = self.scope_map(MCP_METHOD_SCOPES);
+        let tools = self.scope_map(MCP_TOOL_SCOPES);
+        Some(
+            RouteParts {
+                resource: resource?,
+                origin: origin?,
+                issuers: issuers.to_vec(),
+                audiences,
+                scopes_supported,
+                required_scopes,
+                methods,
+                tools,
+                resource_name,
+                resource_documentation,
+                origin_authorization,
+            }
+            .into_route(),
+        )
+    }
+
+    /// `MCP_ROUTES`: every entry, then the rules between them, every problem
+    /// named with the entry it is in.
+    fn routes(&mut self, raw: &str, issuers: &[String]) -> Vec<Route> {
+        const NAME: &str = binding::MCP_ROUTES;
+        let entries: Vec<serde_json::Value> = match serde_json::from_str(raw) {
+            Ok(serde_json::Value::Array(entries)) => entries,
+            Ok(_) => {
+                self.problem(NAME, "must be a JSON array of route objects");
+                return Vec::new();
+            }
+            Err(_) => {
+                self.problem(NAME, "is not valid JSON");
+                return Vec::new();
+            }
+        };
+        if entries.is_empty() {
+            self.problem(NAME, "must list at least one route");
+        }
+        let mut routes = Vec::new();
+        for (index, value) in entries.into_iter().enumerate() {
+            if let Some(route) = self.route_entry(index + 1, value, issuers) {
+                routes.push(route);
+            }
+        }
+        self.check_routes_together(&routes);
+        routes
+    }
+
+    fn route_entry(
+        &mut self,
+        number: usize,
+        value: serde_json::Value,
+        issuers: &[String],
+    ) -> Option<Route> {
+        const NAME: &str = binding::MCP_ROUTES;
+        let label = match value.get("resource").and_then(|r| r.as_str()) {
+            Some(resource) => format!("route {number} ({resource})"),
+            None => format!("route {number}"),
+        };
+        let entry: RouteEntry = match serde_json::from_value(value) {
+            Ok(entry) => entry,
+            Err(error) => {
+                // serde's message names the member (unknown field, wrong type),
+                // never a secret: secrets are not in this binding.
+                self.problem(NAME, format!("{label}: {error}"));
+                return None;
+            }
+        };
+        // A route with problems is still returned when it can be, so the
+        // checks between routes see it; the configuration fails anyway.
+        let resource = match entry.resource {
+            None => {
+                self.problem(NAME, format!("{label}: \"resource\" is required"));
+                None
+            }
+            Some(raw) => match check_url(&raw, UrlRule::Identifier) {
+                Ok(url) => {
+                    let mut resource = resource_from(&url);
+                    resource.uri = raw;
+                    Some(resource)
+                }
+                Err(problem) => {
+                    self.problem(NAME, format!("{label}: resource {raw:?} {problem}"));
+                    None
+                }
+            },
+        };
+        let origin = match entry.origin {
+            None => {
+                self.problem(NAME, format!("{label}: \"origin\" is required"));
+                None
+            }
+            Some(raw) => match check_url(&raw, UrlRule::Origin) {
+                Ok(url) => Some(url),
+                Err(problem) => {
+                    self.problem(NAME, format!("{label}: origin {raw:?} {problem}"));
+                    None
+                }
+            },
+        };
+        let mut audiences = entry.audience.map(Words::into_vec).unwrap_or_default();
+        if audiences.is_empty() {
+            audiences.extend(resource.as_ref().map(|r| r.uri.clone()));
+        }
+        let mut scopes = |member: &str, words: Option<Words>| -> Vec<String> {
+            let list = words.map(Words::into_vec).unwrap_or_default();
+            for scope in &list {
+                if !is_scope_token(scope) {
+                    self.problem(
+                        NAME,
+                        format!("{label}: {member}: {scope:?} is not a valid scope token (RFC 6749 §3.3)"),
+                    );
+                }
+            }
+            list
+        };
+        let scopes_supported = scopes("scopes_supported", entry.scopes_supported);
+        let required_scopes = scopes("required_scopes", entry.required_scopes);
+        let mut scope_map = |member: &str, value: Option<serde_json::Value>| -> ScopeMap {
+            let Some(value) = value else {
+                return ScopeMap::default();
+            };
+            ScopeMap::from_value(value).unwrap_or_else(|problems| {
+                for problem in problems {
+                    self.problem(NAME, format!("{label}: {member}: {problem}"));
+                }
+                ScopeMap::default()
+            })
+        };
+        let tools = scope_map("tool_scopes", entry.tool_scopes);
+        let methods = scope_map("method_scopes", entry.method_scopes);
+        let resource_documentation = entry.resource_documentation.filter(|raw| {
+            let valid = check_url(raw, UrlRule::Origin).is_ok();
+            if !valid {
+                self.problem(
+                    NAME,
+                    format!("{label}: resource_documentation {raw:?} is not an http(s) URL"),
+                );
+            }
+            valid
+        });
+        let route_issuers = match entry.issuers.map(Words::into_vec) {
+            None => issuers.to_vec(),
+            Some(listed) => {
+                if listed.is_empty() {
+                    self.problem(NAME, format!("{label}: \"issuers\" must not be empty"));
+                }
+                for iss in &listed {
+                    if !issuers.contains(iss) {
+                        self.problem(
+                            NAME,
+                            format!("{label}: issuer {iss:?} is not one of OAUTH_ISSUER"),
+                        );
+                    }
+                }
+                listed
+            }
+        };
+        let origin_authorization = match entry.origin_authorization_secret {
+            None => None,
+            Some(secret_name) => {
+                let value = self
+                    .bindings
+                    .text(&secret_name)
+                    .filter(|value| !value.is_empty());
+                match value {
+                    None => {
+                        self.problem(
+                            NAME,
+                            format!("{label}: origin_authorization_secret names {secret_name:?}, which is not a bound secret"),
+                        );
+                        None
+                    }
+                    Some(value) if !is_header_value(&value) => {
+                        // The value is a secret: say what is wrong, never what it is.
+                        self.problem(
+                            NAME,
+                            format!("{label}: the secret {secret_name:?} must be a single-line header value of visible ASCII"),
+                        );
+                        None
+                    }
+                    Some(value) => Some(value),
+                }
+            }
+        };
+        Some(
+            RouteParts {
+                resource: resource?,
+                origin: origin?,
+                issuers: route_issuers,
+                audiences,
+                scopes_supported,
+                required_scopes,
+                methods,
+                tools,
+                resource_name: entry.resource_name,
+                resource_documentation,
+                origin_authorization,
+            }
+            .into_route(),
+        )
+    }
+
+    /// Routes share one host, and no route's path lies within another's
+    /// (requests and metadata would be ambiguous).
+    fn check_routes_together(&mut self, routes: &[Route]) {
+        const NAME: &str = binding::MCP_ROUTES;
+        let host_of = |route: &Route| {
+            Url::parse(&route.resource.uri)
+                .map(|url| url.origin().ascii_serialization())
+                .unwrap_or_default()
+        };
+        if let Some(first) = routes.first() {
+            let host = host_of(first);
+            for route in &routes[1..] {
+                if host_of(route) != host {
+                    self.problem(
+                        NAME,
+                        format!(
+                            "{} is on {}, not on {host} like {}: all routes must be on the gate's one host",
+                            route.resource.uri,
+                            host_of(route),
+                            first.resource.uri
+                        ),
+                    );
+                }
+            }
+        }
+        for (i, a) in routes.iter().enumerate() {
+            for b in &routes[i + 1..] {
+                let (pa, pb) = (
+                    a.resource.path.trim_end_matches('/'),
+                    b.resource.path.trim_end_matches('/'),
+                );
+                if pa == pb {
+                    self.problem(
+                        NAME,
+                        format!(
+                            "{} and {} have the same path",
+                            a.resource.uri, b.resource.uri
+                        ),
+                    );
+                } else if a.suffix_of(pb).is_some() || b.suffix_of(pa).is_some() {
+                    self.problem(
+                        NAME,
+                        format!(
+                            "{} and {} overlap: one path lies within the other",
+                            a.resource.uri, b.resource.uri
+                        ),
+                    );
+                }
+            }
         }
     }
 }
@@ -731,16 +1186,16 @@ mod tests {
     #[test]
     fn minimal_configuration_gets_defaults() {
         let config = Config::parse(&bindings(&[])).unwrap();
-        assert_eq!(config.resource.path, "/mcp");
+        assert_eq!(config.routes[0].resource.path, "/mcp");
         assert_eq!(
-            config.resource.metadata_url,
+            config.routes[0].resource.metadata_url,
             "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"
         );
         assert_eq!(
-            config.resource.metadata_path,
+            config.routes[0].resource.metadata_path,
             "/.well-known/oauth-protected-resource/mcp"
         );
-        assert_eq!(config.audiences, ["https://mcp.example.com/mcp"]);
+        assert_eq!(config.routes[0].audiences, ["https://mcp.example.com/mcp"]);
         assert_eq!(config.algorithms, DEFAULT_ALGORITHMS);
         assert_eq!(config.leeway_seconds, 60);
         assert_eq!(config.key_cache, CacheSettings::default());
@@ -757,12 +1212,12 @@ mod tests {
     fn host_only_resource_uses_the_root_metadata_path() {
         let config =
             Config::parse(&bindings(&[("MCP_RESOURCE", "https://mcp.example.com")])).unwrap();
-        assert_eq!(config.resource.path, "/");
+        assert_eq!(config.routes[0].resource.path, "/");
         assert_eq!(
-            config.resource.metadata_path,
+            config.routes[0].resource.metadata_path,
             "/.well-known/oauth-protected-resource"
         );
-        assert_eq!(config.resource.uri, "https://mcp.example.com");
+        assert_eq!(config.routes[0].resource.uri, "https://mcp.example.com");
     }
 
     #[test]
@@ -784,16 +1239,16 @@ mod tests {
         assert_eq!(
             names,
             [
-                "MCP_RESOURCE",
-                "MCP_ORIGIN",
                 "OAUTH_ISSUER",
                 "OAUTH_JWKS_URI",
+                "MCP_RESOURCE",
+                "MCP_ORIGIN",
                 "MCP_REQUIRED_SCOPES",
+                "ORIGIN_AUTHORIZATION",
                 "JWT_ALGORITHMS",
                 "JWT_ALGORITHMS",
                 "JWT_LEEWAY_SECONDS",
                 "JWKS_CACHE_TTL_SECONDS",
-                "ORIGIN_AUTHORIZATION",
                 "JWKS_CACHE"
             ]
         );
@@ -892,7 +1347,7 @@ mod tests {
         )]))
         .unwrap();
         assert_eq!(
-            config.audiences,
+            config.routes[0].audiences,
             ["api://mcp", "https://mcp.example.com/mcp"]
         );
     }
@@ -915,8 +1370,8 @@ mod tests {
             ("MCP_MAX_BODY_BYTES", "2048"),
         ]))
         .unwrap();
-        assert_eq!(config.policy.tools.scopes_for("void"), ["w"]);
-        assert_eq!(config.policy.tools.scopes_for("other"), ["r"]);
+        assert_eq!(config.routes[0].policy.tools.scopes_for("void"), ["w"]);
+        assert_eq!(config.routes[0].policy.tools.scopes_for("other"), ["r"]);
         assert_eq!(config.max_body_bytes, 2048);
         assert_eq!(config.session_ttl_seconds, DEFAULT_SESSION_TTL_SECONDS);
         let error = Config::parse(&bindings(&[
@@ -991,5 +1446,187 @@ mod tests {
             let error = Config::parse(&bindings(&[("MCP_ALLOWED_ORIGINS", bad)])).unwrap_err();
             assert!(error.to_string().contains("MCP_ALLOWED_ORIGINS"), "{bad}");
         }
+    }
+
+    /// Bindings for a gate with `MCP_ROUTES` and no single-route bindings.
+    fn routed(routes: &str, extra: &[(&str, &str)]) -> MapBindings {
+        let mut b = bindings(&[]);
+        b.vars.remove("MCP_RESOURCE");
+        b.vars.remove("MCP_ORIGIN");
+        for (name, value) in extra {
+            b.vars.insert((*name).to_owned(), (*value).to_owned());
+        }
+        b.vars.insert(
+            "OAUTH_ISSUER".into(),
+            "https://auth.example.com https://partner.example.com".into(),
+        );
+        b.vars.insert("MCP_ROUTES".into(), routes.into());
+        b
+    }
+
+    const THREE_ROUTES: &str = r#"[
+        {"resource": "https://mcp.example.com/billing", "origin": "http://billing.internal/mcp",
+         "scopes_supported": "invoices:read invoices:write",
+         "tool_scopes": {"void_invoice": "invoices:write", "*": "invoices:read"},
+         "origin_authorization_secret": "BILLING_ORIGIN_TOKEN",
+         "resource_name": "Billing"},
+        {"resource": "https://mcp.example.com/tickets", "origin": "http://tickets.internal/mcp",
+         "audience": ["api://tickets"], "required_scopes": ["tickets:read"],
+         "issuers": ["https://partner.example.com"]},
+        {"resource": "https://mcp.example.com/docs/mcp", "origin": "http://docs.internal/mcp",
+         "method_scopes": {"resources/read": "docs:read"}}
+    ]"#;
+
+    #[test]
+    fn routes_are_parsed_each_with_its_own_resource_audience_and_policy() {
+        let config = Config::parse(&routed(
+            THREE_ROUTES,
+            &[("BILLING_ORIGIN_TOKEN", "Bearer billing-secret")],
+        ))
+        .unwrap();
+        let [billing, tickets, docs] = config.routes.as_slice() else {
+            panic!("three routes expected");
+        };
+        assert_eq!(
+            billing.resource.metadata_path,
+            "/.well-known/oauth-protected-resource/billing"
+        );
+        assert_eq!(billing.audiences, ["https://mcp.example.com/billing"]);
+        assert_eq!(
+            billing.issuers,
+            ["https://auth.example.com", "https://partner.example.com"]
+        );
+        assert_eq!(
+            billing.origin_authorization.as_deref(),
+            Some("Bearer billing-secret")
+        );
+        assert_eq!(
+            billing.policy.tools.scopes_for("void_invoice"),
+            ["invoices:write"]
+        );
+        assert_eq!(billing.resource_name.as_deref(), Some("Billing"));
+        assert_eq!(tickets.audiences, ["api://tickets"]);
+        assert_eq!(tickets.issuers, ["https://partner.example.com"]);
+        assert_eq!(tickets.required_scopes, ["tickets:read"]);
+        assert_eq!(tickets.origin_authorization, None);
+        assert_eq!(
+            docs.policy.methods.scopes_for("resources/read"),
+            ["docs:read"]
+        );
+        assert_ne!(billing.check_binding, tickets.check_binding);
+        assert!(!format!("{config:?}").contains("billing-secret"));
+        assert_eq!(
+            config.allowed_origins,
+            ["https://mcp.example.com".to_owned()]
+        );
+    }
+
+    #[test]
+    fn requests_go_to_the_longest_matching_route_at_a_segment_boundary() {
+        let config = Config::parse(&routed(
+            r#"[{"resource": "https://mcp.example.com/billing", "origin": "http://b.internal/"},
+                {"resource": "https://mcp.example.com/billing-v2", "origin": "http://b2.internal/"},
+                {"resource": "https://mcp.example.com/docs/mcp", "origin": "http://d.internal/"}]"#,
+            &[],
+        ))
+        .unwrap();
+        assert_eq!(config.route_for("/billing"), Some((0, "")));
+        assert_eq!(config.route_for("/billing/sse"), Some((0, "/sse")));
+        assert_eq!(config.route_for("/billing-v2"), Some((1, "")));
+        assert_eq!(config.route_for("/billingx"), None);
+        assert_eq!(config.route_for("/docs"), None);
+        assert_eq!(config.route_for("/docs/mcp"), Some((2, "")));
+        assert_eq!(config.route_for("/"), None);
+        let metadata = |path: &str| {
+            config
+                .route_for_metadata(path)
+                .map(|r| r.resource.uri.as_str())
+        };
+        assert_eq!(
+            metadata("/.well-known/oauth-protected-resource/docs/mcp"),
+            Some("https://mcp.example.com/docs/mcp")
+        );
+        assert_eq!(
+            metadata("/.well-known/oauth-protected-resource"),
+            None,
+            "several routes: no root document"
+        );
+        let single = Config::parse(&bindings(&[])).unwrap();
+        assert!(single
+            .route_for_metadata("/.well-known/oauth-protected-resource")
+            .is_some());
+    }
+
+    #[test]
+    fn every_route_problem_is_named_at_once() {
+        let error = Config::parse(&routed(
+            r#"[{"resource": "https://mcp.example.com/billing", "origin": "http://b.internal/",
+                 "origin_authorization_secret": "NO_SUCH_SECRET", "issuers": ["https://stranger.example"]},
+                {"resource": "https://mcp.example.com/billing/", "origin": "http://b2.internal/"},
+                {"resource": "https://mcp.example.com/billing/admin", "origin": "http://b3.internal/"},
+                {"resource": "https://other.example.com/tickets", "origin": "http://t.internal/"},
+                {"resource": "https://mcp.example.com/x", "origin": "ftp://x.internal/", "scopes_supported": "a\"b"},
+                {"resource": "https://mcp.example.com/y", "origin": "http://y.internal/", "tool_scope": {}},
+                {"origin": "http://z.internal/", "tool_scopes": {"t": 5}}]"#,
+            &[("MCP_RESOURCE", "https://mcp.example.com/mcp"), ("MCP_TOOL_SCOPES", "{}")],
+        ))
+        .unwrap_err();
+        let text = error.to_string();
+        for expected in [
+            "MCP_RESOURCE: must not be set together with MCP_ROUTES",
+            "MCP_TOOL_SCOPES: must not be set together with MCP_ROUTES",
+            r#"names "NO_SUCH_SECRET", which is not a bound secret"#,
+            r#"issuer "https://stranger.example" is not one of OAUTH_ISSUER"#,
+            "https://mcp.example.com/billing and https://mcp.example.com/billing/ have the same path",
+            "https://mcp.example.com/billing and https://mcp.example.com/billing/admin overlap",
+            "https://other.example.com/tickets is on https://other.example.com, not on https://mcp.example.com",
+            r#"origin "ftp://x.internal/" must be an http(s) URL"#,
+            r#"scopes_supported: "a\"b" is not a valid scope token"#,
+            "unknown field `tool_scope`",
+            r#"route 7: "resource" is required"#,
+            r#"route 7: tool_scopes: "t": scopes must be a string or an array of strings"#,
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in {text}");
+        }
+        for bad in ["not json", "{}", "[]", "[1]"] {
+            let error = Config::parse(&routed(bad, &[])).unwrap_err();
+            assert_eq!(error.problems[0].binding, "MCP_ROUTES", "{bad}");
+        }
+    }
+
+    #[test]
+    fn hardening_knobs_are_parsed_and_checked() {
+        let config = Config::parse(&bindings(&[])).unwrap();
+        assert!(!config.require_at_jwt_typ);
+        assert_eq!(config.max_token_lifetime_seconds, None);
+        assert_eq!(config.max_authorization_bytes, 8192);
+        let config = Config::parse(&bindings(&[
+            ("JWT_REQUIRE_TYP_AT_JWT", "TRUE"),
+            ("JWT_MAX_LIFETIME_SECONDS", "3600"),
+            ("AUTHORIZATION_MAX_BYTES", "4096"),
+        ]))
+        .unwrap();
+        assert!(config.require_at_jwt_typ);
+        assert_eq!(config.max_token_lifetime_seconds, Some(3600));
+        assert_eq!(config.max_authorization_bytes, 4096);
+        assert_eq!(
+            problems(Config::parse(&bindings(&[
+                ("JWT_REQUIRE_TYP_AT_JWT", "yes"),
+                ("JWT_MAX_LIFETIME_SECONDS", "0"),
+                ("AUTHORIZATION_MAX_BYTES", "100"),
+            ]))),
+            [
+                "JWT_REQUIRE_TYP_AT_JWT",
+                "JWT_MAX_LIFETIME_SECONDS",
+                "AUTHORIZATION_MAX_BYTES"
+            ]
+        );
+        assert_eq!(
+            problems(Config::parse(&bindings(&[
+                ("JWT_MAX_LIFETIME_SECONDS", "1h"),
+                ("AUTHORIZATION_MAX_BYTES", "1000000"),
+            ]))),
+            ["JWT_MAX_LIFETIME_SECONDS", "AUTHORIZATION_MAX_BYTES"]
+        );
     }
 }

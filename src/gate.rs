@@ -10,9 +10,9 @@
 use serde::Serialize;
 
 use crate::bearer::{extract_bearer, CredentialCarriers};
-use crate::config::{Config, TokenFormat};
+use crate::config::{Config, Route, TokenFormat};
 use crate::forward::{origin_headers, origin_url, OriginRequest};
-use crate::introspect::looks_like_jwt;
+use crate::introspect::{looks_like_jwt, IntrospectionPolicy};
 use crate::introspect_cache::Introspector;
 use crate::jsonrpc::{check_routing_headers, parse_body, TOOLS_CALL, TOOLS_LIST};
 use crate::jwt::{verify, AccessToken, ClaimsPolicy, TokenError, UnverifiedJwt};
@@ -21,8 +21,6 @@ use crate::reply::{mcp_preflight_reply, metadata_preflight_reply, metadata_reply
 use crate::token_cache::VerifiedTokens;
 use crate::tool_filter::ToolListFilter;
 
-/// The root RFC 9728 well-known path, served alongside the path-inserted one.
-pub const METADATA_ROOT_PATH: &str = "/.well-known/oauth-protected-resource";
 /// Methods forwarded to the origin (MCP Streamable HTTP transport).
 pub const FORWARDED_METHODS: &str = "GET, POST, DELETE";
 
@@ -71,6 +69,8 @@ pub struct Decision {
     pub audit: Option<RpcAudit>,
     /// The allowed browser origin to answer with CORS headers.
     pub cors_origin: Option<String>,
+    /// The index in [`Config::routes`] of the route the request is for.
+    pub route: Option<usize>,
 }
 
 /// The log line's `decision` field.
@@ -86,30 +86,32 @@ pub enum Verdict {
 }
 
 impl Decision {
-    fn deny(denial: Denial, config: &Config) -> Self {
+    fn deny(denial: Denial, route: Option<(usize, &Route)>) -> Self {
         Decision {
-            outcome: Outcome::Reply(denial.reply(Some(config))),
+            outcome: Outcome::Reply(denial.reply(route.map(|(_, route)| route))),
             reason: denial.reason(),
             token: None,
             audit: None,
             cors_origin: None,
+            route: route.map(|(index, _)| index),
         }
     }
 
     /// Turns an allowed decision into a refusal found after it (session,
     /// body), keeping the token and audit for the log.
-    pub fn refuse(&mut self, denial: &Denial, config: &Config) {
-        self.outcome = Outcome::Reply(denial.reply(Some(config)));
+    pub fn refuse(&mut self, denial: &Denial, route: &Route) {
+        self.outcome = Outcome::Reply(denial.reply(Some(route)));
         self.reason = denial.reason();
     }
 
-    fn serve(reply: Reply, reason: &'static str) -> Self {
+    fn serve(reply: Reply, reason: &'static str, route: Option<usize>) -> Self {
         Decision {
             outcome: Outcome::Reply(reply),
             reason,
             token: None,
             audit: None,
             cors_origin: None,
+            route,
         }
     }
 
@@ -123,23 +125,37 @@ impl Decision {
     }
 }
 
-enum Route<'p> {
-    Metadata,
-    Protected { suffix: &'p str },
+enum Target<'c, 'p> {
+    Metadata(usize, &'c Route),
+    Protected {
+        index: usize,
+        route: &'c Route,
+        suffix: &'p str,
+    },
     Unknown,
 }
 
-fn route<'p>(config: &Config, path: &'p str) -> Route<'p> {
-    if path == config.resource.metadata_path || path == METADATA_ROOT_PATH {
-        return Route::Metadata;
+/// Routes by path: a route's metadata, or the longest route path covering
+/// the request (MCP authorization: each protected resource is its own).
+fn target<'c, 'p>(config: &'c Config, path: &'p str) -> Target<'c, 'p> {
+    if let Some(route) = config.route_for_metadata(path) {
+        let index = config
+            .routes
+            .iter()
+            .position(|r| std::ptr::eq(r, route))
+            .unwrap_or(0);
+        return Target::Metadata(index, route);
     }
     if has_path_trickery(path) || path.starts_with("/.well-known/") {
-        return Route::Unknown;
+        return Target::Unknown;
     }
-    let base = config.resource.path.trim_end_matches('/');
-    match path.strip_prefix(base) {
-        Some(suffix) if suffix.is_empty() || suffix.starts_with('/') => Route::Protected { suffix },
-        _ => Route::Unknown,
+    match config.route_for(path) {
+        Some((index, suffix)) => Target::Protected {
+            index,
+            route: &config.routes[index],
+            suffix,
+        },
+        None => Target::Unknown,
     }
 }
 
@@ -164,22 +180,28 @@ pub async fn decide<K: KeySource, I: Introspector>(
     tokens: &VerifiedTokens,
     now: i64,
 ) -> Decision {
-    let suffix = match route(config, request.path) {
-        Route::Unknown => return Decision::deny(Denial::NotFound, config),
-        Route::Metadata => {
+    let (index, route, suffix) = match target(config, request.path) {
+        Target::Unknown => return Decision::deny(Denial::NotFound, None),
+        Target::Metadata(index, route) => {
+            let at = Some((index, route));
             return match request.method {
-                "GET" | "HEAD" => Decision::serve(metadata_reply(config), "metadata"),
-                "OPTIONS" => Decision::serve(metadata_preflight_reply(), "preflight"),
+                "GET" | "HEAD" => Decision::serve(metadata_reply(route), "metadata", Some(index)),
+                "OPTIONS" => Decision::serve(metadata_preflight_reply(), "preflight", Some(index)),
                 _ => Decision::deny(
                     Denial::MethodNotAllowed {
                         allow: "GET, HEAD, OPTIONS",
                     },
-                    config,
+                    at,
                 ),
             };
         }
-        Route::Protected { suffix } => suffix,
+        Target::Protected {
+            index,
+            route,
+            suffix,
+        } => (index, route, suffix),
     };
+    let at = Some((index, route));
     // MCP transport: validate Origin (DNS rebinding); browsers from allowed
     // origins get CORS headers on every answer, refusals included.
     let origin = request
@@ -192,22 +214,35 @@ pub async fn decide<K: KeySource, I: Introspector>(
             .iter()
             .any(|allowed| allowed == origin)
         {
-            return Decision::deny(Denial::OriginNotAllowed, config);
+            return Decision::deny(Denial::OriginNotAllowed, at);
         }
         if request.method == "OPTIONS" {
-            let mut decision = Decision::serve(mcp_preflight_reply(origin), "preflight");
+            let mut decision =
+                Decision::serve(mcp_preflight_reply(origin), "preflight", Some(index));
             decision.cors_origin = Some(origin.clone());
             return decision;
         }
     }
-    let mut decision = authorize(config, request, suffix, keys, introspector, tokens, now).await;
+    let mut decision = authorize(
+        config,
+        (index, route),
+        request,
+        suffix,
+        keys,
+        introspector,
+        tokens,
+        now,
+    )
+    .await;
     decision.cors_origin = origin;
     decision
 }
 
 /// The protected resource: method, credentials, route-level scopes.
+#[allow(clippy::too_many_arguments)]
 async fn authorize<K: KeySource, I: Introspector>(
     config: &Config,
+    (index, route): (usize, &Route),
     request: &GateRequest<'_>,
     suffix: &str,
     keys: &K,
@@ -220,34 +255,34 @@ async fn authorize<K: KeySource, I: Introspector>(
             Denial::MethodNotAllowed {
                 allow: FORWARDED_METHODS,
             },
-            config,
+            Some((index, route)),
         );
     }
-    let token = match authenticate(config, request, keys, introspector, tokens, now).await {
+    let token = match authenticate(config, route, request, keys, introspector, tokens, now).await {
         Ok(token) => token,
-        Err(denial) => return Decision::deny(denial, config),
+        Err(denial) => return Decision::deny(denial, Some((index, route))),
     };
     // A POST's scopes are decided with its body (`authorize_rpc`), so that one
     // challenge can name everything the operation needs.
-    let missing = config
+    let missing = route
         .required_scopes
         .iter()
         .any(|scope| !token.has_scope(scope));
     if missing && request.method != "POST" {
         let denial = Denial::InsufficientScope {
-            required: config.required_scopes.clone(),
+            required: route.required_scopes.clone(),
         };
         return Decision {
             token: Some(token),
-            ..Decision::deny(denial, config)
+            ..Decision::deny(denial, Some((index, route)))
         };
     }
     let forward = OriginRequest {
-        url: origin_url(&config.origin, suffix, request.query),
+        url: origin_url(&route.origin, suffix, request.query),
         headers: origin_headers(
             request.headers,
             &token,
-            config.origin_authorization.as_deref(),
+            route.origin_authorization.as_deref(),
         ),
     };
     Decision {
@@ -256,6 +291,7 @@ async fn authorize<K: KeySource, I: Introspector>(
         token: Some(token),
         audit: None,
         cors_origin: None,
+        route: Some(index),
     }
 }
 
@@ -284,7 +320,7 @@ pub struct RpcPlan {
 /// hold every scope its messages need (route-level, per method, per tool).
 /// The refusal carries the audit record when the body could be read.
 pub fn authorize_rpc(
-    config: &Config,
+    route: &Route,
     request: &GateRequest<'_>,
     token: &AccessToken,
     body: &[u8],
@@ -294,7 +330,7 @@ pub fn authorize_rpc(
         let values = request.header_values(name);
         (!values.is_empty()).then(|| values.join(","))
     };
-    let required = config.policy.required_for(&messages);
+    let required = route.policy.required_for(&messages);
     let audit = RpcAudit {
         methods: messages.iter().filter_map(|m| m.method.clone()).collect(),
         tools: messages
@@ -321,7 +357,7 @@ pub fn authorize_rpc(
         .filter(|m| m.method.as_deref() == Some(TOOLS_LIST))
         .filter_map(|m| m.id.clone())
         .collect();
-    let policy = &config.policy;
+    let policy = &route.policy;
     let may_hide_tools =
         !policy.tools.is_empty() || !policy.methods.scopes_for(TOOLS_CALL).is_empty();
     let tool_filter = (!list_ids.is_empty() && may_hide_tools).then(|| ToolListFilter {
@@ -334,6 +370,7 @@ pub fn authorize_rpc(
 
 async fn authenticate<K: KeySource, I: Introspector>(
     config: &Config,
+    route: &Route,
     request: &GateRequest<'_>,
     keys: &K,
     introspector: &I,
@@ -346,6 +383,7 @@ async fn authenticate<K: KeySource, I: Introspector>(
         authorization: &authorization,
         query: request.query,
         content_type: content_type.first().copied(),
+        max_authorization_bytes: config.max_authorization_bytes,
     };
     let raw = extract_bearer(&carriers)
         .map_err(Denial::BadRequest)?
@@ -355,18 +393,27 @@ async fn authenticate<K: KeySource, I: Introspector>(
         TokenFormat::Opaque => true,
         TokenFormat::Auto => !looks_like_jwt(raw),
     };
+    let leeway = i64::try_from(config.leeway_seconds).unwrap_or(0);
     if introspect {
+        let policy = IntrospectionPolicy {
+            issuers: &route.issuers,
+            audiences: &route.audiences,
+            leeway_seconds: leeway,
+        };
         return introspector
-            .introspect(raw, now)
+            .introspect(raw, &policy, now)
             .await
             .map_err(Denial::IntrospectionUnavailable)?
             .map_err(Denial::InactiveToken);
     }
-    let leeway = i64::try_from(config.leeway_seconds).unwrap_or(0);
-    if let Some((cached, kid)) = tokens.get(raw, now, leeway) {
+    let binding = route.check_binding.as_str();
+    if let Some((cached, kid)) = tokens.get(raw, binding, now, leeway) {
         // Honoured only while the issuer's current set still holds the key;
         // asking for the set also keeps it refreshed.
-        if let Some(issuer) = config.issuer(&cached.issuer) {
+        if let Some(issuer) = config
+            .issuer(&cached.issuer)
+            .filter(|issuer| route.trusts(&issuer.issuer))
+        {
             let held = keys
                 .key_set(issuer, KeyDemand::Current, now)
                 .await
@@ -375,14 +422,20 @@ async fn authenticate<K: KeySource, I: Introspector>(
                 return Ok(cached);
             }
         }
-        tokens.forget(raw);
+        tokens.forget(raw, binding);
     }
-    if let Some(error) = tokens.refusal(raw, now) {
+    if let Some(error) = tokens.refusal(raw, binding, now) {
         return Err(Denial::InvalidToken(error));
     }
     let token = UnverifiedJwt::parse(raw, &config.algorithms).map_err(Denial::InvalidToken)?;
+    if config.require_at_jwt_typ {
+        token
+            .require_access_token_type()
+            .map_err(Denial::InvalidToken)?;
+    }
     let issuer = token
         .issuer()
+        .filter(|iss| route.trusts(iss))
         .and_then(|iss| config.issuer(iss))
         .ok_or(Denial::InvalidToken(TokenError::UntrustedIssuer))?;
     let mut key_set = keys
@@ -398,17 +451,18 @@ async fn authenticate<K: KeySource, I: Introspector>(
     }
     let policy = ClaimsPolicy {
         issuer: &issuer.issuer,
-        audiences: &config.audiences,
+        audiences: &route.audiences,
         leeway_seconds: config.leeway_seconds,
+        max_lifetime_seconds: config.max_token_lifetime_seconds,
     };
     let verified = verify(&token, &key_set, &policy, now).map_err(|error| {
-        tokens.remember_refusal(raw, error, now);
+        tokens.remember_refusal(raw, binding, error, now);
         Denial::InvalidToken(error)
     })?;
     // A token without `kid` is not remembered: nothing would tell when the key
     // that verified it leaves the set, so it is verified on every request.
     if token.kid().is_some() {
-        tokens.insert(raw, &verified, token.kid(), now);
+        tokens.insert(raw, binding, &verified, token.kid(), now);
     }
     Ok(verified)
 }

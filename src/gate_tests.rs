@@ -125,13 +125,13 @@ fn serves_metadata_at_both_well_known_paths() {
     }
     let preflight = run(
         &config,
-        &request("OPTIONS", METADATA_ROOT_PATH, None, &[]),
+        &request("OPTIONS", crate::config::ROOT_METADATA_PATH, None, &[]),
         &FakeKeys::up(),
     );
     assert_eq!(reply(&preflight).status, 204);
     let post = run(
         &config,
-        &request("POST", METADATA_ROOT_PATH, None, &[]),
+        &request("POST", crate::config::ROOT_METADATA_PATH, None, &[]),
         &FakeKeys::up(),
     );
     assert_eq!(reply(&post).status, 405);
@@ -441,10 +441,21 @@ fn post_scopes_are_decided_with_the_body_and_challenge_names_them_all() {
     let headers = bearer(&mint(JwsAlgorithm::EdDsa, &good_claims()));
     let token = verified(&config, &headers);
     let req = request("POST", "/mcp", None, &headers);
-    let plan = authorize_rpc(&config, &req, &token, call("lookup_invoice").as_bytes()).unwrap();
+    let plan = authorize_rpc(
+        &config.routes[0],
+        &req,
+        &token,
+        call("lookup_invoice").as_bytes(),
+    )
+    .unwrap();
     assert_eq!(plan.audit.tools, ["lookup_invoice"]);
-    let (denial, audit) =
-        authorize_rpc(&config, &req, &token, call("void_invoice").as_bytes()).unwrap_err();
+    let (denial, audit) = authorize_rpc(
+        &config.routes[0],
+        &req,
+        &token,
+        call("void_invoice").as_bytes(),
+    )
+    .unwrap_err();
     assert_eq!(
         denial,
         Denial::InsufficientScope {
@@ -452,7 +463,7 @@ fn post_scopes_are_decided_with_the_body_and_challenge_names_them_all() {
         }
     );
     assert_eq!(audit.unwrap().methods, ["tools/call"]);
-    let reply = denial.reply(Some(&config));
+    let reply = denial.reply(Some(&config.routes[0]));
     assert_eq!(reply.status, 403);
     assert!(reply
         .header("www-authenticate")
@@ -460,7 +471,7 @@ fn post_scopes_are_decided_with_the_body_and_challenge_names_them_all() {
         .contains(r#"scope="invoices:write mcp:read""#));
     // A batch with one forbidden message is refused whole.
     let batch = format!("[{}, {}]", call("lookup_invoice"), call("void_invoice"));
-    assert!(authorize_rpc(&config, &req, &token, batch.as_bytes()).is_err());
+    assert!(authorize_rpc(&config.routes[0], &req, &token, batch.as_bytes()).is_err());
 }
 
 #[test]
@@ -470,22 +481,27 @@ fn post_bodies_must_be_json_rpc_and_match_the_routing_headers() {
     let token = verified(&config, &headers);
     for body in ["", "not json", "{}", "[]"] {
         let (denial, _) = authorize_rpc(
-            &config,
+            &config.routes[0],
             &request("POST", "/mcp", None, &headers),
             &token,
             body.as_bytes(),
         )
         .unwrap_err();
         assert!(matches!(denial, Denial::MalformedRpc(_)), "{body:?}");
-        assert_eq!(denial.reply(Some(&config)).status, 400);
+        assert_eq!(denial.reply(Some(&config.routes[0])).status, 400);
     }
     headers.push(("Mcp-Method".into(), "tools/call".into()));
     headers.push(("Mcp-Name".into(), "other_tool".into()));
     let req = request("POST", "/mcp", None, &headers);
-    let (denial, _) =
-        authorize_rpc(&config, &req, &token, call("lookup_invoice").as_bytes()).unwrap_err();
+    let (denial, _) = authorize_rpc(
+        &config.routes[0],
+        &req,
+        &token,
+        call("lookup_invoice").as_bytes(),
+    )
+    .unwrap_err();
     assert_eq!(denial, Denial::MalformedRpc(RpcError::HeaderMismatch));
-    let reply = denial.reply(Some(&config));
+    let reply = denial.reply(Some(&config.routes[0]));
     assert_eq!((reply.status, reply.body.contains("-32020")), (400, true));
 }
 
@@ -496,13 +512,13 @@ fn tools_list_gets_a_filter_only_when_the_policy_can_hide_tools() {
     let headers = bearer(&mint(JwsAlgorithm::EdDsa, &good_claims()));
     let token = verified(&config, &headers);
     let req = request("POST", "/mcp", None, &headers);
-    let filter = authorize_rpc(&config, &req, &token, list)
+    let filter = authorize_rpc(&config.routes[0], &req, &token, list)
         .unwrap()
         .tool_filter
         .unwrap();
     assert_eq!(filter.request_ids, [serde_json::Value::from("l")]);
     let plain = self::config(&[]);
-    assert!(authorize_rpc(&plain, &req, &token, list)
+    assert!(authorize_rpc(&plain.routes[0], &req, &token, list)
         .unwrap()
         .tool_filter
         .is_none());
@@ -590,7 +606,10 @@ fn a_replayed_bad_signature_costs_one_check() {
             pollster::block_on(decide(&config, &req, &keys, &NoIntrospection, &cache, NOW));
         assert_eq!(decision.reason, "bad_signature");
     }
-    assert_eq!(cache.refusal(&forged, NOW), Some(TokenError::BadSignature));
+    assert_eq!(
+        cache.refusal(&forged, &config.routes[0].check_binding, NOW),
+        Some(TokenError::BadSignature)
+    );
 }
 
 #[test]
@@ -655,4 +674,453 @@ fn browser_origins_are_checked_before_anything_else() {
         .status,
         401
     );
+}
+
+/// Three routes on one gate, as an `MCP_ROUTES` operator would write them.
+fn routed_config() -> Config {
+    let routes = r#"[
+        {"resource": "https://mcp.example.com/billing", "origin": "http://billing.internal/mcp",
+         "tool_scopes": {"void_invoice": "invoices:write"},
+         "origin_authorization_secret": "BILLING_ORIGIN_TOKEN"},
+        {"resource": "https://mcp.example.com/tickets", "origin": "http://tickets.internal/mcp",
+         "required_scopes": "tickets:read"},
+        {"resource": "https://mcp.example.com/docs", "origin": "http://docs.internal/",
+         "issuers": ["https://partner.example.com"]}
+    ]"#;
+    let vars = [
+        ("MCP_ROUTES", routes),
+        (
+            "OAUTH_ISSUER",
+            "https://auth.example.com https://partner.example.com",
+        ),
+        (
+            "OAUTH_JWKS_URI",
+            "https://auth.example.com/jwks https://partner.example.com/jwks",
+        ),
+        ("BILLING_ORIGIN_TOKEN", "Bearer billing-origin"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    Config::parse(&crate::testkit::MapBindings(vars)).expect("routed configuration parses")
+}
+
+fn for_route(path: &str) -> String {
+    mint(
+        JwsAlgorithm::EdDsa,
+        &with(
+            &good_claims(),
+            json!({"aud": format!("https://mcp.example.com{path}"), "scope": "tickets:read"}),
+        ),
+    )
+}
+
+#[test]
+fn each_route_serves_its_own_metadata_and_challenge() {
+    let config = routed_config();
+    let keys = FakeKeys::up();
+    let metadata = run(
+        &config,
+        &request(
+            "GET",
+            "/.well-known/oauth-protected-resource/docs",
+            None,
+            &[],
+        ),
+        &keys,
+    );
+    let document: serde_json::Value = serde_json::from_str(&reply(&metadata).body).unwrap();
+    assert_eq!(document["resource"], "https://mcp.example.com/docs");
+    assert_eq!(
+        document["authorization_servers"],
+        json!(["https://partner.example.com"])
+    );
+    assert_eq!(metadata.route, Some(2));
+    let root = run(
+        &config,
+        &request("GET", crate::config::ROOT_METADATA_PATH, None, &[]),
+        &keys,
+    );
+    assert_eq!(reply(&root).status, 404, "several routes: no root document");
+    let challenge = run(&config, &request("GET", "/tickets", None, &[]), &keys);
+    let header = reply(&challenge).header("www-authenticate").unwrap();
+    assert!(header.contains(
+        r#"resource_metadata="https://mcp.example.com/.well-known/oauth-protected-resource/tickets""#
+    ));
+    assert!(header.contains(r#"scope="tickets:read""#), "{header}");
+    for unknown in [
+        "/",
+        "/mcp",
+        "/billingx",
+        "/.well-known/oauth-protected-resource/mcp",
+    ] {
+        let decision = run(&config, &request("GET", unknown, None, &[]), &keys);
+        assert_eq!(reply(&decision).status, 404, "{unknown}");
+        assert_eq!(decision.route, None);
+    }
+}
+
+#[test]
+fn a_token_for_one_route_is_refused_at_another_even_when_cached() {
+    let config = routed_config();
+    let keys = FakeKeys::up();
+    let tokens = VerifiedTokens::default();
+    let billing_token = for_route("/billing");
+    let headers = bearer(&billing_token);
+    let decide_at = |path: &str| {
+        pollster::block_on(decide(
+            &config,
+            &request("GET", path, None, &headers),
+            &keys,
+            &NoIntrospection,
+            &tokens,
+            NOW,
+        ))
+    };
+    for _ in 0..2 {
+        let allowed = decide_at("/billing");
+        let Outcome::Forward(forward) = &allowed.outcome else {
+            panic!("billing refused: {}", allowed.reason);
+        };
+        assert_eq!(forward.url, "http://billing.internal/mcp");
+        assert!(forward
+            .headers
+            .iter()
+            .any(|(n, v)| n == "authorization" && v == "Bearer billing-origin"));
+        let replayed = decide_at("/tickets");
+        assert_eq!(
+            (reply(&replayed).status, replayed.reason),
+            (401, "audience_mismatch")
+        );
+    }
+    // The tickets route's own token goes through, to its own origin, without
+    // the billing origin's credential.
+    let tickets_headers = bearer(&for_route("/tickets"));
+    let decision = run(
+        &config,
+        &request("POST", "/tickets/", None, &tickets_headers),
+        &keys,
+    );
+    let Outcome::Forward(forward) = &decision.outcome else {
+        panic!("tickets refused: {}", decision.reason);
+    };
+    assert_eq!(forward.url, "http://tickets.internal/mcp/");
+    assert!(!forward
+        .headers
+        .iter()
+        .any(|(n, v)| n == "authorization" && v.contains("billing-origin")));
+    assert_eq!(decision.route, Some(1));
+}
+
+#[test]
+fn a_route_accepts_only_its_own_issuers() {
+    let config = routed_config();
+    let keys = FakeKeys::up();
+    let docs = for_route("/docs");
+    let decision = run(
+        &config,
+        &request("GET", "/docs", None, &bearer(&docs)),
+        &keys,
+    );
+    assert_eq!(
+        (reply(&decision).status, decision.reason),
+        (401, "untrusted_issuer")
+    );
+    let partner = mint(
+        JwsAlgorithm::EdDsa,
+        &with(
+            &good_claims(),
+            json!({"aud": "https://mcp.example.com/docs", "iss": "https://partner.example.com"}),
+        ),
+    );
+    let decision = run(
+        &config,
+        &request("GET", "/docs", None, &bearer(&partner)),
+        &keys,
+    );
+    assert!(
+        matches!(decision.outcome, Outcome::Forward(_)),
+        "{}",
+        decision.reason
+    );
+}
+
+#[test]
+fn per_route_tool_scopes_apply_only_on_their_route() {
+    let config = routed_config();
+    let token = crate::jwt::AccessToken {
+        issuer: ISSUER_ID.into(),
+        subject: Some("u".into()),
+        client_id: None,
+        scopes: vec!["tickets:read".into()],
+        expires_at: NOW + 60,
+        not_before: None,
+        token_id: None,
+    };
+    let req = request("POST", "/billing", None, &[]);
+    let (denial, _) = authorize_rpc(
+        &config.routes[0],
+        &req,
+        &token,
+        call("void_invoice").as_bytes(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        denial,
+        Denial::InsufficientScope {
+            required: vec!["invoices:write".into()]
+        }
+    );
+    let req = request("POST", "/tickets", None, &[]);
+    assert!(authorize_rpc(
+        &config.routes[1],
+        &req,
+        &token,
+        call("void_invoice").as_bytes()
+    )
+    .is_ok());
+}
+
+const ISSUER_ID: &str = crate::testkit::ISSUER;
+
+fn header(name: &str, value: &str) -> (String, String) {
+    (name.to_owned(), value.to_owned())
+}
+
+/// The request-level part of the hostile-input catalog (SECURITY.md): each is
+/// answered by the gate with its status (`reply` panics on a forward), and
+/// refusals before the token need no key.
+#[test]
+fn hostile_requests_are_refused_and_never_forwarded() {
+    let config = config(&[("AUTHORIZATION_MAX_BYTES", "2048")]);
+    let token = mint(JwsAlgorithm::EdDsa, &good_claims());
+    let flattened =
+        json!({"protected": "eyJhbGciOiJFZERTQSJ9", "payload": "e30", "signature": "AA"});
+    type Case<'a> = (&'a str, Vec<(String, String)>, u16, &'a str);
+    let cases: Vec<Case<'_>> = vec![
+        (
+            "two Authorization fields",
+            vec![
+                header("Authorization", &format!("Bearer {token}")),
+                header("authorization", &format!("Bearer {token}")),
+            ],
+            400,
+            "repeated_authorization_header",
+        ),
+        (
+            "Authorization over AUTHORIZATION_MAX_BYTES",
+            vec![header(
+                "Authorization",
+                &format!("Bearer {}", "a".repeat(2042)),
+            )],
+            400,
+            "authorization_header_too_large",
+        ),
+        (
+            "oversized garbage in another scheme",
+            vec![header(
+                "Authorization",
+                &format!("Basic {}", "%".repeat(4000)),
+            )],
+            400,
+            "authorization_header_too_large",
+        ),
+        (
+            "token in a cookie only",
+            vec![header("Cookie", &format!("access_token={token}"))],
+            401,
+            "no_credentials",
+        ),
+        (
+            "token in a form body",
+            vec![header("Content-Type", "application/x-www-form-urlencoded")],
+            400,
+            "form_encoded_body",
+        ),
+        (
+            "JWS JSON serialization",
+            vec![header("Authorization", &format!("Bearer {flattened}"))],
+            400,
+            "malformed_bearer_credentials",
+        ),
+    ];
+    for (name, headers, status, reason) in cases {
+        let keys = FakeKeys::up();
+        let decision = run(&config, &request("POST", "/mcp", None, &headers), &keys);
+        assert_eq!(reply(&decision).status, status, "{name}");
+        assert_eq!(decision.reason, reason, "{name}");
+        assert_eq!(keys.current.get(), 0, "{name}: no key set needed");
+    }
+    // At the cap exactly, the token is read.
+    let at_cap = format!("Bearer {token}");
+    assert!(at_cap.len() < 2048);
+    let headers = vec![header("Authorization", &at_cap)];
+    let decision = run(
+        &config,
+        &request("GET", "/mcp", None, &headers),
+        &FakeKeys::up(),
+    );
+    assert!(matches!(decision.outcome, Outcome::Forward(_)));
+}
+
+/// The token-level part of the catalog through `decide`, with the new knobs.
+#[test]
+fn hostile_tokens_get_invalid_token_and_never_reach_the_origin() {
+    let strict = config(&[
+        ("JWT_REQUIRE_TYP_AT_JWT", "true"),
+        ("JWT_MAX_LIFETIME_SECONDS", "3600"),
+    ]);
+    let claims = good_claims().to_string();
+    let token = mint(JwsAlgorithm::EdDsa, &good_claims());
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "typ JWT in strict mode",
+            mint_raw(
+                JwsAlgorithm::EdDsa,
+                r#"{"alg":"EdDSA","kid":"ed","typ":"JWT"}"#,
+                &claims,
+            ),
+            "wrong_token_type",
+        ),
+        (
+            "no typ in strict mode",
+            mint_raw(
+                JwsAlgorithm::EdDsa,
+                r#"{"alg":"EdDSA","kid":"ed"}"#,
+                &claims,
+            ),
+            "wrong_token_type",
+        ),
+        (
+            "lifetime of a day with a one-hour cap",
+            mint(
+                JwsAlgorithm::EdDsa,
+                &with(&good_claims(), json!({"exp": NOW + 86_400})),
+            ),
+            "token_lifetime_too_long",
+        ),
+        (
+            "cnf presented as a bearer token",
+            mint(
+                JwsAlgorithm::EdDsa,
+                &with(
+                    &good_claims(),
+                    json!({"cnf": {"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}}),
+                ),
+            ),
+            "sender_constrained_token",
+        ),
+        (
+            "crit b64:false",
+            mint_raw(
+                JwsAlgorithm::EdDsa,
+                r#"{"alg":"EdDSA","kid":"ed","typ":"at+jwt","b64":false,"crit":["b64"]}"#,
+                &claims,
+            ),
+            "forbidden_header_parameter",
+        ),
+        (
+            "embedded jwk",
+            mint_raw(
+                JwsAlgorithm::EdDsa,
+                r#"{"alg":"EdDSA","typ":"at+jwt","jwk":{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}}"#,
+                &claims,
+            ),
+            "forbidden_header_parameter",
+        ),
+        (
+            "jku",
+            mint_raw(
+                JwsAlgorithm::EdDsa,
+                r#"{"alg":"EdDSA","typ":"at+jwt","jku":"https://evil.example/jwks"}"#,
+                &claims,
+            ),
+            "forbidden_header_parameter",
+        ),
+        (
+            "five-part JWE",
+            format!("{token}.AAAA.BBBB"),
+            "token_malformed",
+        ),
+        (
+            "signed array for claims",
+            mint_raw(
+                JwsAlgorithm::EdDsa,
+                r#"{"alg":"EdDSA","kid":"ed","typ":"at+jwt"}"#,
+                &json!([
+                    crate::testkit::ISSUER,
+                    "user-1",
+                    crate::testkit::RESOURCE,
+                    NOW + 300
+                ])
+                .to_string(),
+            ),
+            "token_malformed",
+        ),
+        (
+            "kid with a path",
+            mint_raw(
+                JwsAlgorithm::EdDsa,
+                r#"{"alg":"EdDSA","kid":"../../jwks","typ":"at+jwt"}"#,
+                &claims,
+            ),
+            "unknown_key",
+        ),
+    ];
+    for (name, token, reason) in cases {
+        let decision = run(
+            &strict,
+            &request("POST", "/mcp", None, &bearer(&token)),
+            &FakeKeys::up(),
+        );
+        assert_eq!(reply(&decision).status, 401, "{name}");
+        assert_eq!(decision.reason, reason, "{name}");
+    }
+    // The same strict configuration forwards a conforming token.
+    let decision = run(
+        &strict,
+        &request("GET", "/mcp", None, &bearer(&token)),
+        &FakeKeys::up(),
+    );
+    assert!(matches!(decision.outcome, Outcome::Forward(_)));
+}
+
+/// RFC 9728 §3.3: the metadata and every challenge are built from
+/// configuration. `Host`, `X-Forwarded-Host`, `X-Forwarded-Proto` and
+/// `Forwarded` change nothing.
+#[test]
+fn metadata_and_challenges_ignore_host_headers() {
+    let config = config(&[]);
+    let spoof = vec![
+        header("Host", "evil.example"),
+        header("X-Forwarded-Host", "evil.example"),
+        header("X-Forwarded-Proto", "http"),
+        header("Forwarded", "host=evil.example;proto=http"),
+    ];
+    for path in [
+        "/.well-known/oauth-protected-resource/mcp",
+        crate::config::ROOT_METADATA_PATH,
+    ] {
+        let decision = run(
+            &config,
+            &request("GET", path, None, &spoof),
+            &FakeKeys::up(),
+        );
+        let body = &reply(&decision).body;
+        assert!(!body.contains("evil"), "{body}");
+        let body: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(body["resource"], "https://mcp.example.com/mcp");
+    }
+    let mut with_bad_token = spoof.clone();
+    with_bad_token.push(header("Authorization", "Bearer not-a-jwt"));
+    for headers in [&spoof, &with_bad_token] {
+        let decision = run(
+            &config,
+            &request("GET", "/mcp", None, headers),
+            &FakeKeys::up(),
+        );
+        let challenge = reply(&decision).header("www-authenticate").unwrap();
+        assert!(challenge.contains(&format!(r#"resource_metadata="{METADATA_URL}""#)));
+        assert!(!challenge.contains("evil"), "{challenge}");
+    }
 }

@@ -27,14 +27,25 @@ pub const BACKOFF_SECONDS: i64 = 2;
 #[allow(async_fn_in_trait)]
 pub trait Introspector {
     /// The verdict on `token` at `now`, or why none can be had.
-    async fn introspect(&self, token: &str, now: i64) -> Result<Verdict, IntrospectionUnavailable>;
+    /// `policy` holds the issuers and audiences of the route asking.
+    async fn introspect(
+        &self,
+        token: &str,
+        policy: &IntrospectionPolicy<'_>,
+        now: i64,
+    ) -> Result<Verdict, IntrospectionUnavailable>;
 }
 
 /// For gates that only accept JWTs.
 pub struct NoIntrospection;
 
 impl Introspector for NoIntrospection {
-    async fn introspect(&self, _: &str, _: i64) -> Result<Verdict, IntrospectionUnavailable> {
+    async fn introspect(
+        &self,
+        _: &str,
+        _: &IntrospectionPolicy<'_>,
+        _: i64,
+    ) -> Result<Verdict, IntrospectionUnavailable> {
         Err(IntrospectionUnavailable::NoEndpoint)
     }
 }
@@ -57,16 +68,19 @@ pub struct IntrospectionCache<'a, H: HttpClient, S: KvStore> {
     pub store: S,
     /// Endpoint, credentials and TTL.
     pub config: &'a IntrospectionConfig,
-    /// Trusted issuers, accepted audiences, leeway.
-    pub policy: IntrospectionPolicy<'a>,
     /// Fetch limits (shared with the JWKS fetches).
     pub limits: FetchLimits,
 }
 
 impl<H: HttpClient, S: KvStore> Introspector for IntrospectionCache<'_, H, S> {
-    async fn introspect(&self, token: &str, now: i64) -> Result<Verdict, IntrospectionUnavailable> {
-        let key = cache_key(token, &self.policy);
-        let leeway = self.policy.leeway_seconds;
+    async fn introspect(
+        &self,
+        token: &str,
+        policy: &IntrospectionPolicy<'_>,
+        now: i64,
+    ) -> Result<Verdict, IntrospectionUnavailable> {
+        let key = cache_key(token, policy);
+        let leeway = policy.leeway_seconds;
         let held = self.memory.verdicts.borrow().get(&key).cloned();
         if let Some(verdict) = held.and_then(|cached| cached.verdict_at(now, leeway)) {
             return Ok(verdict);
@@ -82,7 +96,7 @@ impl<H: HttpClient, S: KvStore> Introspector for IntrospectionCache<'_, H, S> {
         if now < *self.memory.retry_after.borrow() {
             return Err(IntrospectionUnavailable::BackingOff);
         }
-        let result = self.call(token, now).await;
+        let result = self.call(token, policy, now).await;
         if result.is_err() {
             *self.memory.retry_after.borrow_mut() = now + BACKOFF_SECONDS;
         }
@@ -113,9 +127,13 @@ impl<H: HttpClient, S: KvStore> IntrospectionCache<'_, H, S> {
         verdicts.insert(key, cached);
     }
 
-    async fn call(&self, token: &str, now: i64) -> Result<Verdict, IntrospectionUnavailable> {
-        let _ = now;
-        let endpoint = self.endpoint().await?;
+    async fn call(
+        &self,
+        token: &str,
+        policy: &IntrospectionPolicy<'_>,
+        now: i64,
+    ) -> Result<Verdict, IntrospectionUnavailable> {
+        let endpoint = self.endpoint(policy).await?;
         let client = self
             .config
             .client
@@ -139,17 +157,20 @@ impl<H: HttpClient, S: KvStore> IntrospectionCache<'_, H, S> {
         if document.status != 200 {
             return Err(IntrospectionUnavailable::Status(document.status));
         }
-        judge_response(&document.body, &self.policy, now)
+        judge_response(&document.body, policy, now)
     }
 
-    async fn endpoint(&self) -> Result<Url, IntrospectionUnavailable> {
+    async fn endpoint(
+        &self,
+        policy: &IntrospectionPolicy<'_>,
+    ) -> Result<Url, IntrospectionUnavailable> {
         if let Some(endpoint) = &self.config.endpoint {
             return Ok(endpoint.clone());
         }
         if let Some(found) = self.memory.discovered_endpoint.borrow().clone() {
             return Ok(found);
         }
-        let [issuer] = self.policy.issuers else {
+        let [issuer] = policy.issuers else {
             return Err(IntrospectionUnavailable::NoEndpoint);
         };
         for candidate in discovery_urls(issuer) {
@@ -275,14 +296,14 @@ mod tests {
             http,
             store: kv,
             config,
-            policy: IntrospectionPolicy {
-                issuers: &issuers,
-                audiences: &audiences,
-                leeway_seconds: 0,
-            },
             limits: FetchLimits::default(),
         };
-        pollster::block_on(cache.introspect("opaque-token", now))
+        let policy = IntrospectionPolicy {
+            issuers: &issuers,
+            audiences: &audiences,
+            leeway_seconds: 0,
+        };
+        pollster::block_on(cache.introspect("opaque-token", &policy, now))
     }
 
     fn active(exp: i64) -> (u16, String) {

@@ -302,6 +302,7 @@ fn load_key(entry: &Value) -> Result<VerificationKey, SkipReason> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use base64ct::{Base64UrlUnpadded, Encoding};
 
     /// RFC 7515 Appendix A.2 RSA key (public part).
     pub(crate) const RFC7515_A2_N: &str = "ofgWCuLjybRlzo0tZWJjNiuSfb4p4fAkd_wWJcyQoTbji9k0l8W26mPddxHmfHQp-Vaw-4qPCJrcS2mJPMEzP1Pt0Bm4d4QlL-yRT-SFd2lZS-pCgNMsD1W_YpRPEwOWvG6b32690r2jZ47soMZo9wGzjb_7OMg0LOL-bSf63kpaSHSXndS5z5rexMdbBYUsLA9e-KXBdQOS-UTo7WTBEMa2R2CapHg665xsmtdVMTBQY4uDZlxvb3qCo5ZwKh9kG4LT6_I5IhlJH7aGhyxXFvUK-DWNmoudF8NAco9_h9iaGNj8q2ethFkMLs91kzk2PAcDTW9gb54h4FRWyuXpoQ";
@@ -421,5 +422,117 @@ pub(crate) mod tests {
             KeySet::parse(many.as_bytes()).unwrap_err(),
             JwksError::TooManyKeys
         );
+    }
+
+    /// Every key class the hostile-input catalog names is dropped at load,
+    /// for the reason the log will give; the good key next to them stays.
+    #[test]
+    fn hostile_keys_are_dropped_at_load() {
+        let n = Base64UrlUnpadded::decode_vec(RFC7515_A2_N).unwrap();
+        let mut short = n[..128].to_vec();
+        short[127] |= 1;
+        let mut long = vec![1u8];
+        long.extend_from_slice(&n);
+        long.extend_from_slice(&n);
+        let rsa = |n: &[u8], e: &str| {
+            format!(
+                r#"{{"kty":"RSA","n":"{}","e":"{e}"}}"#,
+                Base64UrlUnpadded::encode_string(n)
+            )
+        };
+        let p256 = r#""kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0""#;
+        let ed = r#""kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo""#;
+        let cases: Vec<(&str, String, SkipReason)> = vec![
+            (
+                "RSA 1024 bits",
+                rsa(&short, "AQAB"),
+                SkipReason::WeakOrInvalid,
+            ),
+            (
+                "RSA 4104 bits",
+                rsa(&long, "AQAB"),
+                SkipReason::WeakOrInvalid,
+            ),
+            (
+                "RSA even exponent",
+                rsa(&n, "AQAA"),
+                SkipReason::WeakOrInvalid,
+            ),
+            ("RSA exponent 1", rsa(&n, "AQ"), SkipReason::WeakOrInvalid),
+            ("RSA exponent 0", rsa(&n, "AA"), SkipReason::WeakOrInvalid),
+            (
+                "RSA with private exponent",
+                rsa(&n, "AQAB").replace('}', r#","d":"AQAB"}"#),
+                SkipReason::CarriesSecret,
+            ),
+            (
+                "P-256 off the curve",
+                format!("{{{}}}", p256.replace("x_FE", "y_FE")),
+                SkipReason::WeakOrInvalid,
+            ),
+            (
+                "P-256 pinned to EdDSA",
+                format!(r#"{{{p256},"alg":"EdDSA"}}"#),
+                SkipReason::AlgorithmMismatch,
+            ),
+            (
+                "P-256 pinned to ES384",
+                format!(r#"{{{p256},"alg":"ES384"}}"#),
+                SkipReason::AlgorithmMismatch,
+            ),
+            (
+                "P-256 with d",
+                format!(r#"{{{p256},"d":"jpsQnnGQmL-YBIffH1136cspYG6-0iY7X1fCE9-E9LI"}}"#),
+                SkipReason::CarriesSecret,
+            ),
+            (
+                "P-384 claiming ES256",
+                r#"{"kty":"EC","crv":"P-384","alg":"ES256","x":"AA","y":"AA"}"#.to_owned(),
+                SkipReason::UnsupportedType,
+            ),
+            (
+                "Ed25519 pinned to ES256",
+                format!(r#"{{{ed},"alg":"ES256"}}"#),
+                SkipReason::AlgorithmMismatch,
+            ),
+            (
+                "Ed25519 with d",
+                format!(r#"{{{ed},"d":"nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A"}}"#),
+                SkipReason::CarriesSecret,
+            ),
+            (
+                "Ed448",
+                r#"{"kty":"OKP","crv":"Ed448","x":"AA"}"#.to_owned(),
+                SkipReason::UnsupportedType,
+            ),
+            (
+                "oct (HMAC secret)",
+                r#"{"kty":"oct","alg":"HS256","k":"c2VjcmV0"}"#.to_owned(),
+                SkipReason::CarriesSecret,
+            ),
+            (
+                "oct without k",
+                r#"{"kty":"oct","alg":"HS256"}"#.to_owned(),
+                SkipReason::AlgorithmMismatch,
+            ),
+        ];
+        for (name, jwk, reason) in &cases {
+            let doc = format!(r#"{{"keys":[{jwk}]}}"#);
+            let keys = set(&doc);
+            assert!(keys.keys().is_empty(), "{name} was loaded");
+            assert_eq!(keys.skipped(), [*reason], "{name}");
+        }
+        // Every small-order Ed25519 point (the identity is in
+        // `refuses_small_order_ed25519_point`).
+        for x in [
+            "7P_______________________________________38",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAIA",
+            "JuiVj8KyJ7BFw_SJ8u-Y8NXfrAXTxjM5sTgCiG1T_AU",
+            "xxdqcD1N2E-6PAt2DRBnDyogU_osOczGTsf9d5KsA3o",
+        ] {
+            let doc = format!(r#"{{"keys":[{{"kty":"OKP","crv":"Ed25519","x":"{x}"}}]}}"#);
+            assert_eq!(set(&doc).skipped(), &[SkipReason::WeakOrInvalid], "{x}");
+        }
     }
 }

@@ -38,7 +38,8 @@ pub enum TokenError {
     /// A header parameter the gate refuses to honour: `crit`, `jku`, `x5u`,
     /// `x5c`, `jwk`, `cty` or `b64` (RFC 8725 §3.10, §3.11).
     ForbiddenHeader,
-    /// `typ` present and not an access token or plain JWT type (RFC 9068 §2.1).
+    /// `typ` present and not an access token or plain JWT type (RFC 9068 §2.1);
+    /// in strict mode, `typ` absent or anything but `at+jwt`.
     WrongType,
     /// `iss` missing or not one of the trusted issuers.
     UntrustedIssuer,
@@ -61,6 +62,10 @@ pub enum TokenError {
     /// A `cnf` claim binds the token to a key, so it cannot be used as a plain
     /// bearer token (RFC 7800 §3.1, RFC 9449 §6).
     ProofOfPossessionRequired,
+    /// `exp - iat` exceeds the configured maximum lifetime, or `iat` is
+    /// absent when a maximum is configured (RFC 9068 §2.2 makes `iat`
+    /// required).
+    LifetimeTooLong,
 }
 
 impl TokenError {
@@ -81,6 +86,7 @@ impl TokenError {
             Self::IssuedInFuture => "token_issued_in_future",
             Self::AudienceMismatch => "audience_mismatch",
             Self::ProofOfPossessionRequired => "sender_constrained_token",
+            Self::LifetimeTooLong => "token_lifetime_too_long",
         }
     }
 }
@@ -173,6 +179,7 @@ pub struct UnverifiedJwt<'t> {
     signature: Vec<u8>,
     alg: JwsAlgorithm,
     kid: Option<String>,
+    typ: Option<String>,
     claims: RawClaims,
 }
 
@@ -191,8 +198,7 @@ impl<'t> UnverifiedJwt<'t> {
             return Err(TokenError::Malformed);
         };
         let header_json = decode_segment(header_b64)?;
-        let header: JoseHeader =
-            serde_json::from_slice(&header_json).map_err(|_| TokenError::Malformed)?;
+        let header: JoseHeader = json_object(&header_json)?;
         let alg = JwsAlgorithm::from_name(&header.alg)
             .filter(|alg| allowed.contains(alg))
             .ok_or(TokenError::AlgorithmNotAllowed)?;
@@ -216,8 +222,7 @@ impl<'t> UnverifiedJwt<'t> {
             return Err(TokenError::WrongType);
         }
         let claims_json = decode_segment(payload_b64)?;
-        let claims: RawClaims =
-            serde_json::from_slice(&claims_json).map_err(|_| TokenError::Malformed)?;
+        let claims: RawClaims = json_object(&claims_json)?;
         let signature = decode_segment(signature_b64)?;
         let signing_input = &token[..header_b64.len() + 1 + payload_b64.len()];
         Ok(Self {
@@ -225,8 +230,23 @@ impl<'t> UnverifiedJwt<'t> {
             signature,
             alg,
             kid: header.kid,
+            typ: header.typ,
             claims,
         })
+    }
+
+    /// Strict RFC 9068 §2.1 check (`JWT_REQUIRE_TYP_AT_JWT`): `typ` must be
+    /// present and `at+jwt` (or `application/at+jwt`), so that an ID token
+    /// or another JWT signed by the same issuer cannot pass as an access
+    /// token.
+    pub fn require_access_token_type(&self) -> Result<(), TokenError> {
+        let typ = self.typ.as_deref().ok_or(TokenError::WrongType)?;
+        let typ = typ.strip_prefix("application/").unwrap_or(typ);
+        if typ.eq_ignore_ascii_case("at+jwt") {
+            Ok(())
+        } else {
+            Err(TokenError::WrongType)
+        }
     }
 
     /// The unverified `iss`, used only to choose the key set.
@@ -259,6 +279,25 @@ fn is_acceptable_type(typ: &str) -> bool {
     typ.eq_ignore_ascii_case("at+jwt") || typ.eq_ignore_ascii_case("jwt")
 }
 
+/// Deserializes a JOSE header or claims set, which must be a JSON object
+/// (RFC 7515 §4, RFC 7519 §7.2 step 10). serde's derived structs also accept
+/// a JSON array, reading its elements as the fields in declaration order, so
+/// `["https://issuer", ...]` would pass for claims: the text must open with
+/// `{`. Deserializing straight into the struct (not through a map) keeps
+/// duplicate members an error. The whole text must be UTF-8 (RFC 8259 §8.1):
+/// serde_json skips the strings of members nobody reads without checking
+/// them.
+fn json_object<T: serde::de::DeserializeOwned>(json: &[u8]) -> Result<T, TokenError> {
+    let json = std::str::from_utf8(json).map_err(|_| TokenError::Malformed)?;
+    if !json
+        .trim_start_matches([' ', '\t', '\n', '\r'])
+        .starts_with('{')
+    {
+        return Err(TokenError::Malformed);
+    }
+    serde_json::from_str(json).map_err(|_| TokenError::Malformed)
+}
+
 /// Strict base64url without padding (RFC 7515 §2): `=` padding, `+`, `/`,
 /// whitespace and non-canonical trailing bits are all refused.
 fn decode_segment(segment: &str) -> Result<Vec<u8>, TokenError> {
@@ -274,6 +313,8 @@ pub struct ClaimsPolicy<'a> {
     pub audiences: &'a [String],
     /// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
     pub leeway_seconds: u64,
+    /// Longest `exp - iat` accepted, when configured.
+    pub max_lifetime_seconds: Option<u64>,
 }
 
 /// A verified access token: what the gate knows about the caller.
@@ -411,6 +452,14 @@ fn check_claims(
     }
     if issued_at.is_some_and(|iat| now.saturating_add(leeway) < iat) {
         return Err(TokenError::IssuedInFuture);
+    }
+    if let Some(max) = policy.max_lifetime_seconds {
+        // Without `iat` the lifetime is unknown: refused, not assumed short.
+        let issued_at = issued_at.ok_or(TokenError::LifetimeTooLong)?;
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        if expires_at.saturating_sub(issued_at) > max {
+            return Err(TokenError::LifetimeTooLong);
+        }
     }
     let audience_ok = match &claims.aud {
         Some(Audience::One(aud)) => policy.audiences.contains(aud),

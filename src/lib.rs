@@ -20,3 +20,6 @@ mod testkit;
 
 #[cfg(target_arch = "wasm32")]
 mod edge;
+
+#[cfg(test)]
+mod wycheproof_tests;

@@ -28,6 +28,11 @@ impl ScopeMap {
     pub fn parse(raw: &str) -> Result<ScopeMap, Vec<String>> {
         let value: Value =
             serde_json::from_str(raw).map_err(|_| vec!["is not valid JSON".to_owned()])?;
+        ScopeMap::from_value(value)
+    }
+
+    /// As [`ScopeMap::parse`], from JSON already read (an `MCP_ROUTES` entry).
+    pub fn from_value(value: Value) -> Result<ScopeMap, Vec<String>> {
         let Value::Object(object) = value else {
             return Err(vec!["must be a JSON object of name to scopes".to_owned()]);
         };

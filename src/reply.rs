@@ -7,7 +7,7 @@
 use serde::Serialize;
 
 use crate::bearer::BearerError;
-use crate::config::Config;
+use crate::config::Route;
 use crate::introspect::{IntrospectionRefusal, IntrospectionUnavailable};
 use crate::jsonrpc::RpcError;
 use crate::jwt::TokenError;
@@ -106,10 +106,11 @@ impl Denial {
         }
     }
 
-    /// The wire form of this refusal. `config` is `None` only when the
-    /// configuration itself is what failed.
-    pub fn reply(&self, config: Option<&Config>) -> Reply {
-        let metadata = config.map(|c| c.resource.metadata_url.as_str());
+    /// The wire form of this refusal. `route` is the protected resource the
+    /// request was for; `None` when no route matched or the configuration
+    /// itself is what failed (challenges then carry no `resource_metadata`).
+    pub fn reply(&self, route: Option<&Route>) -> Reply {
+        let metadata = route.map(|r| r.resource.metadata_url.as_str());
         match self {
             Self::NotFound => json_reply(404, "not_found", "No such resource", Vec::new()),
             Self::MethodNotAllowed { allow } => json_reply(
@@ -120,8 +121,8 @@ impl Denial {
             ),
             Self::NoCredentials => {
                 // RFC 6750 §3.1: no error code when the request had no credentials.
-                let scope = config
-                    .map(|c| c.required_scopes.join(" "))
+                let scope = route
+                    .map(|r| r.required_scopes.join(" "))
                     .filter(|s| !s.is_empty());
                 let challenge = challenge(None, None, scope.as_deref(), metadata);
                 json_reply(
@@ -281,18 +282,14 @@ struct ResourceMetadata<'a> {
 
 /// `200` with the metadata document: JSON, cacheable, readable cross-origin
 /// so browser-based clients can discover the authorization server.
-pub fn metadata_reply(config: &Config) -> Reply {
+pub fn metadata_reply(route: &Route) -> Reply {
     let document = ResourceMetadata {
-        resource: &config.resource.uri,
-        authorization_servers: config
-            .issuers
-            .iter()
-            .map(|issuer| issuer.issuer.as_str())
-            .collect(),
-        scopes_supported: &config.scopes_supported,
+        resource: &route.resource.uri,
+        authorization_servers: route.issuers.iter().map(String::as_str).collect(),
+        scopes_supported: &route.scopes_supported,
         bearer_methods_supported: ["header"],
-        resource_name: config.resource_name.as_deref(),
-        resource_documentation: config.resource_documentation.as_deref(),
+        resource_name: route.resource_name.as_deref(),
+        resource_documentation: route.resource_documentation.as_deref(),
     };
     Reply {
         status: 200,

@@ -49,10 +49,16 @@ pub fn is_valid_session_id(session_id: &str) -> bool {
         && session_id.bytes().all(|b| (0x21..=0x7e).contains(&b))
 }
 
-/// The store key of a session.
-pub fn session_key(session_id: &str) -> String {
-    let digest = Sha256::digest(session_id.as_bytes());
-    let mut key = String::from("session:v1:");
+/// The store key of a session of the protected resource `resource`: a
+/// session an origin issued is bound to its route, so it is never honoured
+/// (nor its owner read) at another route of the same gate.
+pub fn session_key(resource: &str, session_id: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(resource.as_bytes());
+    hasher.update([0]);
+    hasher.update(session_id.as_bytes());
+    let digest = hasher.finalize();
+    let mut key = String::from("session:v2:");
     for byte in digest {
         key.push_str(&format!("{byte:02x}"));
     }
@@ -88,10 +94,11 @@ mod tests {
 
     #[test]
     fn keys_are_hashes_not_session_ids() {
-        let key = session_key("abc-123");
-        assert!(key.starts_with("session:v1:") && key.len() == 11 + 64);
+        let key = session_key("https://mcp.example/mcp", "abc-123");
+        assert!(key.starts_with("session:v2:") && key.len() == 11 + 64);
         assert!(!key.contains("abc-123"));
-        assert_ne!(key, session_key("abc-124"));
+        assert_ne!(key, session_key("https://mcp.example/mcp", "abc-124"));
+        assert_ne!(key, session_key("https://mcp.example/tickets", "abc-123"));
     }
 
     #[test]

@@ -45,8 +45,14 @@ impl Default for VerifiedTokens {
     }
 }
 
-fn digest(raw: &str) -> [u8; 32] {
-    Sha256::digest(raw.as_bytes()).into()
+/// The key of a token checked against `binding` (the route's issuers and
+/// audiences): a token accepted for one audience is never found for another.
+fn digest(raw: &str, binding: &str) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(binding.as_bytes());
+    hasher.update([0]);
+    hasher.update(raw.as_bytes());
+    hasher.finalize().into()
 }
 
 impl VerifiedTokens {
@@ -63,8 +69,14 @@ impl VerifiedTokens {
     /// The cached verification of `raw` and the kid of the key that verified
     /// it, if still acceptable at `now`: not expired, not before its `nbf`
     /// (both with `leeway`). The caller checks the key is still held.
-    pub fn get(&self, raw: &str, now: i64, leeway: i64) -> Option<(AccessToken, Option<String>)> {
-        let key = digest(raw);
+    pub fn get(
+        &self,
+        raw: &str,
+        binding: &str,
+        now: i64,
+        leeway: i64,
+    ) -> Option<(AccessToken, Option<String>)> {
+        let key = digest(raw, binding);
         let entry = self.entries.borrow().get(&key).cloned()?;
         let token = &entry.token;
         if now >= token.expires_at.saturating_add(leeway) {
@@ -83,8 +95,8 @@ impl VerifiedTokens {
 
     /// A refusal of `raw` remembered within the last [`REFUSAL_TTL_SECONDS`],
     /// so a replayed bad token costs no second signature check.
-    pub fn refusal(&self, raw: &str, now: i64) -> Option<TokenError> {
-        let key = digest(raw);
+    pub fn refusal(&self, raw: &str, binding: &str, now: i64) -> Option<TokenError> {
+        let key = digest(raw, binding);
         let (error, until) = *self.refused.borrow().get(&key)?;
         if now >= until {
             self.refused.borrow_mut().remove(&key);
@@ -96,7 +108,7 @@ impl VerifiedTokens {
     /// Remembers a refusal that no later key set or clock can reverse: a bad
     /// signature or a claim that is wrong for good. Unknown kids (a rotation
     /// may add the key) and not-yet-valid tokens are never remembered.
-    pub fn remember_refusal(&self, raw: &str, error: TokenError, now: i64) {
+    pub fn remember_refusal(&self, raw: &str, binding: &str, error: TokenError, now: i64) {
         let lasting = matches!(
             error,
             TokenError::BadSignature
@@ -116,16 +128,23 @@ impl VerifiedTokens {
                 refused.clear();
             }
         }
-        refused.insert(digest(raw), (error, now + REFUSAL_TTL_SECONDS));
+        refused.insert(digest(raw, binding), (error, now + REFUSAL_TTL_SECONDS));
     }
 
     /// Drops `raw` (its key left the set).
-    pub fn forget(&self, raw: &str) {
-        self.entries.borrow_mut().remove(&digest(raw));
+    pub fn forget(&self, raw: &str, binding: &str) {
+        self.entries.borrow_mut().remove(&digest(raw, binding));
     }
 
     /// Remembers that `raw` verified as `token` with the key named `kid`.
-    pub fn insert(&self, raw: &str, token: &AccessToken, kid: Option<&str>, now: i64) {
+    pub fn insert(
+        &self,
+        raw: &str,
+        binding: &str,
+        token: &AccessToken,
+        kid: Option<&str>,
+        now: i64,
+    ) {
         if self.capacity == 0 {
             return;
         }
@@ -144,7 +163,7 @@ impl VerifiedTokens {
         }
         let tick = self.tick();
         entries.insert(
-            digest(raw),
+            digest(raw, binding),
             Entry {
                 token: token.clone(),
                 kid: kid.map(str::to_owned),
@@ -195,41 +214,43 @@ mod tests {
         }
     }
 
+    const B: &str = "issuers\nroute-audience\n";
+
     #[test]
     fn hits_until_exp_rechecking_nbf() {
         let cache = VerifiedTokens::default();
-        cache.insert("tok", &token(NOW + 10, None), Some("ec"), NOW);
-        let (hit, kid) = cache.get("tok", NOW + 9, 0).unwrap();
+        cache.insert("tok", B, &token(NOW + 10, None), Some("ec"), NOW);
+        let (hit, kid) = cache.get("tok", B, NOW + 9, 0).unwrap();
         assert_eq!(
             (hit.subject.as_deref(), kid.as_deref()),
             (Some("u"), Some("ec"))
         );
-        assert!(cache.get("other", NOW, 0).is_none());
-        assert!(cache.get("tok", NOW + 10, 0).is_none(), "expired");
+        assert!(cache.get("other", B, NOW, 0).is_none());
+        assert!(cache.get("tok", B, NOW + 10, 0).is_none(), "expired");
         assert!(cache.is_empty(), "expired entries are dropped");
-        cache.insert("tok", &token(NOW + 10, Some(NOW + 5)), Some("ec"), NOW);
-        assert!(cache.get("tok", NOW + 1, 0).is_none(), "nbf re-checked");
-        assert!(cache.get("tok", NOW + 1, 4).is_some(), "within leeway");
-        cache.forget("tok");
+        cache.insert("tok", B, &token(NOW + 10, Some(NOW + 5)), Some("ec"), NOW);
+        assert!(cache.get("tok", B, NOW + 1, 0).is_none(), "nbf re-checked");
+        assert!(cache.get("tok", B, NOW + 1, 4).is_some(), "within leeway");
+        cache.forget("tok", B);
         assert!(cache.is_empty());
     }
 
     #[test]
     fn lasting_refusals_are_remembered_briefly() {
         let cache = VerifiedTokens::default();
-        cache.remember_refusal("bad", TokenError::BadSignature, NOW);
+        cache.remember_refusal("bad", B, TokenError::BadSignature, NOW);
         assert_eq!(
-            cache.refusal("bad", NOW + 59),
+            cache.refusal("bad", B, NOW + 59),
             Some(TokenError::BadSignature)
         );
-        assert_eq!(cache.refusal("bad", NOW + 60), None);
+        assert_eq!(cache.refusal("bad", B, NOW + 60), None);
         for passing in [
             TokenError::UnknownKey,
             TokenError::NotYetValid,
             TokenError::IssuedInFuture,
         ] {
-            cache.remember_refusal("maybe-later", passing, NOW);
-            assert_eq!(cache.refusal("maybe-later", NOW), None, "{passing:?}");
+            cache.remember_refusal("maybe-later", B, passing, NOW);
+            assert_eq!(cache.refusal("maybe-later", B, NOW), None, "{passing:?}");
         }
     }
 
@@ -238,18 +259,28 @@ mod tests {
         let cache = VerifiedTokens::with_capacity(8);
         let kid = "ec";
         for i in 0..8 {
-            cache.insert(&format!("t{i}"), &token(NOW + 100, None), Some(kid), NOW);
+            cache.insert(&format!("t{i}"), B, &token(NOW + 100, None), Some(kid), NOW);
         }
-        assert!(cache.get("t0", NOW, 0).is_some());
-        cache.insert("t8", &token(NOW + 100, None), Some(kid), NOW);
+        assert!(cache.get("t0", B, NOW, 0).is_some());
+        cache.insert("t8", B, &token(NOW + 100, None), Some(kid), NOW);
         assert_eq!(cache.len(), 8);
-        assert!(cache.get("t0", NOW, 0).is_some(), "recently used kept");
+        assert!(cache.get("t0", B, NOW, 0).is_some(), "recently used kept");
         assert!(
-            cache.get("t1", NOW, 0).is_none(),
+            cache.get("t1", B, NOW, 0).is_none(),
             "least recently used evicted"
         );
         let off = VerifiedTokens::with_capacity(0);
-        off.insert("t", &token(NOW + 100, None), Some(kid), NOW);
+        off.insert("t", B, &token(NOW + 100, None), Some(kid), NOW);
         assert!(off.is_empty());
+    }
+
+    #[test]
+    fn a_decision_is_found_only_for_the_audience_it_was_checked_against() {
+        let cache = VerifiedTokens::default();
+        cache.insert("tok", B, &token(NOW + 100, None), Some("ec"), NOW);
+        assert!(cache.get("tok", B, NOW, 0).is_some());
+        assert!(cache.get("tok", "other-route", NOW, 0).is_none());
+        cache.remember_refusal("tok2", B, TokenError::AudienceMismatch, NOW);
+        assert_eq!(cache.refusal("tok2", "other-route", NOW), None);
     }
 }

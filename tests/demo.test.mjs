@@ -1,14 +1,26 @@
-// The demo stack on its own, without the gate (needs no build): the origin
-// is a working MCP server that records what it receives, and the issuer's
-// tokens verify against its published keys with an independent library.
+// The demo stack: the origin is a working MCP server that records what it
+// receives; the demo issuer's tokens verify against its published keys with
+// an independent library; the demo authorization server (oidc-provider)
+// advertises what MCP clients need and issues RFC 9068 JWTs for the resource
+// (these need no build). Then `npm start`'s stack itself (scripts/dev.mjs:
+// the authorization server, the origin and the gate under `wrangler dev`,
+// needs build/): it comes up, its printed one-line command gets a token and
+// calls a tool through the gate, `token` works, Ctrl-C stops everything.
 
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createRemoteJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify } from 'jose';
+import { SCOPES, startAuthorizationServer } from '../demo/authorization-server.mjs';
 import { ALL_ALGS, startIssuer } from '../demo/issuer.mjs';
 import { startOrigin } from '../demo/origin.mjs';
+import { ROOT, assertBuilt, freePort } from './helpers/gate.mjs';
+import { parseChallenge } from './helpers/http.mjs';
 
 describe('demo origin', () => {
   let origin;
@@ -98,5 +110,217 @@ describe('demo issuer', () => {
     await issuer.setDown(false);
     assert.equal((await fetch(issuer.jwksUri)).status, 200);
     assert.equal(issuer.count('/realm/jwks'), before + 2, 'refused connections are never counted');
+  });
+});
+
+describe('demo authorization server (oidc-provider)', () => {
+  let as;
+  const resource = 'http://127.0.0.1:1/mcp';
+
+  before(async () => {
+    as = await startAuthorizationServer({ resources: [resource], accessTokenFormat: 'jwt' });
+  });
+
+  after(async () => {
+    await as?.close();
+  });
+
+  test('advertises what MCP clients need: code + PKCE S256, client credentials, refresh, registration', async () => {
+    const metadata = await (await fetch(`${as.issuer}/.well-known/openid-configuration`)).json();
+    assert.equal(metadata.issuer, as.issuer);
+    for (const grant of ['authorization_code', 'client_credentials', 'refresh_token']) assert.ok(metadata.grant_types_supported.includes(grant), grant);
+    assert.deepEqual(metadata.code_challenge_methods_supported, ['S256']);
+    assert.equal(metadata.registration_endpoint, `${as.issuer}/reg`);
+    for (const scope of SCOPES.split(' ')) assert.ok(metadata.scopes_supported.includes(scope), scope);
+    assert.ok(metadata.token_endpoint_auth_methods_supported.includes('none'), 'public clients (PKCE)');
+  });
+
+  test('client credentials with a resource indicator give an RFC 9068 JWT for that resource', async () => {
+    const token = await as.token({ scope: SCOPES });
+    assert.equal(decodeProtectedHeader(token).typ, 'at+jwt');
+    const jwks = createRemoteJWKSet(new URL(`${as.issuer}/jwks`));
+    const { payload } = await jwtVerify(token, jwks, { issuer: as.issuer, audience: resource, typ: 'at+jwt' });
+    assert.equal(payload.scope, SCOPES);
+    assert.equal(payload.client_id, as.agentClient.id);
+    await assert.rejects(as.token({ resource: 'https://elsewhere.example/mcp' }), /invalid_target/);
+  });
+});
+
+describe('npm start: the local stack (scripts/dev.mjs, wrangler dev)', () => {
+  let child;
+  let output = '';
+  let env;
+  let stateDir;
+  let ports;
+
+  const run = (args) =>
+    new Promise((resolve) => {
+      const p = spawn(process.execPath, ['scripts/dev.mjs', ...args], { cwd: ROOT, env });
+      let out = '';
+      let err = '';
+      p.stdout.on('data', (d) => (out += d));
+      p.stderr.on('data', (d) => (err += d));
+      p.on('exit', (code) => resolve({ code, out, err }));
+    });
+
+  before(async () => {
+    assertBuilt();
+    ports = { gate: await freePort(), origin: await freePort(), auth: await freePort() };
+    stateDir = mkdtempSync(join(tmpdir(), 'portcullis-dev-'));
+    env = {
+      ...process.env,
+      GATE_PORT: String(ports.gate),
+      ORIGIN_PORT: String(ports.origin),
+      AUTH_PORT: String(ports.auth),
+      PORTCULLIS_DEV_STATE: join(stateDir, 'state.json'),
+    };
+    child = spawn(process.execPath, ['scripts/dev.mjs'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout.on('data', (d) => (output += d));
+    child.stderr.on('data', (d) => (output += d));
+    const deadline = Date.now() + 240_000;
+    while (!output.includes('Ctrl-C stops')) {
+      if (child.exitCode !== null) assert.fail(`scripts/dev.mjs exited (${child.exitCode}):\n${output.slice(-3000)}`);
+      if (Date.now() > deadline) assert.fail(`the stack did not come up in 240 s:\n${output.slice(-3000)}`);
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+  });
+
+  after(async () => {
+    if (child && child.exitCode === null) {
+      child.kill('SIGKILL');
+    }
+    if (stateDir) rmSync(stateDir, { recursive: true, force: true });
+  });
+
+  test('prints the MCP URL and a one-line command that gets a token and calls a tool through the gate', async () => {
+    const resource = `http://127.0.0.1:${ports.gate}/mcp`;
+    assert.match(output, new RegExp(`MCP endpoint, behind the gate: +${resource.replace(/[.]/g, '\\.')}`));
+    assert.match(output, new RegExp(`authorization server: +http://127\\.0\\.0\\.1:${ports.auth}`));
+
+    // The gate challenges with the metadata, which names the authorization server.
+    const challenge = await fetch(resource, { method: 'POST' });
+    assert.equal(challenge.status, 401);
+    const { params } = parseChallenge(challenge.headers.get('www-authenticate'));
+    const metadata = await (await fetch(params.resource_metadata)).json();
+    assert.deepEqual(metadata.authorization_servers, [`http://127.0.0.1:${ports.auth}`]);
+
+    const lines = output.split('\n');
+    const oneLine = lines[lines.findIndex((l) => l.startsWith('One line')) + 1];
+    assert.match(oneLine, new RegExp(`^GATE_PORT=${ports.gate} node scripts/dev\\.mjs call `));
+    const { code, out, err } = await new Promise((resolve) => {
+      const p = spawn('bash', ['-c', oneLine], { cwd: ROOT, env });
+      let o = '';
+      let e = '';
+      p.stdout.on('data', (d) => (o += d));
+      p.stderr.on('data', (d) => (e += d));
+      p.on('exit', (c) => resolve({ code: c, out: o, err: e }));
+    });
+    assert.equal(code, 0, err);
+    assert.match(out, /Invoice INV-1001: ACME Corp/);
+  });
+
+  test('`node scripts/dev.mjs token` gets a JWT for the gate from the running authorization server', async () => {
+    const { code, out, err } = await run(['token', '--scope', 'invoices:read']);
+    assert.equal(code, 0, err);
+    const claims = decodeJwt(out.trim());
+    assert.equal(claims.aud, `http://127.0.0.1:${ports.gate}/mcp`);
+    assert.equal(claims.iss, `http://127.0.0.1:${ports.auth}`);
+    assert.equal(claims.scope, 'invoices:read');
+    // The write tool needs invoices:write: a read-only token is refused with step-up.
+    const refused = await run(['call', 'void_invoice', '{"invoice_id":"INV-1002"}', '--scope', 'invoices:read']);
+    assert.equal(refused.code, 1);
+    assert.match(refused.err, /403/);
+  });
+
+  test('Ctrl-C stops the gate, the origin and the authorization server', async () => {
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.kill('SIGINT');
+    assert.equal(await exited, 0);
+    assert.ok(!existsSync(env.PORTCULLIS_DEV_STATE), 'the state file is removed');
+    for (const port of Object.values(ports)) {
+      await assert.rejects(fetch(`http://127.0.0.1:${port}/`, { signal: AbortSignal.timeout(2000) }), `port ${port} closed`);
+    }
+  });
+});
+
+describe('npm start -- --routes: two MCP servers behind one gate', () => {
+  let child;
+  let output = '';
+  let env;
+  let stateDir;
+  let ports;
+
+  const sh = (line) =>
+    new Promise((resolve) => {
+      const p = spawn('bash', ['-c', line], { cwd: ROOT, env });
+      let out = '';
+      let err = '';
+      p.stdout.on('data', (d) => (out += d));
+      p.stderr.on('data', (d) => (err += d));
+      p.on('exit', (code) => resolve({ code, out, err }));
+    });
+
+  before(async () => {
+    assertBuilt();
+    ports = { gate: await freePort(), origin: await freePort(), second: await freePort(), auth: await freePort() };
+    stateDir = mkdtempSync(join(tmpdir(), 'portcullis-dev-'));
+    env = {
+      ...process.env,
+      GATE_PORT: String(ports.gate),
+      ORIGIN_PORT: String(ports.origin),
+      SECOND_ORIGIN_PORT: String(ports.second),
+      AUTH_PORT: String(ports.auth),
+      PORTCULLIS_DEV_STATE: join(stateDir, 'state.json'),
+    };
+    child = spawn(process.execPath, ['scripts/dev.mjs', '--routes'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout.on('data', (d) => (output += d));
+    child.stderr.on('data', (d) => (output += d));
+    const deadline = Date.now() + 240_000;
+    while (!output.includes('Ctrl-C stops')) {
+      if (child.exitCode !== null) assert.fail(`scripts/dev.mjs --routes exited (${child.exitCode}):\n${output.slice(-3000)}`);
+      if (Date.now() > deadline) assert.fail(`the stack did not come up in 240 s:\n${output.slice(-3000)}`);
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+  });
+
+  after(async () => {
+    if (child && child.exitCode === null) child.kill('SIGKILL');
+    if (stateDir) rmSync(stateDir, { recursive: true, force: true });
+  });
+
+  test('each route has its own metadata; the printed one-liners call a tool through each route; a billing token is refused at tickets', async () => {
+    const gate = `http://127.0.0.1:${ports.gate}`;
+    for (const name of ['billing', 'tickets']) {
+      const metadata = await (await fetch(`${gate}/.well-known/oauth-protected-resource/${name}/mcp`)).json();
+      assert.equal(metadata.resource, `${gate}/${name}/mcp`);
+      assert.deepEqual(metadata.authorization_servers, [`http://127.0.0.1:${ports.auth}`]);
+    }
+    const lines = output.split('\n');
+    const first = lines.findIndex((l) => l.startsWith('One line each'));
+    for (const [offset, expected] of [
+      [1, /Invoice INV-1001: ACME Corp/],
+      [2, /Invoice INV-1002: Globex/],
+    ]) {
+      const line = lines[first + offset];
+      assert.match(line, /node scripts\/dev\.mjs call .* --route (billing|tickets)$/);
+      const { code, out, err } = await sh(line);
+      assert.equal(code, 0, err);
+      assert.match(out, expected);
+    }
+    const { out: billingToken } = await sh('node scripts/dev.mjs token --route billing');
+    assert.equal(decodeJwt(billingToken.trim()).aud, `${gate}/billing/mcp`);
+    const replay = await fetch(`${gate}/tickets/mcp`, { method: 'POST', headers: { authorization: `Bearer ${billingToken.trim()}` } });
+    assert.equal(replay.status, 401);
+    assert.equal(parseChallenge(replay.headers.get('www-authenticate')).params.error, 'invalid_token');
+    assert.ok(!output.includes(billingToken.trim()), 'the token is not printed by the stack');
+  });
+
+  test('Ctrl-C stops the gate, both origins and the authorization server', async () => {
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.kill('SIGINT');
+    assert.equal(await exited, 0);
+    for (const port of Object.values(ports)) {
+      await assert.rejects(fetch(`http://127.0.0.1:${port}/`, { signal: AbortSignal.timeout(2000) }), `port ${port} closed`);
+    }
   });
 });

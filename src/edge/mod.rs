@@ -15,10 +15,9 @@ use worker::{
     RequestRedirect, Response,
 };
 
-use crate::config::{binding, Bindings, Config, ConfigError};
+use crate::config::{binding, Bindings, Config, ConfigError, Route};
 use crate::forward::{client_response_headers, OriginRequest};
 use crate::gate::{authorize_rpc, decide, Decision, GateRequest, Outcome, RpcAudit, Verdict};
-use crate::introspect::IntrospectionPolicy;
 use crate::introspect_cache::{IntrospectionCache, IntrospectionMemory};
 use crate::jsonrpc::RpcError;
 use crate::keys::KvStore;
@@ -143,6 +142,9 @@ struct RequestLog<'a> {
     status: u16,
     method: &'a str,
     path: &'a str,
+    /// The path of the route (protected resource) the request was for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    route: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     iss: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -213,6 +215,12 @@ async fn fetch(request: Request, env: Env, ctx: Context) -> worker::Result<Respo
         status,
         method: &method,
         path: &path,
+        route: decision
+            .as_ref()
+            .and_then(|d| d.route)
+            .zip(isolate.config.as_ref().ok())
+            .and_then(|(index, config)| config.routes.get(index))
+            .map(|route| route.resource.path.as_str()),
         iss: token.map(|t| t.issuer.as_str()),
         sub: token.and_then(|t| t.subject.as_deref()),
         client_id: token.and_then(|t| t.client_id.as_deref()),
@@ -260,17 +268,11 @@ async fn handle(
         Ok(kv) => io::EdgeKv(kv),
         Err(error) => return (None, Err(error)),
     };
-    let issuer_ids: Vec<String> = config.issuers.iter().map(|i| i.issuer.clone()).collect();
     let introspector = IntrospectionCache {
         memory: &isolate.introspection_memory,
         http: io::EdgeHttp,
         store: introspection_store,
         config: &config.introspection,
-        policy: IntrospectionPolicy {
-            issuers: &issuer_ids,
-            audiences: &config.audiences,
-            leeway_seconds: i64::try_from(config.leeway_seconds).unwrap_or(0),
-        },
         limits: config.key_cache.limits,
     };
     let decision = decide(
@@ -300,9 +302,12 @@ async fn handle(
         });
     }
     let mut decision = decision;
-    let answer = match decision.outcome.clone() {
-        Outcome::Reply(reply) => reply_response(&reply),
-        Outcome::Forward(forward) => {
+    let route = decision.route.and_then(|index| config.routes.get(index));
+    let answer = match (decision.outcome.clone(), route) {
+        (Outcome::Reply(reply), _) => reply_response(&reply),
+        // A forward always has a route; refuse rather than guess.
+        (Outcome::Forward(_), None) => reply_response(&Denial::Misconfigured.reply(None)),
+        (Outcome::Forward(forward), Some(route)) => {
             #[cfg(feature = "panic-probe")]
             panic_probe(&headers);
             let sessions = match env.kv(binding::JWKS_CACHE) {
@@ -312,6 +317,7 @@ async fn handle(
             let mut request = request;
             match prepare_forward(
                 config,
+                route,
                 &gate_request_owned(&method, &url, &headers),
                 &mut request,
                 &sessions,
@@ -320,19 +326,19 @@ async fn handle(
             .await
             {
                 Err(denial) => {
-                    decision.refuse(&denial, config);
-                    reply_response(&denial.reply(Some(config)))
+                    decision.refuse(&denial, route);
+                    reply_response(&denial.reply(Some(route)))
                 }
                 Ok(prepared) => {
                     match forward_to_origin(
-                        request, &forward, prepared, config, &sessions, &decision,
+                        request, &forward, prepared, config, route, &sessions, &decision,
                     )
                     .await
                     {
                         Ok(Ok(answer)) => Ok(answer),
                         Ok(Err(denial)) => {
-                            decision.refuse(&denial, config);
-                            reply_response(&denial.reply(Some(config)))
+                            decision.refuse(&denial, route);
+                            reply_response(&denial.reply(Some(route)))
                         }
                         Err(error) => Err(error),
                     }
@@ -382,6 +388,7 @@ struct Prepared {
 /// owner (KV) and the JSON-RPC body of a POST.
 async fn prepare_forward(
     config: &Config,
+    route: &Route,
     gate_request: &GateRequest<'_>,
     request: &mut Request,
     sessions: &io::EdgeKv,
@@ -394,7 +401,9 @@ async fn prepare_forward(
         if !is_valid_session_id(&session_id) {
             return Err(Denial::ForeignSession);
         }
-        let stored = sessions.get(&session_key(&session_id)).await;
+        let stored = sessions
+            .get(&session_key(&route.resource.uri, &session_id))
+            .await;
         if !may_use_session(stored.as_deref(), &token) {
             return Err(Denial::ForeignSession);
         }
@@ -411,7 +420,7 @@ async fn prepare_forward(
         return Err(Denial::PayloadTooLarge);
     }
     let body = read_capped(request, config.max_body_bytes).await?;
-    match authorize_rpc(config, gate_request, &token, &body) {
+    match authorize_rpc(route, gate_request, &token, &body) {
         Ok(plan) => {
             decision.audit = Some(plan.audit);
             Ok(Prepared {
@@ -477,6 +486,7 @@ async fn forward_to_origin(
     forward: &OriginRequest,
     prepared: Prepared,
     config: &Config,
+    route: &Route,
     sessions: &io::EdgeKv,
     decision: &Decision,
 ) -> worker::Result<Result<(Response, u16), Denial>> {
@@ -513,7 +523,7 @@ async fn forward_to_origin(
             .map(|(_, v)| v.as_str()),
     ) {
         if is_valid_session_id(session_id) {
-            let key = session_key(session_id);
+            let key = session_key(&route.resource.uri, session_id);
             // First owner wins: a session is never re-bound to another token.
             if sessions.get(&key).await.is_none() {
                 let owner = SessionOwner::of(token).to_json();
