@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use portcullis::bearer::{extract_bearer, CredentialCarriers, MAX_AUTHORIZATION_BYTES};
+use portcullis::bearer::{extract_bearer, CredentialCarriers, DEFAULT_MAX_AUTHORIZATION_BYTES};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -19,10 +19,11 @@ fuzz_target!(|data: &[u8]| {
         authorization: &authorization,
         query,
         content_type,
+        max_authorization_bytes: DEFAULT_MAX_AUTHORIZATION_BYTES,
     };
     if let Ok(Some(token)) = extract_bearer(&carriers) {
         assert!(!token.is_empty());
         assert!(authorization.len() == 1 && authorization[0].contains(token));
-        assert!(authorization[0].len() <= MAX_AUTHORIZATION_BYTES);
+        assert!(authorization[0].len() <= DEFAULT_MAX_AUTHORIZATION_BYTES);
     }
 });

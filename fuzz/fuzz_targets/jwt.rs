@@ -27,6 +27,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let _ = parsed.kid();
     let _ = parsed.has_candidate_key(keys());
+    let _ = parsed.require_access_token_type();
     // Judge by the issuer the token names, so the fuzzer gets past the issuer
     // check to the signature and the claims.
     let issuer = parsed
@@ -34,11 +35,14 @@ fuzz_target!(|data: &[u8]| {
         .unwrap_or("https://auth.example.com")
         .to_owned();
     let audiences = ["https://mcp.example.com/mcp".to_owned()];
-    for leeway_seconds in [0, u64::MAX] {
+    for (leeway_seconds, max_lifetime_seconds) in
+        [(0, None), (u64::MAX, Some(u64::MAX)), (60, Some(3600))]
+    {
         let policy = ClaimsPolicy {
             issuer: &issuer,
             audiences: &audiences,
             leeway_seconds,
+            max_lifetime_seconds,
         };
         for now in [NOW, 0, i64::MAX, i64::MIN] {
             let _ = verify(&parsed, keys(), &policy, now);

@@ -44,16 +44,23 @@ fuzz_target!(|data: &[u8]| {
     let Ok(parsed) = UnverifiedJwt::parse(&token, &JwsAlgorithm::ALL) else {
         return;
     };
+    let _ = parsed.require_access_token_type();
     let issuer = parsed.issuer().unwrap_or("").to_owned();
     let audiences = [
         "https://mcp.example.com/mcp".to_owned(),
         "https://mcp.example.com".to_owned(),
     ];
-    for leeway_seconds in [0, 60, u64::MAX] {
+    for (leeway_seconds, max_lifetime_seconds) in [
+        (0, None),
+        (60, Some(300)),
+        (u64::MAX, Some(0)),
+        (u64::MAX, Some(u64::MAX)),
+    ] {
         let policy = ClaimsPolicy {
             issuer: &issuer,
             audiences: &audiences,
             leeway_seconds,
+            max_lifetime_seconds,
         };
         for now in [NOW, 0, i64::MAX, i64::MIN] {
             if let Ok(token) = verify(&parsed, keys(), &policy, now) {
