@@ -50,6 +50,18 @@ if [ ! -x /usr/bin/chromium ]; then
     || { "${sudo_cmd[@]}" apt-get update && "${sudo_cmd[@]}" apt-get install -y chromium chromium-driver; }
 fi
 
+# Supply-chain and fuzzing tools (scripts/deny.sh, scripts/fuzz.sh), pinned.
+cargo_deny_version=0.20.2
+cargo_fuzz_version=0.13.2
+if [ "$(installed_version cargo-deny)" != "$cargo_deny_version" ]; then
+  step "Installing cargo-deny $cargo_deny_version (about 10 minutes, once)"
+  cargo install cargo-deny --version "$cargo_deny_version" --locked --force
+fi
+if [ "$(cargo fuzz --version 2>/dev/null | grep -oE '[0-9]+\.[0-9]+\.[0-9]+' | head -n 1)" != "$cargo_fuzz_version" ]; then
+  step "Installing cargo-fuzz $cargo_fuzz_version (about 2 minutes, once)"
+  cargo install cargo-fuzz --version "$cargo_fuzz_version" --locked --force
+fi
+
 # npm ci only when package-lock.json changed since the last install.
 lock_stamp=node_modules/.portcullis-lock.sha256
 lock_sum=$(sha256sum package-lock.json | cut -d' ' -f1)

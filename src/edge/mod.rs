@@ -27,6 +27,7 @@ use crate::sessions::{is_valid_session_id, may_use_session, session_key, Session
 use crate::token_cache::VerifiedTokens;
 use crate::tool_filter::ToolListFilter;
 use futures_util::StreamExt;
+use worker::wasm_bindgen::JsCast;
 
 /// What an isolate keeps between requests.
 struct Isolate {
@@ -58,7 +59,7 @@ fn isolate(env: &Env) -> Rc<Isolate> {
     ISOLATE.with(|cell| {
         cell.borrow_mut()
             .get_or_insert_with(|| {
-                console_error_panic_hook::set_once();
+                install_panic_hook();
                 let config = Config::parse(&EnvBindings(env));
                 if let Err(error) = &config {
                     log_line(&ConfigLog {
@@ -75,6 +76,44 @@ fn isolate(env: &Env) -> Rc<Isolate> {
             })
             .clone()
     })
+}
+
+/// The function the JS entry point (src/edge/entry.mjs) sets on the global
+/// object to learn of a panic.
+const PANIC_LISTENER: &str = "__portcullisPanicked";
+
+/// Logs a panic as one JSON line, tells the JS entry point, then hands the
+/// panic to the hook worker's start function installed (which marks the
+/// instance for re-creation before the next request). The panic's message is
+/// left out of our line: it may quote whatever value was being handled.
+/// A panic aborts the wasm instance (`panic = "abort"` on wasm32), so the
+/// request it happened in can never be answered from Rust: the entry point
+/// answers it with a generic 500, and it is never forwarded.
+fn install_panic_hook() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let location = info
+            .location()
+            .map(|at| format!("{}:{}", at.file(), at.line()));
+        log_line(&PanicLog {
+            event: "panic",
+            location: location.as_deref(),
+        });
+        let global = worker::js_sys::global();
+        if let Ok(listener) = worker::js_sys::Reflect::get(&global, &PANIC_LISTENER.into()) {
+            if let Some(listener) = listener.dyn_ref::<worker::js_sys::Function>() {
+                let _ = listener.call0(&global);
+            }
+        }
+        previous(info);
+    }));
+}
+
+#[derive(Serialize)]
+struct PanicLog<'a> {
+    event: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    location: Option<&'a str>,
 }
 
 /// A background key set refresh (stale-while-revalidate), so operators see
@@ -269,6 +308,8 @@ async fn handle(
         // A forward always has a route; refuse rather than guess.
         (Outcome::Forward(_), None) => reply_response(&Denial::Misconfigured.reply(None)),
         (Outcome::Forward(forward), Some(route)) => {
+            #[cfg(feature = "panic-probe")]
+            panic_probe(&headers);
             let sessions = match env.kv(binding::JWKS_CACHE) {
                 Ok(kv) => io::EdgeKv(kv),
                 Err(error) => return (Some(decision), Err(error)),
@@ -306,6 +347,18 @@ async fn handle(
         }
     };
     (Some(decision), answer)
+}
+
+/// Test builds only (feature `panic-probe`): panics where an authorized
+/// request is about to be forwarded, when the request asks for it.
+#[cfg(feature = "panic-probe")]
+fn panic_probe(headers: &[(String, String)]) {
+    if headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("x-portcullis-panic-probe"))
+    {
+        panic!("panic probe");
+    }
 }
 
 /// Rebuilds the gate's view of the request (the original borrowed headers

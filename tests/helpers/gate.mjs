@@ -30,9 +30,10 @@ export const SHARED_OPTIONS = {
 };
 
 /** Fails loudly when the worker has not been built. */
-export function assertBuilt() {
-  if (!existsSync(WORKER_SCRIPT)) {
-    throw new Error(`${WORKER_SCRIPT} is missing: run \`npm run build\` before the tests`);
+export function assertBuilt(buildDir = BUILD_DIR) {
+  const script = join(buildDir, 'index.js');
+  if (!existsSync(script)) {
+    throw new Error(`${script} is missing: run \`npm run build\` (or \`npm test\`) before the tests`);
   }
 }
 
@@ -49,12 +50,12 @@ export function freePort() {
   });
 }
 
-/** The worker's module options for Miniflare. */
-export function workerModuleOptions() {
+/** The worker's module options for Miniflare (`buildDir`: another build of it). */
+export function workerModuleOptions(buildDir = BUILD_DIR) {
   return {
     modules: true,
-    scriptPath: WORKER_SCRIPT,
-    modulesRoot: BUILD_DIR,
+    scriptPath: join(buildDir, 'index.js'),
+    modulesRoot: buildDir,
     modulesRules: [{ type: 'CompiledWasm', include: ['**/*.wasm'] }],
     compatibilityDate: COMPATIBILITY_DATE,
   };
@@ -130,17 +131,18 @@ export class OutputCapture {
  * @param {Record<string, string|undefined>} options.bindings environment variables and secrets.
  * @param {number} [options.port] port to listen on (pick it first when MCP_RESOURCE must name it).
  * @param {boolean} [options.kv=true] bind the JWKS_CACHE KV namespace.
+ * @param {string} [options.buildDir] run another build of the worker than build/.
  * @returns {Promise<{url: string, port: number, mf: Miniflare, output: OutputCapture,
  *   fetch: (path: string, init?: RequestInit) => Promise<Response>, restart: () => Promise<void>,
  *   requestLogs: () => object[], close: () => Promise<void>}>}
  */
-export async function startGate({ bindings, port, kv = true }) {
-  assertBuilt();
+export async function startGate({ bindings, port, kv = true, buildDir = BUILD_DIR }) {
+  assertBuilt(buildDir);
   port ??= await freePort();
   const output = new OutputCapture();
   const cleanBindings = Object.fromEntries(Object.entries(bindings).filter(([, value]) => value !== undefined));
   const options = {
-    ...workerModuleOptions(),
+    ...workerModuleOptions(buildDir),
     ...SHARED_OPTIONS,
     port,
     bindings: cleanBindings,

@@ -12,8 +12,9 @@ import { freePort, startGate } from './gate.mjs';
  * @param {(ctx: {resource: string, issuer: object, origin: object}) => object} [options.bindings]
  *   overrides merged over the default bindings; a value of undefined removes that binding.
  * @param {string} [options.resourcePath='/mcp']
+ * @param {string} [options.buildDir] run another build of the worker than build/.
  */
-export async function startStack({ issuer: issuerOptions = {}, origin: originOptions = {}, bindings: overrides, resourcePath = '/mcp' } = {}) {
+export async function startStack({ issuer: issuerOptions = {}, origin: originOptions = {}, bindings: overrides, resourcePath = '/mcp', buildDir } = {}) {
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
   const resource = `${base}${resourcePath}`;
@@ -30,7 +31,7 @@ export async function startStack({ issuer: issuerOptions = {}, origin: originOpt
       OAUTH_JWKS_URI: issuer.jwksUri,
     };
     const bindings = { ...defaults, ...(overrides ? overrides({ resource, issuer, origin, base }) : {}) };
-    const gate = await startGate({ bindings, port });
+    const gate = await startGate({ bindings, port, buildDir });
     closers.push(() => gate.close());
     return {
       base,
