@@ -19,3 +19,9 @@ bash scripts/build.sh
 
 printf '\033[1m==> Black-box tests of build/index.js in Miniflare\033[0m\n'
 node --test --test-concurrency=1 --test-timeout=120000 tests/*.test.mjs
+
+# Supply chain and fuzzing are part of the one test command, so what CI
+# proves is what a newcomer runs (issue: "all of it in the README's test
+# command").
+bash scripts/deny.sh
+bash scripts/fuzz.sh
