@@ -296,8 +296,6 @@ struct IssuerState {
     consecutive_failures: u32,
     retry_after: i64,
     last_refetch_attempt: Option<i64>,
-    /// When this isolate fetched its first set of the issuer.
-    cold_fetched_at: Option<i64>,
     refreshing: bool,
     /// A request of this isolate is fetching the set right now; cleared by
     /// [`FetchInFlight`] however that fetch ends.
@@ -370,9 +368,7 @@ impl<H: HttpClient, S: KvStore> KeySource for JwksCache<H, S> {
         let memory_answers = match (&held, demand) {
             (Some(set), KeyDemand::Current) => set.is_fresh(now),
             (Some(_), KeyDemand::UnknownKid) => {
-                self.fetched_here(id)
-                    || self.cold_fetched_this_second(id, now)
-                    || self.refetched_recently_here(id, now)
+                self.fetched_here(id) || self.refetched_recently_here(id, now)
             }
             (None, _) => false,
         };
@@ -404,10 +400,7 @@ impl<H: HttpClient, S: KvStore> KeySource for JwksCache<H, S> {
                 Ok(set.keys)
             }
             (Some(set), KeyDemand::UnknownKid) => {
-                if self.fetched_here(id)
-                    || self.cold_fetched_this_second(id, now)
-                    || !self.claim_refetch(id, now).await
-                {
+                if self.fetched_here(id) || !self.claim_refetch(id, now).await {
                     return Ok(set.keys);
                 }
                 match self.refresh(issuer, now).await {
@@ -477,9 +470,6 @@ impl<H: HttpClient, S: KvStore> JwksCache<H, S> {
             match &result {
                 Ok(set) => {
                     self.fetched.borrow_mut().push(id.to_owned());
-                    if state.set.is_none() {
-                        state.cold_fetched_at = Some(now);
-                    }
                     state.set = Some(set.clone());
                     state.consecutive_failures = 0;
                     state.retry_after = 0;
@@ -543,17 +533,6 @@ impl<H: HttpClient, S: KvStore> JwksCache<H, S> {
     fn refetched_recently_here(&self, issuer: &str, now: i64) -> bool {
         let local = self.memory.with(issuer, |state| state.last_refetch_attempt);
         local.is_some_and(|at| now - at < self.settings.refresh_cooldown)
-    }
-
-    /// Whether this isolate's first set of the issuer was fetched at `now`
-    /// (the clock has one-second steps): the requests of a cold burst that
-    /// arrive just after its fetch cannot get a fresher set by refetching for
-    /// an unknown kid. Later fetches do not count: a key published right
-    /// after a refresh must still be found at once.
-    fn cold_fetched_this_second(&self, issuer: &str, now: i64) -> bool {
-        self.memory
-            .with(issuer, |state| state.cold_fetched_at)
-            .is_some_and(|at| at >= now)
     }
 
     /// Whether this request already fetched the issuer's set: it cannot be
