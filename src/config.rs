@@ -525,13 +525,8 @@ impl<B: Bindings + ?Sized> Parser<'_, B> {
 
     fn scopes(&mut self, name: &'static str) -> Vec<String> {
         let scopes = self.list(name);
-        for scope in &scopes {
-            if !is_scope_token(scope) {
-                self.problem(
-                    name,
-                    format!("{scope:?} is not a valid scope token (RFC 6749 §3.3)"),
-                );
-            }
+        for problem in scope_token_problems(&scopes) {
+            self.problem(name, problem);
         }
         scopes
     }
@@ -580,6 +575,15 @@ pub(crate) fn is_loopback_host(url: &Url) -> bool {
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
         None => false,
     }
+}
+
+/// What is wrong with each scope in `scopes` that is not a scope token.
+fn scope_token_problems(scopes: &[String]) -> Vec<String> {
+    scopes
+        .iter()
+        .filter(|scope| !is_scope_token(scope))
+        .map(|scope| format!("{scope:?} is not a valid scope token (RFC 6749 §3.3)"))
+        .collect()
 }
 
 /// `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )` (RFC 6749 §3.3). Also what
@@ -983,13 +987,8 @@ impl<B: Bindings + ?Sized> Parser<'_, B> {
         }
         let mut scopes = |member: &str, words: Option<Words>| -> Vec<String> {
             let list = words.map(Words::into_vec).unwrap_or_default();
-            for scope in &list {
-                if !is_scope_token(scope) {
-                    self.problem(
-                        NAME,
-                        format!("{label}: {member}: {scope:?} is not a valid scope token (RFC 6749 §3.3)"),
-                    );
-                }
+            for problem in scope_token_problems(&list) {
+                self.problem(NAME, format!("{label}: {member}: {problem}"));
             }
             list
         };

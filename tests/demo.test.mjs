@@ -146,9 +146,40 @@ describe('demo authorization server (oidc-provider)', () => {
   });
 });
 
+/**
+ * Starts `node scripts/dev.mjs ...args` on free ports (`portNames` → env
+ * variables) with its own state file, and waits until it printed its banner.
+ * @returns {Promise<{child, env, ports, stateDir, output: () => string}>}
+ */
+async function startDevStack(args, portNames) {
+  assertBuilt();
+  const ports = {};
+  for (const [name, variable] of Object.entries(portNames)) ports[name] = { variable, port: await freePort() };
+  const stateDir = mkdtempSync(join(tmpdir(), 'portcullis-dev-'));
+  const env = { ...process.env, PORTCULLIS_DEV_STATE: join(stateDir, 'state.json') };
+  for (const { variable, port } of Object.values(ports)) env[variable] = String(port);
+  const child = spawn(process.execPath, ['scripts/dev.mjs', ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout.on('data', (d) => (output += d));
+  child.stderr.on('data', (d) => (output += d));
+  const deadline = Date.now() + 240_000;
+  while (!output.includes('Ctrl-C stops')) {
+    if (child.exitCode !== null) assert.fail(`scripts/dev.mjs ${args.join(' ')} exited (${child.exitCode}):\n${output.slice(-3000)}`);
+    if (Date.now() > deadline) assert.fail(`the stack did not come up in 240 s:\n${output.slice(-3000)}`);
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+  return {
+    child,
+    env,
+    stateDir,
+    ports: Object.fromEntries(Object.entries(ports).map(([name, { port }]) => [name, port])),
+    output: () => output,
+  };
+}
+
 describe('npm start: the local stack (scripts/dev.mjs, wrangler dev)', () => {
   let child;
-  let output = '';
+  let readOutput;
   let env;
   let stateDir;
   let ports;
@@ -164,25 +195,9 @@ describe('npm start: the local stack (scripts/dev.mjs, wrangler dev)', () => {
     });
 
   before(async () => {
-    assertBuilt();
-    ports = { gate: await freePort(), origin: await freePort(), auth: await freePort() };
-    stateDir = mkdtempSync(join(tmpdir(), 'portcullis-dev-'));
-    env = {
-      ...process.env,
-      GATE_PORT: String(ports.gate),
-      ORIGIN_PORT: String(ports.origin),
-      AUTH_PORT: String(ports.auth),
-      PORTCULLIS_DEV_STATE: join(stateDir, 'state.json'),
-    };
-    child = spawn(process.execPath, ['scripts/dev.mjs'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    child.stdout.on('data', (d) => (output += d));
-    child.stderr.on('data', (d) => (output += d));
-    const deadline = Date.now() + 240_000;
-    while (!output.includes('Ctrl-C stops')) {
-      if (child.exitCode !== null) assert.fail(`scripts/dev.mjs exited (${child.exitCode}):\n${output.slice(-3000)}`);
-      if (Date.now() > deadline) assert.fail(`the stack did not come up in 240 s:\n${output.slice(-3000)}`);
-      await new Promise((resolve) => setTimeout(resolve, 250));
-    }
+    const stack = await startDevStack([], { gate: 'GATE_PORT', origin: 'ORIGIN_PORT', auth: 'AUTH_PORT' });
+    ({ child, env, ports, stateDir } = stack);
+    readOutput = stack.output;
   });
 
   after(async () => {
@@ -194,8 +209,8 @@ describe('npm start: the local stack (scripts/dev.mjs, wrangler dev)', () => {
 
   test('prints the MCP URL and a one-line command that gets a token and calls a tool through the gate', async () => {
     const resource = `http://127.0.0.1:${ports.gate}/mcp`;
-    assert.match(output, new RegExp(`MCP endpoint, behind the gate: +${resource.replace(/[.]/g, '\\.')}`));
-    assert.match(output, new RegExp(`authorization server: +http://127\\.0\\.0\\.1:${ports.auth}`));
+    assert.match(readOutput(), new RegExp(`MCP endpoint, behind the gate: +${resource.replace(/[.]/g, '\\.')}`));
+    assert.match(readOutput(), new RegExp(`authorization server: +http://127\\.0\\.0\\.1:${ports.auth}`));
 
     // The gate challenges with the metadata, which names the authorization server.
     const challenge = await fetch(resource, { method: 'POST' });
@@ -204,7 +219,7 @@ describe('npm start: the local stack (scripts/dev.mjs, wrangler dev)', () => {
     const metadata = await (await fetch(params.resource_metadata)).json();
     assert.deepEqual(metadata.authorization_servers, [`http://127.0.0.1:${ports.auth}`]);
 
-    const lines = output.split('\n');
+    const lines = readOutput().split('\n');
     const oneLine = lines[lines.findIndex((l) => l.startsWith('One line')) + 1];
     assert.match(oneLine, new RegExp(`^GATE_PORT=${ports.gate} node scripts/dev\\.mjs call `));
     const { code, out, err } = await new Promise((resolve) => {
@@ -245,7 +260,7 @@ describe('npm start: the local stack (scripts/dev.mjs, wrangler dev)', () => {
 
 describe('npm start -- --routes: two MCP servers behind one gate', () => {
   let child;
-  let output = '';
+  let readOutput;
   let env;
   let stateDir;
   let ports;
@@ -261,26 +276,9 @@ describe('npm start -- --routes: two MCP servers behind one gate', () => {
     });
 
   before(async () => {
-    assertBuilt();
-    ports = { gate: await freePort(), origin: await freePort(), second: await freePort(), auth: await freePort() };
-    stateDir = mkdtempSync(join(tmpdir(), 'portcullis-dev-'));
-    env = {
-      ...process.env,
-      GATE_PORT: String(ports.gate),
-      ORIGIN_PORT: String(ports.origin),
-      SECOND_ORIGIN_PORT: String(ports.second),
-      AUTH_PORT: String(ports.auth),
-      PORTCULLIS_DEV_STATE: join(stateDir, 'state.json'),
-    };
-    child = spawn(process.execPath, ['scripts/dev.mjs', '--routes'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    child.stdout.on('data', (d) => (output += d));
-    child.stderr.on('data', (d) => (output += d));
-    const deadline = Date.now() + 240_000;
-    while (!output.includes('Ctrl-C stops')) {
-      if (child.exitCode !== null) assert.fail(`scripts/dev.mjs --routes exited (${child.exitCode}):\n${output.slice(-3000)}`);
-      if (Date.now() > deadline) assert.fail(`the stack did not come up in 240 s:\n${output.slice(-3000)}`);
-      await new Promise((resolve) => setTimeout(resolve, 250));
-    }
+    const stack = await startDevStack(['--routes'], { gate: 'GATE_PORT', origin: 'ORIGIN_PORT', second: 'SECOND_ORIGIN_PORT', auth: 'AUTH_PORT' });
+    ({ child, env, ports, stateDir } = stack);
+    readOutput = stack.output;
   });
 
   after(async () => {
@@ -295,7 +293,7 @@ describe('npm start -- --routes: two MCP servers behind one gate', () => {
       assert.equal(metadata.resource, `${gate}/${name}/mcp`);
       assert.deepEqual(metadata.authorization_servers, [`http://127.0.0.1:${ports.auth}`]);
     }
-    const lines = output.split('\n');
+    const lines = readOutput().split('\n');
     const first = lines.findIndex((l) => l.startsWith('One line each'));
     for (const [offset, expected] of [
       [1, /Invoice INV-1001: ACME Corp/],
@@ -312,7 +310,7 @@ describe('npm start -- --routes: two MCP servers behind one gate', () => {
     const replay = await fetch(`${gate}/tickets/mcp`, { method: 'POST', headers: { authorization: `Bearer ${billingToken.trim()}` } });
     assert.equal(replay.status, 401);
     assert.equal(parseChallenge(replay.headers.get('www-authenticate')).params.error, 'invalid_token');
-    assert.ok(!output.includes(billingToken.trim()), 'the token is not printed by the stack');
+    assert.ok(!readOutput().includes(billingToken.trim()), 'the token is not printed by the stack');
   });
 
   test('Ctrl-C stops the gate, both origins and the authorization server', async () => {

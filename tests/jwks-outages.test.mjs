@@ -224,6 +224,18 @@ describe('a cold gate under a burst of concurrent first requests', () => {
   test('one JWKS fetch for the whole burst: valid tokens pass, forged kids get 401', async (t) => {
     const stack = await startStack({ issuer: { algs: ['ES256'] } });
     try {
+      // The key set takes a while to come, as from an authorization server
+      // across the internet: the whole burst arrives while the first fetch is
+      // in flight. (On a loopback issuer the fetch could finish before the
+      // last requests of the burst arrived; a forged kid arriving after a
+      // fetch rightly refetches once, which made this test timing-dependent.)
+      overrideJwks(stack.issuer, (res) => {
+        const timer = setTimeout(() => {
+          res.writeHead(200, { 'content-type': 'application/jwk-set+json' });
+          res.end(JSON.stringify(stack.issuer.jwks()));
+        }, 500);
+        res.on('close', () => clearTimeout(timer));
+      });
       const valid = await Promise.all(Array.from({ length: 30 }, (_, i) => stack.issuer.mint({ sub: `user-${i}` })));
       const forged = await Promise.all(
         Array.from({ length: 30 }, () => stack.issuer.mint({}, { kid: randomBytes(12).toString('base64url') })),
