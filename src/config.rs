@@ -248,21 +248,18 @@ impl Config {
         self.issuers.iter().find(|trusted| trusted.issuer == iss)
     }
 
-    /// The route whose RFC 9728 metadata lives at `path`: its path-inserted
-    /// well-known URL, or the root well-known URL when there is one route only
-    /// (with several, clients must use the path-inserted form).
-    pub fn route_for_metadata(&self, path: &str) -> Option<&Route> {
-        if let Some(route) = self
+    /// The index of the route whose RFC 9728 metadata lives at `path`: its
+    /// path-inserted well-known URL, or the root well-known URL when there is
+    /// one route only (with several, clients must use the path-inserted form).
+    pub fn route_for_metadata(&self, path: &str) -> Option<usize> {
+        if let Some(index) = self
             .routes
             .iter()
-            .find(|route| route.resource.metadata_path == path)
+            .position(|route| route.resource.metadata_path == path)
         {
-            return Some(route);
+            return Some(index);
         }
-        match self.routes.as_slice() {
-            [only] if path == ROOT_METADATA_PATH => Some(only),
-            _ => None,
-        }
+        (self.routes.len() == 1 && path == ROOT_METADATA_PATH).then_some(0)
     }
 
     /// The route covering `path` (longest path prefix at a segment boundary)
@@ -1539,7 +1536,7 @@ mod tests {
         let metadata = |path: &str| {
             config
                 .route_for_metadata(path)
-                .map(|r| r.resource.uri.as_str())
+                .map(|index| config.routes[index].resource.uri.as_str())
         };
         assert_eq!(
             metadata("/.well-known/oauth-protected-resource/docs/mcp"),

@@ -138,13 +138,8 @@ enum Target<'c, 'p> {
 /// Routes by path: a route's metadata, or the longest route path covering
 /// the request (MCP authorization: each protected resource is its own).
 fn target<'c, 'p>(config: &'c Config, path: &'p str) -> Target<'c, 'p> {
-    if let Some(route) = config.route_for_metadata(path) {
-        let index = config
-            .routes
-            .iter()
-            .position(|r| std::ptr::eq(r, route))
-            .unwrap_or(0);
-        return Target::Metadata(index, route);
+    if let Some(index) = config.route_for_metadata(path) {
+        return Target::Metadata(index, &config.routes[index]);
     }
     if has_path_trickery(path) || path.starts_with("/.well-known/") {
         return Target::Unknown;
