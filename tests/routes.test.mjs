@@ -192,6 +192,52 @@ describe('three routes behind one gate', () => {
   });
 });
 
+describe("a route's issuers", () => {
+  const closers = [];
+  let gate;
+  let main;
+  let partner;
+  let origin;
+  let resource;
+
+  before(async () => {
+    const port = await freePort();
+    resource = `http://127.0.0.1:${port}/partners/mcp`;
+    main = await startIssuer({ audience: resource, algs: ['ES256'] });
+    closers.push(() => main.close());
+    partner = await startIssuer({ audience: resource, algs: ['ES256'] });
+    closers.push(() => partner.close());
+    origin = await startOrigin({ jsonResponse: true });
+    closers.push(() => origin.close());
+    gate = await startGate({
+      port,
+      bindings: {
+        OAUTH_ISSUER: `${main.issuer} ${partner.issuer}`,
+        OAUTH_JWKS_URI: `${main.jwksUri} ${partner.jwksUri}`,
+        MCP_ROUTES: JSON.stringify([{ resource, origin: origin.url, issuers: [partner.issuer] }]),
+      },
+    });
+    closers.push(() => gate.close());
+  });
+
+  after(async () => {
+    await closeAll(closers);
+  });
+
+  test('a route accepts only the issuers it lists: a valid token from another trusted issuer is refused, the origin untouched', async () => {
+    const metadata = await (await gate.fetch('/.well-known/oauth-protected-resource/partners/mcp')).json();
+    assert.deepEqual(metadata.authorization_servers, [partner.issuer]);
+    await expectOriginUntouched(origin, async () => {
+      const response = await gate.fetch('/partners/mcp/echo', { headers: { authorization: `Bearer ${await main.mint()}` } });
+      await expectRefusal(response, { status: 401, error: 'invalid_token' });
+    });
+    assert.equal(main.requests.filter((r) => r.path === '/jwks').length, 0, "the unlisted issuer's keys are not even fetched");
+    const allowed = await gate.fetch('/partners/mcp/echo', { headers: { authorization: `Bearer ${await partner.mint()}` } });
+    assert.equal(allowed.status, 200);
+    await allowed.body?.cancel();
+  });
+});
+
 describe('route configuration errors', () => {
   const RESOURCE_BASE = 'http://127.0.0.1:8787';
   let mf;
