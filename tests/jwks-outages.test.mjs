@@ -228,12 +228,14 @@ describe('a cold gate under a burst of concurrent first requests', () => {
       // across the internet: the whole burst arrives while the first fetch is
       // in flight. (On a loopback issuer the fetch could finish before the
       // last requests of the burst arrived; a forged kid arriving after a
-      // fetch rightly refetches once, which made this test timing-dependent.)
+      // fetch rightly refetches once, which made this test timing-dependent.
+      // 500 ms was still too short on a loaded 2-core machine: 2 s, well
+      // inside the 5 s fetch timeout.)
       overrideJwks(stack.issuer, (res) => {
         const timer = setTimeout(() => {
           res.writeHead(200, { 'content-type': 'application/jwk-set+json' });
           res.end(JSON.stringify(stack.issuer.jwks()));
-        }, 500);
+        }, 2000);
         res.on('close', () => clearTimeout(timer));
       });
       const valid = await Promise.all(Array.from({ length: 30 }, (_, i) => stack.issuer.mint({ sub: `user-${i}` })));
