@@ -4,19 +4,23 @@
 # entry, build/gate.mjs the module worker-build generated.
 #
 #   bash scripts/build.sh               # build/, what is deployed
-#   bash scripts/build.sh --panic-probe # build-panic/, a TEST build with the
-#                                       # `panic-probe` feature (tests/panic.test.mjs)
+#   bash scripts/build.sh --probes      # build-probe/, a TEST build with the
+#                                       # `panic-probe` and `verify-probe` features
+#                                       # (tests/panic.test.mjs, tests/webcrypto.test.mjs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 
 out_dir=build
 args=()
-if [ "${1:-}" = "--panic-probe" ]; then
+if [ "${1:-}" = "--probes" ]; then
   shift
-  out_dir=build-panic
-  args=(--out-dir "$out_dir" -- --features panic-probe)
+  out_dir=build-probe
+  args=(--out-dir "$out_dir" -- --features panic-probe,verify-probe)
 fi
 worker-build --release "$@" "${args[@]}"
+# worker-build keeps the wasm name section; the worker does not need it (panics
+# are logged by source location) and it is a third of the gzipped size.
+node scripts/strip-wasm-names.mjs "$out_dir/index_bg.wasm"
 mv "$out_dir/index.js" "$out_dir/gate.mjs"
 cp src/edge/entry.mjs "$out_dir/index.js"

@@ -10,10 +10,10 @@ source scripts/env.sh
 printf '\033[1m==> Native tests (cargo test)\033[0m\n'
 cargo test --all-targets
 
-# The test build with the panic probe first, the deployed build last: the
+# The test build with the probes first, the deployed build last: the
 # supply-chain test reads the linked wasm the last build left in target/.
-printf '\033[1m==> Building the panic-probe test build (build-panic/)\033[0m\n'
-bash scripts/build.sh --panic-probe
+printf '\033[1m==> Building the test build with probes (build-probe/)\033[0m\n'
+bash scripts/build.sh --probes
 printf '\033[1m==> Building the worker\033[0m\n'
 bash scripts/build.sh
 

@@ -1253,6 +1253,29 @@ mod tests {
         assert!(!text.contains("Injected"), "secret echoed: {text}");
     }
 
+    /// The worker links url with the ASCII-only IDNA adapter (Cargo.toml):
+    /// an internationalized host name must be given in punycode, and a
+    /// Unicode one is refused, naming the binding, rather than mapped.
+    #[test]
+    fn host_names_are_ascii_or_punycode() {
+        assert_eq!(
+            problems(Config::parse(&bindings(&[(
+                "MCP_ORIGIN",
+                "https://bücher.example/mcp"
+            )]))),
+            ["MCP_ORIGIN"]
+        );
+        let config = Config::parse(&bindings(&[(
+            "MCP_ORIGIN",
+            "https://xn--bcher-kva.example/mcp",
+        )]))
+        .unwrap();
+        assert_eq!(
+            config.routes[0].origin.as_str(),
+            "https://xn--bcher-kva.example/mcp"
+        );
+    }
+
     #[test]
     fn identifiers_must_be_https_without_query_or_fragment() {
         for bad in [

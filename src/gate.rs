@@ -15,10 +15,11 @@ use crate::forward::{origin_headers, origin_url, OriginRequest};
 use crate::introspect::{looks_like_jwt, IntrospectionPolicy};
 use crate::introspect_cache::Introspector;
 use crate::jsonrpc::{check_routing_headers, parse_body, TOOLS_CALL, TOOLS_LIST};
-use crate::jwt::{verify, AccessToken, ClaimsPolicy, TokenError, UnverifiedJwt};
+use crate::jwt::{verify_with, AccessToken, ClaimsPolicy, TokenError, UnverifiedJwt};
 use crate::keys::{KeyDemand, KeySource};
 use crate::reply::{mcp_preflight_reply, metadata_preflight_reply, metadata_reply, Denial, Reply};
-use crate::token_cache::VerifiedTokens;
+use crate::signature::SignatureVerifier;
+use crate::token_cache::{TokenKey, VerifiedTokens};
 use crate::tool_filter::ToolListFilter;
 
 /// Methods forwarded to the origin (MCP Streamable HTTP transport).
@@ -167,11 +168,12 @@ fn has_path_trickery(path: &str) -> bool {
 }
 
 /// Decides what to do with `request` at time `now` (seconds since the epoch).
-pub async fn decide<K: KeySource, I: Introspector>(
+pub async fn decide<K: KeySource, I: Introspector, V: SignatureVerifier>(
     config: &Config,
     request: &GateRequest<'_>,
     keys: &K,
     introspector: &I,
+    signatures: &V,
     tokens: &VerifiedTokens,
     now: i64,
 ) -> Decision {
@@ -225,6 +227,7 @@ pub async fn decide<K: KeySource, I: Introspector>(
         suffix,
         keys,
         introspector,
+        signatures,
         tokens,
         now,
     )
@@ -235,13 +238,14 @@ pub async fn decide<K: KeySource, I: Introspector>(
 
 /// The protected resource: method, credentials, route-level scopes.
 #[allow(clippy::too_many_arguments)]
-async fn authorize<K: KeySource, I: Introspector>(
+async fn authorize<K: KeySource, I: Introspector, V: SignatureVerifier>(
     config: &Config,
     (index, route): (usize, &Route),
     request: &GateRequest<'_>,
     suffix: &str,
     keys: &K,
     introspector: &I,
+    signatures: &V,
     tokens: &VerifiedTokens,
     now: i64,
 ) -> Decision {
@@ -253,7 +257,18 @@ async fn authorize<K: KeySource, I: Introspector>(
             Some((index, route)),
         );
     }
-    let token = match authenticate(config, route, request, keys, introspector, tokens, now).await {
+    let token = match authenticate(
+        config,
+        route,
+        request,
+        keys,
+        introspector,
+        signatures,
+        tokens,
+        now,
+    )
+    .await
+    {
         Ok(token) => token,
         Err(denial) => return Decision::deny(denial, Some((index, route))),
     };
@@ -363,12 +378,14 @@ pub fn authorize_rpc(
     Ok(RpcPlan { audit, tool_filter })
 }
 
-async fn authenticate<K: KeySource, I: Introspector>(
+#[allow(clippy::too_many_arguments)]
+async fn authenticate<K: KeySource, I: Introspector, V: SignatureVerifier>(
     config: &Config,
     route: &Route,
     request: &GateRequest<'_>,
     keys: &K,
     introspector: &I,
+    signatures: &V,
     tokens: &VerifiedTokens,
     now: i64,
 ) -> Result<AccessToken, Denial> {
@@ -402,7 +419,8 @@ async fn authenticate<K: KeySource, I: Introspector>(
             .map_err(Denial::InactiveToken);
     }
     let binding = route.check_binding.as_str();
-    if let Some((cached, kid)) = tokens.get(raw, binding, now, leeway) {
+    let key = TokenKey::of(raw, binding);
+    if let Some((cached, kid)) = tokens.get(&key, now, leeway) {
         // Honoured only while the issuer's current set still holds the key;
         // asking for the set also keeps it refreshed.
         if let Some(issuer) = config
@@ -417,9 +435,9 @@ async fn authenticate<K: KeySource, I: Introspector>(
                 return Ok(cached);
             }
         }
-        tokens.forget(raw, binding);
+        tokens.forget(&key);
     }
-    if let Some(error) = tokens.refusal(raw, binding, now) {
+    if let Some(error) = tokens.refusal(&key, now) {
         return Err(Denial::InvalidToken(error));
     }
     let token = UnverifiedJwt::parse(raw, &config.algorithms).map_err(Denial::InvalidToken)?;
@@ -450,14 +468,15 @@ async fn authenticate<K: KeySource, I: Introspector>(
         leeway_seconds: config.leeway_seconds,
         max_lifetime_seconds: config.max_token_lifetime_seconds,
     };
-    let verified = verify(&token, &key_set, &policy, now).map_err(|error| {
-        tokens.remember_refusal(raw, binding, error, now);
+    let verified = verify_with(&token, &key_set, &policy, now, signatures).await;
+    let verified = verified.map_err(|error| {
+        tokens.remember_refusal(&key, error, now);
         Denial::InvalidToken(error)
     })?;
     // A token without `kid` is not remembered: nothing would tell when the key
     // that verified it leaves the set, so it is verified on every request.
     if token.kid().is_some() {
-        tokens.insert(raw, binding, &verified, token.kid(), now);
+        tokens.insert(&key, &verified, token.kid(), now);
     }
     Ok(verified)
 }

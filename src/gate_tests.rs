@@ -10,8 +10,9 @@ use crate::introspect_cache::NoIntrospection;
 use crate::jsonrpc::RpcError;
 use crate::jwk::{JwsAlgorithm, KeySet};
 use crate::keys::{FetchError, KeySourceError};
+use crate::signature::RustCrypto;
 use crate::testkit::{config, good_claims, jwks_json, key_set, mint, mint_raw, with, NOW};
-use crate::token_cache::VerifiedTokens;
+use crate::token_cache::{TokenKey, VerifiedTokens};
 
 /// Serves the test key set, or fails, and counts demands.
 struct FakeKeys {
@@ -81,6 +82,7 @@ fn run(config: &Config, req: &GateRequest<'_>, keys: &FakeKeys) -> Decision {
         req,
         keys,
         &NoIntrospection,
+        &RustCrypto,
         &VerifiedTokens::with_capacity(0),
         NOW,
     ))
@@ -533,7 +535,15 @@ fn verified_tokens_are_reused_until_exp_while_their_key_is_held() {
     let cache = VerifiedTokens::default();
     let keys = FakeKeys::up();
     let run_cached = |keys: &FakeKeys, now: i64| {
-        pollster::block_on(decide(&config, &req, keys, &NoIntrospection, &cache, now))
+        pollster::block_on(decide(
+            &config,
+            &req,
+            keys,
+            &NoIntrospection,
+            &RustCrypto,
+            &cache,
+            now,
+        ))
     };
     assert_eq!(run_cached(&keys, NOW).reason, "authorized");
     assert_eq!(cache.len(), 1);
@@ -569,8 +579,17 @@ fn tokens_without_kid_stop_verifying_once_their_key_leaves_the_set() {
     let req = request("GET", "/mcp", None, &headers);
     let cache = VerifiedTokens::default();
     let keys = Rotating(RefCell::new(Rc::new(key_set())));
-    let run_cached =
-        || pollster::block_on(decide(&config, &req, &keys, &NoIntrospection, &cache, NOW));
+    let run_cached = || {
+        pollster::block_on(decide(
+            &config,
+            &req,
+            &keys,
+            &NoIntrospection,
+            &RustCrypto,
+            &cache,
+            NOW,
+        ))
+    };
     assert_eq!(run_cached().reason, "authorized");
     assert_eq!(run_cached().reason, "authorized");
     // The issuer withdraws the P-256 key: nothing names it in the token, so a
@@ -602,12 +621,19 @@ fn a_replayed_bad_signature_costs_one_check() {
     let cache = VerifiedTokens::default();
     let keys = FakeKeys::up();
     for _ in 0..3 {
-        let decision =
-            pollster::block_on(decide(&config, &req, &keys, &NoIntrospection, &cache, NOW));
+        let decision = pollster::block_on(decide(
+            &config,
+            &req,
+            &keys,
+            &NoIntrospection,
+            &RustCrypto,
+            &cache,
+            NOW,
+        ));
         assert_eq!(decision.reason, "bad_signature");
     }
     assert_eq!(
-        cache.refusal(&forged, &config.routes[0].check_binding, NOW),
+        cache.refusal(&TokenKey::of(&forged, &config.routes[0].check_binding), NOW),
         Some(TokenError::BadSignature)
     );
 }
@@ -773,6 +799,7 @@ fn a_token_for_one_route_is_refused_at_another_even_when_cached() {
             &request("GET", path, None, &headers),
             &keys,
             &NoIntrospection,
+            &RustCrypto,
             &tokens,
             NOW,
         ))

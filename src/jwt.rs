@@ -13,13 +13,11 @@
 use std::fmt;
 
 use base64ct::{Base64UrlUnpadded, Encoding};
-use jwt_compact::alg::{Ed25519, Es256, Rsa};
-use jwt_compact::{Algorithm, AlgorithmSignature};
-use rsa::traits::PublicKeyParts;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-use crate::jwk::{JwsAlgorithm, KeySet, PublicKey};
+use crate::jwk::{JwsAlgorithm, KeySet, VerificationKey};
+use crate::signature::{plausible, SignatureVerifier};
 
 /// Most keys a token without `kid` is tried against.
 pub const MAX_KEYS_TRIED_WITHOUT_KID: usize = 3;
@@ -344,13 +342,53 @@ impl AccessToken {
 }
 
 /// Verifies `token` with `keys` (the key set of the issuer it names) and
-/// checks its claims at time `now` (seconds since the epoch).
+/// `backend`, then checks its claims at time `now` (seconds since the epoch).
+pub async fn verify_with<V: SignatureVerifier>(
+    token: &UnverifiedJwt<'_>,
+    keys: &KeySet,
+    policy: &ClaimsPolicy<'_>,
+    now: i64,
+    backend: &V,
+) -> Result<AccessToken, TokenError> {
+    let message = token.signing_input.as_bytes();
+    for key in candidate_keys(token, keys, policy)? {
+        if plausible(token.alg, &key.key, &token.signature)
+            && backend
+                .verify(token.alg, &key.key, message, &token.signature)
+                .await
+        {
+            return check_claims(&token.claims, policy, now);
+        }
+    }
+    Err(TokenError::BadSignature)
+}
+
+/// [`verify_with`] the native RustCrypto backend, synchronously.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn verify(
     token: &UnverifiedJwt<'_>,
     keys: &KeySet,
     policy: &ClaimsPolicy<'_>,
     now: i64,
 ) -> Result<AccessToken, TokenError> {
+    let message = token.signing_input.as_bytes();
+    let verified = candidate_keys(token, keys, policy)?.any(|key| {
+        crate::signature::verify_signature(token.alg, &key.key, message, &token.signature)
+    });
+    if !verified {
+        return Err(TokenError::BadSignature);
+    }
+    check_claims(&token.claims, policy, now)
+}
+
+/// The keys the signature may be checked with: only from the issuer the
+/// policy trusts, matching `kid` and `alg`, and at most
+/// [`MAX_KEYS_TRIED_WITHOUT_KID`] when the token names no key.
+fn candidate_keys<'k>(
+    token: &'k UnverifiedJwt<'_>,
+    keys: &'k KeySet,
+    policy: &ClaimsPolicy<'_>,
+) -> Result<impl Iterator<Item = &'k VerificationKey> + 'k, TokenError> {
     if token.issuer() != Some(policy.issuer) {
         return Err(TokenError::UntrustedIssuer);
     }
@@ -366,69 +404,7 @@ pub fn verify(
     if candidates.peek().is_none() {
         return Err(TokenError::UnknownKey);
     }
-    let message = token.signing_input.as_bytes();
-    if !candidates.any(|key| verify_signature(token.alg, &key.key, message, &token.signature)) {
-        return Err(TokenError::BadSignature);
-    }
-    check_claims(&token.claims, policy, now)
-}
-
-/// Verifies one JWS signature with jwt-compact's implementation of `alg`.
-/// Returns false for a key that does not fit the algorithm.
-pub fn verify_signature(
-    alg: JwsAlgorithm,
-    key: &PublicKey,
-    message: &[u8],
-    signature: &[u8],
-) -> bool {
-    match (alg, key) {
-        (JwsAlgorithm::Rs256, PublicKey::Rsa(key)) => {
-            verify_rsa(Rsa::rs256(), key, message, signature)
-        }
-        (JwsAlgorithm::Rs384, PublicKey::Rsa(key)) => {
-            verify_rsa(Rsa::rs384(), key, message, signature)
-        }
-        (JwsAlgorithm::Rs512, PublicKey::Rsa(key)) => {
-            verify_rsa(Rsa::rs512(), key, message, signature)
-        }
-        (JwsAlgorithm::Ps256, PublicKey::Rsa(key)) => {
-            verify_rsa(Rsa::ps256(), key, message, signature)
-        }
-        (JwsAlgorithm::Ps384, PublicKey::Rsa(key)) => {
-            verify_rsa(Rsa::ps384(), key, message, signature)
-        }
-        (JwsAlgorithm::Ps512, PublicKey::Rsa(key)) => {
-            verify_rsa(Rsa::ps512(), key, message, signature)
-        }
-        (JwsAlgorithm::Es256, PublicKey::P256(key)) => verify_with(&Es256, key, message, signature),
-        (JwsAlgorithm::EdDsa, PublicKey::Ed25519(key)) => {
-            verify_with(&Ed25519, key, message, signature)
-        }
-        _ => false,
-    }
-}
-
-/// RSA signatures are exactly as long as the modulus (RFC 8017 §8.2.2 step 1).
-fn verify_rsa(
-    alg: Rsa,
-    key: &jwt_compact::alg::RsaPublicKey,
-    message: &[u8],
-    signature: &[u8],
-) -> bool {
-    signature.len() == key.size() && verify_with(&alg, key, message, signature)
-}
-
-fn verify_with<A: Algorithm>(
-    alg: &A,
-    key: &A::VerifyingKey,
-    message: &[u8],
-    signature: &[u8],
-) -> bool {
-    if A::Signature::LENGTH.is_some_and(|length| signature.len() != length.get()) {
-        return false;
-    }
-    A::Signature::try_from_slice(signature)
-        .is_ok_and(|signature| alg.verify_signature(&signature, key, message))
+    Ok(candidates)
 }
 
 fn check_claims(
@@ -507,4 +483,4 @@ fn numeric_date(value: &Option<Value>) -> Result<Option<i64>, TokenError> {
 
 #[cfg(test)]
 #[path = "jwt_tests.rs"]
-mod tests;
+pub(crate) mod tests;

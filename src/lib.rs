@@ -12,6 +12,7 @@ pub mod keys;
 pub mod policy;
 pub mod reply;
 pub mod sessions;
+pub mod signature;
 pub mod token_cache;
 pub mod tool_filter;
 
@@ -23,3 +24,6 @@ mod edge;
 
 #[cfg(test)]
 mod wycheproof_tests;
+
+#[cfg(test)]
+mod signature_cases;

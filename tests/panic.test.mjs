@@ -1,7 +1,7 @@
 // Panic recovery (issue 7): a Rust panic aborts the wasm instance. The worker
 // must answer that request with a generic 500, log it, never forward it, and
 // keep serving later requests. The panic is triggered by a probe compiled only
-// into a test build (cargo feature `panic-probe`, built into build-panic/ by
+// into a test build (cargo feature `panic-probe`, built into build-probe/ by
 // scripts/test.sh); the deployed build has none (tests/supply-chain.test.mjs).
 
 import assert from 'node:assert/strict';
@@ -12,9 +12,9 @@ import { ROOT } from './helpers/gate.mjs';
 import { assertNoSecrets, expectOriginUntouched } from './helpers/http.mjs';
 import { startStack } from './helpers/stack.mjs';
 
-const PANIC_BUILD = join(ROOT, 'build-panic');
+const PANIC_BUILD = join(ROOT, 'build-probe');
 
-describe('panic recovery', { skip: !existsSync(join(PANIC_BUILD, 'index.js')) && 'build-panic/ missing: run `bash scripts/build.sh --panic-probe`' }, () => {
+describe('panic recovery', { skip: !existsSync(join(PANIC_BUILD, 'index.js')) && 'build-probe/ missing: run `bash scripts/build.sh --probes`' }, () => {
   let stack;
   let token;
 

@@ -1,13 +1,16 @@
-// No private-key, signing or decryption code in the worker (issue 7, supply
-// chain): portcullis only verifies. Two views of the same fact:
-//  - the wasm32 dependency/feature graph (`cargo tree`) has none of the
-//    features that widen the attack surface (CBOR claims, PEM/PKCS#8 key
-//    parsing, key generation, weak-key compatibility, other curves);
+// No cryptographic implementation in the worker at all (issue 8), and so no
+// private-key, signing or decryption code (issue 7): the worker verifies
+// signatures with the runtime's WebCrypto (src/edge/webcrypto.rs); the
+// RustCrypto crates serve only the native build (tests and fuzzing). Two views
+// of the same fact:
+//  - the wasm32 dependency graph (`cargo tree`) has no crypto implementation
+//    crate (rsa, p256/ecdsa, ed25519-dalek, jwt-compact, ...) and none of the
+//    crates or worker features that would widen the attack surface;
 //  - the linked worker (the wasm rustc wrote for build/, with its name
-//    section) contains no function of the signing, private-key or decryption
-//    code of rsa, p256/ecdsa and ed25519-dalek, while it does contain their
-//    verification code (so the scan is not vacuous).
-// Also: the deployed build carries no trace of the test-only panic probe.
+//    section) contains no function of such crates, and no signing,
+//    private-key or decryption code, while it does contain the WebCrypto
+//    verification path (so the scan is not vacuous).
+// Also: the deployed build carries no trace of the test-only probes.
 
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -39,41 +42,37 @@ function wasmFeatures() {
   return { features, crates };
 }
 
-// Features that must stay off in the worker, with why.
+// Features that must stay off in the worker, with why: bindings and routers
+// the gate does not use.
 const FORBIDDEN_FEATURES = {
-  'jwt-compact': ['ciborium', 'clock', 'exonum-crypto', 'es256k', 'k256', 'ed25519-compact', 'default'],
-  rsa: ['pem', 'default', 'serde', 'getrandom', 'hazmat'],
-  p256: ['pem', 'pkcs8', 'jwk', 'ecdh', 'serde', 'default'],
-  'ed25519-dalek': ['rand_core', 'pkcs8', 'pem', 'batch', 'hazmat', 'legacy_compatibility', 'default', 'serde'],
-  // Bindings and routers the gate does not use.
   worker: ['axum', 'd1', 'queue', 'http', 'timezone', 'experimental_tokio'],
 };
-// Crates that would only be there to sign, mint, decrypt or parse key files.
-const FORBIDDEN_CRATES = ['ciborium', 'secp256k1', 'k256', 'hmac-sha256', 'pem-rfc7468', 'chrono-tz', 'openssl'];
+// Crates that would implement cryptography in wasm (WebCrypto does it) or
+// would only be there to sign, mint, decrypt or parse key files.
+const FORBIDDEN_CRATES = [
+  'jwt-compact', 'rsa', 'p256', 'ecdsa', 'elliptic-curve', 'ed25519-dalek', 'curve25519-dalek', 'num-bigint-dig',
+  'ed25519-compact', 'ring', 'ciborium', 'secp256k1', 'k256', 'hmac-sha256', 'pem-rfc7468', 'chrono-tz', 'openssl',
+];
 
-// Function names (demangled) of signing, private-key and decryption code of
-// rsa, p256/ecdsa, ed25519-dalek and jwt-compact. (`Pkcs1v15Sign` is rsa's
-// name for the PKCS#1 v1.5 signature *scheme*, used to verify as well.)
+// Function names (demangled) of crypto implementations, and of signing,
+// private-key and decryption code by any name.
 const FORBIDDEN_SYMBOLS = [
+  /^<*(rsa|p256|ecdsa|elliptic_curve|ed25519_dalek|curve25519_dalek|num_bigint_dig|jwt_compact|primeorder|crypto_bigint)::/,
   /RsaPrivateKey|PrivateKey\b|SecretKey|ExpandedSecretKey|SigningKey/,
-  /rsa::.*(decrypt|::sign(_\w*)?$|sign_with_rng|blind|generate_multi_prime|precompute|crt)/i,
-  /SignPrimitive|sign_prehash|try_sign|RandomizedSigner|DigestSigner|PrehashSigner|Signer<|raw_sign/,
-  /rfc6979|ed25519_dalek::signing::|ed25519_dalek::hazmat/,
-  /as jwt_compact::traits::Algorithm>::sign$|AlgorithmExt|jwt_compact::.*::token$|compact_token/,
+  /SignPrimitive|sign_prehash|try_sign|RandomizedSigner|DigestSigner|PrehashSigner|Signer<|raw_sign|rfc6979/,
 ];
-// Verification code that must be there, else the scan looks at nothing.
+// The verification path that must be there, else the scan looks at nothing.
 const EXPECTED_SYMBOLS = [
-  /^portcullis::jwt::verify$/,
-  /^<jwt_compact::alg::rsa::Rsa as jwt_compact::traits::Algorithm>::verify_signature$/,
-  /^<jwt_compact::alg::p256::Es256 as jwt_compact::traits::Algorithm>::verify_signature$/,
-  /^<jwt_compact::alg::eddsa_dalek::Ed25519 as jwt_compact::traits::Algorithm>::verify_signature$/,
-  /^<rsa::pss::Pss as rsa::traits::padding::SignatureScheme>::verify$/,
-  /^ecdsa::hazmat::verify_prehashed$/,
+  /^portcullis::jwt::candidate_keys$/,
+  /^portcullis::signature::plausible$/,
+  /^portcullis::edge::webcrypto::SubtleCrypto::verify$/,
+  /^portcullis::edge::webcrypto::SubtleCrypto::import_key$/,
 ];
 
-describe('supply chain: no signing code in the worker', () => {
+describe('supply chain: no crypto implementation, no signing code in the worker', () => {
   test('the wasm32 feature graph has no surface-widening features or minting crates', () => {
     const { features, crates } = wasmFeatures();
+    assert.ok(crates.has('worker') && crates.has('serde_json'), 'cargo tree listed no crates: the check would be vacuous');
     for (const [crate, forbidden] of Object.entries(FORBIDDEN_FEATURES)) {
       assert.ok(features.has(crate) || crates.has(crate), `${crate} is not in the wasm32 graph: update this test`);
       const enabled = features.get(crate) ?? new Set();
@@ -82,11 +81,13 @@ describe('supply chain: no signing code in the worker', () => {
     }
     const present = FORBIDDEN_CRATES.filter((crate) => crates.has(crate));
     assert.deepEqual(present, [], `the worker depends on ${present.join(', ')}`);
-    // The test-only panic probe is never a default feature.
-    assert.ok(!features.get('portcullis')?.has('panic-probe'), 'panic-probe is enabled by default');
+    // The test-only probes are never default features.
+    for (const probe of ['panic-probe', 'verify-probe']) {
+      assert.ok(!features.get('portcullis')?.has(probe), `${probe} is enabled by default`);
+    }
   });
 
-  test('the linked worker holds verification code and no signing, private-key or decryption code', () => {
+  test('the linked worker holds the WebCrypto verification path and no crypto implementation or signing code', () => {
     assert.ok(existsSync(LINKED_WASM), `${LINKED_WASM} is missing: run \`npm run build\` first`);
     const names = functionNames(readFileSync(LINKED_WASM)).map(demangle);
     assert.ok(names.length > 100, `only ${names.length} function names in ${LINKED_WASM}: no name section?`);
@@ -94,16 +95,17 @@ describe('supply chain: no signing code in the worker', () => {
       assert.ok(names.some((name) => pattern.test(name)), `no function matches ${pattern}: the scan would be vacuous`);
     }
     const found = names.filter((name) => FORBIDDEN_SYMBOLS.some((pattern) => pattern.test(name)));
-    assert.deepEqual(found, [], `signing / private-key / decryption code linked into the worker:\n${found.join('\n')}`);
+    assert.deepEqual(found, [], `crypto implementation or signing code linked into the worker:\n${found.join('\n')}`);
   });
 
-  test('the deployed build has no panic probe', () => {
+  test('the deployed build has no test probes', () => {
     const wasm = readdirSync(BUILD_DIR).filter((file) => file.endsWith('.wasm'));
     assert.ok(wasm.length > 0, 'no wasm in build/');
     for (const file of [...wasm, 'index.js']) {
       const bytes = readFileSync(join(BUILD_DIR, file));
       assert.ok(!bytes.includes('x-portcullis-panic-probe'), `build/${file} contains the panic probe`);
       assert.ok(!bytes.includes('panic probe'), `build/${file} contains the panic probe`);
+      assert.ok(!bytes.includes('verify-probe'), `build/${file} contains the verify probe`);
     }
   });
 });

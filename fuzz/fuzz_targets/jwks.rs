@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use portcullis::jwk::{JwsAlgorithm, KeySet};
-use portcullis::jwt::verify_signature;
+use portcullis::signature::verify_signature;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(set) = KeySet::parse(data) else {

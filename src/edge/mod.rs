@@ -5,15 +5,16 @@
 //! Compiled only for `wasm32`, so the core can never come to depend on it.
 
 mod io;
+#[cfg(feature = "verify-probe")]
+mod verify_probe;
+mod webcrypto;
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
 use serde::Serialize;
-use worker::{
-    console_log, event, Context, Date, Env, Fetch, Headers, Method, Request, RequestInit,
-    RequestRedirect, Response,
-};
+use wasm_bindgen::JsValue;
+use worker::{console_log, event, ByteStream, Context, Date, Env, Headers, Response};
 
 use crate::config::{binding, Bindings, Config, ConfigError, Route};
 use crate::forward::{client_response_headers, OriginRequest};
@@ -165,15 +166,22 @@ fn log_line<T: Serialize>(line: &T) {
     }
 }
 
+/// The fetch handler. It takes the runtime's `Request` as is: worker's own
+/// `Request` parses `request.cf` whenever one is made, a cost per request the
+/// gate has no use for.
 #[event(fetch)]
-async fn fetch(request: Request, env: Env, ctx: Context) -> worker::Result<Response> {
+async fn fetch(request: web_sys::Request, env: Env, ctx: Context) -> worker::Result<Response> {
     let started = Date::now().as_millis();
-    let method = request.method().to_string();
-    let url = request.url().ok();
+    let method = request.method();
+    let url = url::Url::parse(&request.url()).ok();
     let path = url
         .as_ref()
         .map(|url| url.path().to_owned())
         .unwrap_or_default();
+    #[cfg(feature = "verify-probe")]
+    if path == verify_probe::PATH {
+        return verify_probe::answer(request.into()).await;
+    }
     let isolate = isolate(&env);
 
     let (decision, response) = match &isolate.config {
@@ -236,17 +244,17 @@ type Answer = worker::Result<(Response, u16)>;
 async fn handle(
     config: &Config,
     isolate: &Isolate,
-    request: Request,
+    request: web_sys::Request,
     env: &Env,
     ctx: &Context,
     started: u64,
 ) -> (Option<Decision>, Answer) {
-    let url = match request.url() {
+    let url = match url::Url::parse(&request.url()) {
         Ok(url) => url,
-        Err(error) => return (None, Err(error)),
+        Err(error) => return (None, Err(error.into())),
     };
-    let headers: Vec<(String, String)> = request.headers().entries().collect();
-    let method = request.method().to_string();
+    let headers: Vec<(String, String)> = Headers(request.headers()).entries().collect();
+    let method = request.method();
     let gate_request = GateRequest {
         method: &method,
         path: url.path(),
@@ -280,6 +288,7 @@ async fn handle(
         &gate_request,
         cache.as_ref(),
         &introspector,
+        &webcrypto::WebCrypto,
         &isolate.verified_tokens,
         now,
     )
@@ -314,12 +323,11 @@ async fn handle(
                 Ok(kv) => io::EdgeKv(kv),
                 Err(error) => return (Some(decision), Err(error)),
             };
-            let mut request = request;
             match prepare_forward(
                 config,
                 route,
                 &gate_request_owned(&method, &url, &headers),
-                &mut request,
+                &request,
                 &sessions,
                 &mut decision,
             )
@@ -390,7 +398,7 @@ async fn prepare_forward(
     config: &Config,
     route: &Route,
     gate_request: &GateRequest<'_>,
-    request: &mut Request,
+    request: &web_sys::Request,
     sessions: &io::EdgeKv,
     decision: &mut Decision,
 ) -> Result<Prepared, Denial> {
@@ -445,11 +453,12 @@ fn header(request: &GateRequest<'_>, name: &str) -> Option<String> {
 
 /// Reads the request body, refusing it once it exceeds `max_bytes` (whatever
 /// `Content-Length` claimed).
-async fn read_capped(request: &mut Request, max_bytes: usize) -> Result<Vec<u8>, Denial> {
+async fn read_capped(request: &web_sys::Request, max_bytes: usize) -> Result<Vec<u8>, Denial> {
     let mut body = Vec::new();
-    let Ok(mut stream) = request.stream() else {
+    let Some(stream) = request.body() else {
         return Ok(body);
     };
+    let mut stream = ByteStream::from(stream);
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|_| Denial::MalformedRpc(RpcError::NotJson))?;
         if body.len() + chunk.len() > max_bytes {
@@ -460,11 +469,22 @@ async fn read_capped(request: &mut Request, max_bytes: usize) -> Result<Vec<u8>,
     Ok(body)
 }
 
-fn reply_response(reply: &Reply) -> Answer {
+/// A `Headers` holding `pairs`, in order.
+fn headers_of<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> worker::Result<Headers> {
     let headers = Headers::new();
-    for (name, value) in &reply.headers {
+    for (name, value) in pairs {
         headers.append(name, value)?;
     }
+    Ok(headers)
+}
+
+fn reply_response(reply: &Reply) -> Answer {
+    let headers = headers_of(
+        reply
+            .headers
+            .iter()
+            .map(|(name, value)| (*name, value.as_str())),
+    )?;
     let builder = Response::builder()
         .with_status(reply.status)
         .with_headers(headers);
@@ -482,7 +502,7 @@ fn reply_response(reply: &Reply) -> Answer {
 /// session the origin issues to the token's owner before the client can
 /// use it.
 async fn forward_to_origin(
-    request: Request,
+    request: web_sys::Request,
     forward: &OriginRequest,
     prepared: Prepared,
     config: &Config,
@@ -490,31 +510,26 @@ async fn forward_to_origin(
     sessions: &io::EdgeKv,
     decision: &Decision,
 ) -> worker::Result<Result<(Response, u16), Denial>> {
-    let headers = Headers::new();
-    for (name, value) in &forward.headers {
-        headers.append(name, value)?;
-    }
+    let headers = headers_of(
+        forward
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str())),
+    )?;
     let method = request.method();
-    let mut init = RequestInit::new();
-    init.with_method(method.clone())
-        .with_headers(headers)
-        .with_redirect(RequestRedirect::Manual);
-    match prepared.body {
-        Some(body) => {
-            let bytes = worker::js_sys::Uint8Array::from(body.as_slice());
-            init.with_body(Some(bytes.into()));
-        }
-        None if !matches!(method, Method::Get | Method::Head) => {
-            init.with_body(request.inner().body().map(Into::into));
-        }
-        None => {}
-    }
-    let outbound = Request::new_with_init(&forward.url, &init)?;
-    let Ok(mut origin_response) = Fetch::Request(outbound).send().await else {
+    let body: Option<JsValue> = match prepared.body {
+        Some(body) => Some(worker::js_sys::Uint8Array::from(body.as_slice()).into()),
+        None if !matches!(method.as_str(), "GET" | "HEAD") => request.body().map(Into::into),
+        None => None,
+    };
+    // The runtime's response, not worker's wrapper, which would parse its
+    // `cf` (see io::send).
+    let Ok(origin_response) = io::send(&forward.url, &method, &headers, body.as_ref()).await else {
         return Ok(Err(Denial::BadGateway));
     };
-    let status = origin_response.status_code();
-    let origin_headers: Vec<(String, String)> = origin_response.headers().entries().collect();
+    let status = origin_response.status();
+    let origin_headers: Vec<(String, String)> =
+        Headers(origin_response.headers()).entries().collect();
     if let (Some(token), Some(session_id)) = (
         decision.token.as_ref(),
         origin_headers
@@ -531,10 +546,12 @@ async fn forward_to_origin(
             }
         }
     }
-    let client_headers = Headers::new();
-    for (name, value) in client_response_headers(&origin_headers) {
-        client_headers.append(&name, &value)?;
-    }
+    let client_headers = client_response_headers(&origin_headers);
+    let client_headers = headers_of(
+        client_headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str())),
+    )?;
     let content_type = origin_headers
         .iter()
         .find(|(n, _)| n.eq_ignore_ascii_case("content-type"))
@@ -547,12 +564,12 @@ async fn forward_to_origin(
         .tool_filter
         .filter(|_| (200..300).contains(&status));
     let response = match filter {
-        None => {
-            let (_, body) = origin_response.into_parts();
-            builder.body(body)
-        }
+        None => match origin_response.body() {
+            Some(stream) => builder.stream(stream),
+            None => builder.empty(),
+        },
         Some(filter) if content_type.starts_with("application/json") => {
-            let Ok(body) = origin_response.bytes().await else {
+            let Ok(body) = io::read_all(&origin_response).await else {
                 return Ok(Err(Denial::BadGateway));
             };
             match filter.filter_json(&body) {
@@ -562,7 +579,10 @@ async fn forward_to_origin(
             }
         }
         Some(filter) if content_type.starts_with("text/event-stream") => {
-            let stream = origin_response.stream()?;
+            let Some(stream) = origin_response.body() else {
+                return Ok(Err(Denial::BadGateway));
+            };
+            let stream = ByteStream::from(stream);
             let sse = Rc::new(RefCell::new(filter.sse()));
             let at_end = Rc::clone(&sse);
             let filtered = stream
