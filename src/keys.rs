@@ -392,6 +392,22 @@ impl<H: HttpClient, S: KvStore> KeySource for JwksCache<H, S> {
                 held = Some(set);
             }
         }
+        // While the store was read, another request of this isolate may have
+        // fetched the set or adopted a newer one: use it. One fetched from the
+        // network during this request is as fresh as a set gets, so it counts
+        // as this request's own fetch (an unknown kid does not refetch it).
+        let newer_in_memory = self.memory.with(id, |state| {
+            state.set.clone().filter(|set| {
+                held.as_ref()
+                    .is_none_or(|held| set.fetched_at > held.fetched_at)
+            })
+        });
+        if let Some(set) = newer_in_memory {
+            if set.fetched_at >= now {
+                self.fetched.borrow_mut().push(id.to_owned());
+            }
+            held = Some(set);
+        }
         match (held, demand) {
             (Some(set), KeyDemand::Current) if set.is_fresh(now) => Ok(set.keys),
             (Some(set), KeyDemand::Current) if set.is_usable(now, settings.max_stale) => {

@@ -66,11 +66,18 @@ impl HttpClient for FakeHttp {
 struct FakeKv {
     entries: RefCell<HashMap<String, String>>,
     puts: Cell<usize>,
+    /// How many times each read yields after taking its value, as a Workers
+    /// KV read answers later with what the store held when it was made.
+    read_yields: Cell<u32>,
 }
 
 impl KvStore for FakeKv {
     async fn get(&self, key: &str) -> Option<String> {
-        self.entries.borrow().get(key).cloned()
+        let value = self.entries.borrow().get(key).cloned();
+        for _ in 0..self.read_yields.get() {
+            YieldOnce(false).await;
+        }
+        value
     }
     async fn put(&self, key: &str, value: &str, _ttl_seconds: u64) {
         self.puts.set(self.puts.get() + 1);
@@ -528,6 +535,38 @@ fn concurrent_requests_on_a_cold_isolate_share_one_fetch() {
     // (a forged token in a cold storm) is not worth another fetch.
     get(&requests[7], KeyDemand::UnknownKid, NOW).unwrap();
     assert_eq!(http.count(JWKS), 1);
+}
+
+/// A cold request whose KV read was still out while another request of the
+/// isolate fetched the set: when the read comes back empty, the set in
+/// memory is used, not fetched again, and counts as this request's own fetch
+/// (an unknown kid is not worth another).
+#[test]
+fn a_set_fetched_while_the_store_was_read_is_not_fetched_again() {
+    let (http, kv) = (FakeHttp::default(), FakeKv::default());
+    http.serve(JWKS, 200, &jwks_json());
+    kv.read_yields.set(3);
+    let isolate = Rc::new(KeyMemory::default());
+    let requests: Vec<Cache<'_>> = (0..2).map(|_| cache_in(&isolate, &http, &kv)).collect();
+    let trusted = issuer(Some(JWKS));
+    let results = run_together(
+        requests
+            .iter()
+            .map(|request| {
+                Box::pin(request.key_set(&trusted, KeyDemand::Current, NOW)) as KeyFuture<'_>
+            })
+            .collect(),
+    );
+    assert!(results
+        .iter()
+        .all(|r| r.as_ref().unwrap().keys().len() == 3));
+    assert_eq!(http.count(JWKS), 1, "the late reader fetched again");
+    get(&requests[1], KeyDemand::UnknownKid, NOW).unwrap();
+    assert_eq!(
+        http.count(JWKS),
+        1,
+        "an unknown kid refetched a set fetched during the request"
+    );
 }
 
 #[test]
