@@ -268,7 +268,9 @@ impl KeySet {
     }
 }
 
-fn load_key(entry: &Value) -> Result<VerificationKey, SkipReason> {
+/// Loads one JWK (RFC 7517 §4) as [`KeySet::parse`] loads each entry of a
+/// set: a usable public verification key, or why it was skipped.
+pub fn load_key(entry: &Value) -> Result<VerificationKey, SkipReason> {
     let object = entry.as_object().ok_or(SkipReason::Malformed)?;
     let optional_str = |name: &str| match object.get(name) {
         None => Ok(None),

@@ -511,6 +511,22 @@ fn metadata_for_another_issuer_is_refused() {
     assert!(jwks_uri_from_metadata(escape, "http://127.0.0.1:9000").is_err());
 }
 
+/// Each request asks for the current set at [`NOW`], all interleaved.
+fn first_requests_together<'a>(
+    requests: &'a [Cache<'a>],
+) -> Vec<Result<Rc<KeySet>, KeySourceError>> {
+    let trusted = issuer(Some(JWKS));
+    let trusted = &trusted;
+    run_together(
+        requests
+            .iter()
+            .map(|request| {
+                Box::pin(request.key_set(trusted, KeyDemand::Current, NOW)) as KeyFuture<'_>
+            })
+            .collect(),
+    )
+}
+
 #[test]
 fn concurrent_requests_on_a_cold_isolate_share_one_fetch() {
     let (http, kv) = (FakeHttp::default(), FakeKv::default());
@@ -518,15 +534,7 @@ fn concurrent_requests_on_a_cold_isolate_share_one_fetch() {
     http.yields.set(5);
     let isolate = Rc::new(KeyMemory::default());
     let requests: Vec<Cache<'_>> = (0..20).map(|_| cache_in(&isolate, &http, &kv)).collect();
-    let trusted = issuer(Some(JWKS));
-    let results = run_together(
-        requests
-            .iter()
-            .map(|request| {
-                Box::pin(request.key_set(&trusted, KeyDemand::Current, NOW)) as KeyFuture<'_>
-            })
-            .collect(),
-    );
+    let results = first_requests_together(&requests);
     assert!(results
         .iter()
         .all(|r| r.as_ref().unwrap().keys().len() == 3));
@@ -548,15 +556,7 @@ fn a_set_fetched_while_the_store_was_read_is_not_fetched_again() {
     kv.read_yields.set(3);
     let isolate = Rc::new(KeyMemory::default());
     let requests: Vec<Cache<'_>> = (0..2).map(|_| cache_in(&isolate, &http, &kv)).collect();
-    let trusted = issuer(Some(JWKS));
-    let results = run_together(
-        requests
-            .iter()
-            .map(|request| {
-                Box::pin(request.key_set(&trusted, KeyDemand::Current, NOW)) as KeyFuture<'_>
-            })
-            .collect(),
-    );
+    let results = first_requests_together(&requests);
     assert!(results
         .iter()
         .all(|r| r.as_ref().unwrap().keys().len() == 3));
@@ -576,15 +576,7 @@ fn concurrent_requests_on_a_cold_isolate_share_a_failure() {
     http.yields.set(5);
     let isolate = Rc::new(KeyMemory::default());
     let requests: Vec<Cache<'_>> = (0..10).map(|_| cache_in(&isolate, &http, &kv)).collect();
-    let trusted = issuer(Some(JWKS));
-    let results = run_together(
-        requests
-            .iter()
-            .map(|request| {
-                Box::pin(request.key_set(&trusted, KeyDemand::Current, NOW)) as KeyFuture<'_>
-            })
-            .collect(),
-    );
+    let results = first_requests_together(&requests);
     assert_eq!(
         http.count(JWKS),
         1,

@@ -37,7 +37,7 @@ pub fn plausible(alg: JwsAlgorithm, key: &PublicKey, signature: &[u8]) -> bool {
 }
 
 #[cfg(not(target_arch = "wasm32"))]
-pub use native::{verify_signature, RustCrypto};
+pub use native::{rsa_scheme, verify_signature, RustCrypto};
 
 #[cfg(not(target_arch = "wasm32"))]
 mod native {
@@ -84,16 +84,7 @@ mod native {
                 ) else {
                     return false;
                 };
-                let rsa = match alg {
-                    JwsAlgorithm::Rs256 => Rsa::rs256(),
-                    JwsAlgorithm::Rs384 => Rsa::rs384(),
-                    JwsAlgorithm::Rs512 => Rsa::rs512(),
-                    JwsAlgorithm::Ps256 => Rsa::ps256(),
-                    JwsAlgorithm::Ps384 => Rsa::ps384(),
-                    JwsAlgorithm::Ps512 => Rsa::ps512(),
-                    JwsAlgorithm::Es256 | JwsAlgorithm::EdDsa => return false,
-                };
-                verify_with(&rsa, &key, message, signature)
+                rsa_scheme(alg).is_some_and(|rsa| verify_with(&rsa, &key, message, signature))
             }
             PublicKey::P256 { x, y } => {
                 let point = p256::EncodedPoint::from_affine_coordinates(
@@ -107,6 +98,20 @@ mod native {
             PublicKey::Ed25519(point) => ed25519_dalek::VerifyingKey::from_bytes(point)
                 .is_ok_and(|key| verify_with(&Ed25519, &key, message, signature)),
         }
+    }
+
+    /// jwt-compact's RSA scheme for `alg` (PKCS#1 v1.5 or PSS with the
+    /// hash it names); `None` for the non-RSA algorithms.
+    pub fn rsa_scheme(alg: JwsAlgorithm) -> Option<Rsa> {
+        Some(match alg {
+            JwsAlgorithm::Rs256 => Rsa::rs256(),
+            JwsAlgorithm::Rs384 => Rsa::rs384(),
+            JwsAlgorithm::Rs512 => Rsa::rs512(),
+            JwsAlgorithm::Ps256 => Rsa::ps256(),
+            JwsAlgorithm::Ps384 => Rsa::ps384(),
+            JwsAlgorithm::Ps512 => Rsa::ps512(),
+            JwsAlgorithm::Es256 | JwsAlgorithm::EdDsa => return None,
+        })
     }
 
     fn verify_with<A: Algorithm>(

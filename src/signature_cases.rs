@@ -17,14 +17,14 @@
 //! `PORTCULLIS_SEED` when set.
 
 use base64ct::{Base64UrlUnpadded, Encoding};
-use jwt_compact::alg::{Ed25519, Es256, Rsa, RsaPrivateKey};
+use jwt_compact::alg::{Ed25519, Es256, RsaPrivateKey};
 use jwt_compact::{Algorithm, AlgorithmSignature};
 use rand_core::{CryptoRng, RngCore};
 use rsa::traits::PublicKeyParts;
 use serde_json::{json, Value};
 
-use crate::jwk::{JwsAlgorithm, KeySet};
-use crate::signature::verify_signature;
+use crate::jwk::{load_key, JwsAlgorithm};
+use crate::signature::{rsa_scheme, verify_signature};
 
 /// SplitMix64: a seeded generator for reproducible cases. Test data only;
 /// `CryptoRng` is claimed so the `rsa` crate takes it for key generation.
@@ -67,12 +67,10 @@ fn b64(bytes: &[u8]) -> String {
 
 /// A case with the native verdict for it, loading the key as the gate does.
 fn case(family: &str, jwk: &Value, alg: JwsAlgorithm, message: &[u8], signature: &[u8]) -> Value {
-    let document = json!({ "keys": [jwk] }).to_string();
-    let set = KeySet::parse(document.as_bytes()).expect("a JWK Set");
-    let native = match set.keys().first() {
-        None => "key_refused",
-        Some(key) if verify_signature(alg, &key.key, message, signature) => "valid",
-        Some(_) => "invalid",
+    let native = match load_key(jwk) {
+        Err(_) => "key_refused",
+        Ok(key) if verify_signature(alg, &key.key, message, signature) => "valid",
+        Ok(_) => "invalid",
     };
     json!({
         "family": family, "jwk": jwk, "alg": alg.name(),
@@ -146,15 +144,60 @@ const RSA_ALGS: [JwsAlgorithm; 6] = [
 ];
 
 fn rsa_sign(alg: JwsAlgorithm, key: &RsaPrivateKey, message: &[u8]) -> Vec<u8> {
-    let rsa = match alg {
-        JwsAlgorithm::Rs256 => Rsa::rs256(),
-        JwsAlgorithm::Rs384 => Rsa::rs384(),
-        JwsAlgorithm::Rs512 => Rsa::rs512(),
-        JwsAlgorithm::Ps256 => Rsa::ps256(),
-        JwsAlgorithm::Ps384 => Rsa::ps384(),
-        _ => Rsa::ps512(),
-    };
+    let rsa = rsa_scheme(alg).expect("an RSA algorithm");
     rsa.sign(key, message).as_bytes().into_owned()
+}
+
+/// Cases for one signature over `message`: as made, with a bit of the
+/// signature flipped, and over an input with a bit flipped.
+fn signed_and_mutated(
+    cases: &mut Vec<Value>,
+    rng: &mut Seeded,
+    family: &str,
+    jwk: &Value,
+    alg: JwsAlgorithm,
+    message: &[u8],
+    signature: &[u8],
+) {
+    cases.push(case(family, jwk, alg, message, signature));
+    let flipped = flip_bit(signature, rng);
+    cases.push(case(family, jwk, alg, message, &flipped));
+    let altered = flip_bit(message, rng);
+    cases.push(case(family, jwk, alg, &altered, signature));
+}
+
+/// All-zero and all-ones signatures of the key's signature length.
+fn constant_signatures(
+    cases: &mut Vec<Value>,
+    family: &str,
+    jwk: &Value,
+    alg: JwsAlgorithm,
+    length: usize,
+) {
+    for byte in [0, 0xff] {
+        cases.push(case(family, jwk, alg, b"a.b", &vec![byte; length]));
+    }
+}
+
+/// Cases for an ECDSA or EdDSA key: each signature also with its `twin`,
+/// the other encoding of the same signature that one or both backends might
+/// treat differently.
+fn curve_cases(
+    cases: &mut Vec<Value>,
+    rng: &mut Seeded,
+    (jwk, alg): (&Value, JwsAlgorithm),
+    messages: usize,
+    sign: impl Fn(&[u8]) -> Vec<u8>,
+    twin: fn(&[u8]) -> Vec<u8>,
+) {
+    let family = format!("differential {alg}");
+    for _ in 0..messages {
+        let message = signing_input(rng);
+        let signature = sign(&message);
+        signed_and_mutated(cases, rng, &family, jwk, alg, &message, &signature);
+        cases.push(case(&family, jwk, alg, &message, &twin(&signature)));
+    }
+    constant_signatures(cases, &family, jwk, alg, 64);
 }
 
 /// Random keys, signatures and mutations; see the module header.
@@ -174,18 +217,14 @@ fn differential_cases(seed: u64, messages_per_key: usize) -> Vec<Value> {
             for _ in 0..messages_per_key {
                 let message = signing_input(&mut rng);
                 let signature = rsa_sign(alg, key, &message);
-                cases.push(case(&family, &jwk, alg, &message, &signature));
-                let flipped = flip_bit(&signature, &mut rng);
-                cases.push(case(&family, &jwk, alg, &message, &flipped));
-                let altered = flip_bit(&message, &mut rng);
-                cases.push(case(&family, &jwk, alg, &altered, &signature));
+                signed_and_mutated(
+                    &mut cases, &mut rng, &family, &jwk, alg, &message, &signature,
+                );
                 let other_alg = RSA_ALGS[rng.below(RSA_ALGS.len())];
                 cases.push(case(&family, &jwk, other_alg, &message, &signature));
                 cases.push(case(&family, &other_jwk, alg, &message, &signature));
             }
-            let length = signature_length(key);
-            cases.push(case(&family, &jwk, alg, b"a.b", &vec![0; length]));
-            cases.push(case(&family, &jwk, alg, b"a.b", &vec![0xff; length]));
+            constant_signatures(&mut cases, &family, &jwk, alg, signature_length(key));
         }
     }
 
@@ -199,32 +238,15 @@ fn differential_cases(seed: u64, messages_per_key: usize) -> Vec<Value> {
         };
         let point = key.verifying_key().to_encoded_point(false);
         let jwk = json!({"kty": "EC", "crv": "P-256", "x": b64(point.x().unwrap()), "y": b64(point.y().unwrap())});
-        let family = "differential ES256";
-        for _ in 0..messages_per_key * 3 {
-            let message = signing_input(&mut rng);
-            let signature = Es256.sign(&key, &message).as_bytes().into_owned();
-            cases.push(case(
-                family,
-                &jwk,
-                JwsAlgorithm::Es256,
-                &message,
-                &signature,
-            ));
-            let flipped = flip_bit(&signature, &mut rng);
-            cases.push(case(family, &jwk, JwsAlgorithm::Es256, &message, &flipped));
-            let altered = flip_bit(&message, &mut rng);
-            cases.push(case(
-                family,
-                &jwk,
-                JwsAlgorithm::Es256,
-                &altered,
-                &signature,
-            ));
-            let twin = high_s_twin(&signature);
-            cases.push(case(family, &jwk, JwsAlgorithm::Es256, &message, &twin));
-        }
-        cases.push(case(family, &jwk, JwsAlgorithm::Es256, b"a.b", &[0; 64]));
-        cases.push(case(family, &jwk, JwsAlgorithm::Es256, b"a.b", &[0xff; 64]));
+        let sign = |message: &[u8]| Es256.sign(&key, message).as_bytes().into_owned();
+        curve_cases(
+            &mut cases,
+            &mut rng,
+            (&jwk, JwsAlgorithm::Es256),
+            messages_per_key * 3,
+            sign,
+            high_s_twin,
+        );
     }
 
     for _ in 0..2 {
@@ -232,31 +254,15 @@ fn differential_cases(seed: u64, messages_per_key: usize) -> Vec<Value> {
         rng.fill_bytes(&mut secret);
         let key = ed25519_dalek::SigningKey::from_bytes(&secret);
         let jwk = json!({"kty": "OKP", "crv": "Ed25519", "x": b64(key.verifying_key().as_bytes())});
-        let family = "differential EdDSA";
-        for _ in 0..messages_per_key * 3 {
-            let message = signing_input(&mut rng);
-            let signature = Ed25519.sign(&key, &message).as_bytes().into_owned();
-            cases.push(case(
-                family,
-                &jwk,
-                JwsAlgorithm::EdDsa,
-                &message,
-                &signature,
-            ));
-            let flipped = flip_bit(&signature, &mut rng);
-            cases.push(case(family, &jwk, JwsAlgorithm::EdDsa, &message, &flipped));
-            let altered = flip_bit(&message, &mut rng);
-            cases.push(case(
-                family,
-                &jwk,
-                JwsAlgorithm::EdDsa,
-                &altered,
-                &signature,
-            ));
-            let twin = s_plus_l_twin(&signature);
-            cases.push(case(family, &jwk, JwsAlgorithm::EdDsa, &message, &twin));
-        }
-        cases.push(case(family, &jwk, JwsAlgorithm::EdDsa, b"a.b", &[0; 64]));
+        let sign = |message: &[u8]| Ed25519.sign(&key, message).as_bytes().into_owned();
+        curve_cases(
+            &mut cases,
+            &mut rng,
+            (&jwk, JwsAlgorithm::EdDsa),
+            messages_per_key * 3,
+            sign,
+            s_plus_l_twin,
+        );
     }
     cases
 }

