@@ -173,7 +173,7 @@ fn log_line<T: Serialize>(line: &T) {
 async fn fetch(request: web_sys::Request, env: Env, ctx: Context) -> worker::Result<Response> {
     let started = Date::now().as_millis();
     let method = request.method();
-    let url = url::Url::parse(&request.url()).ok();
+    let url = url::Url::parse(&request.url());
     let path = url
         .as_ref()
         .map(|url| url.path().to_owned())
@@ -185,7 +185,13 @@ async fn fetch(request: web_sys::Request, env: Env, ctx: Context) -> worker::Res
     let isolate = isolate(&env);
 
     let (decision, response) = match &isolate.config {
-        Ok(config) => handle(config, &isolate, request, &env, &ctx, started).await,
+        Ok(config) => match &url {
+            Ok(url) => {
+                let line = (method.as_str(), url);
+                handle(config, &isolate, request, line, &env, &ctx, started).await
+            }
+            Err(error) => (None, Err((*error).into())),
+        },
         Err(_) => (None, reply_response(&Denial::Misconfigured.reply(None))),
     };
     let (response, status, reason) = match response {
@@ -245,18 +251,14 @@ async fn handle(
     config: &Config,
     isolate: &Isolate,
     request: web_sys::Request,
+    (method, url): (&str, &url::Url),
     env: &Env,
     ctx: &Context,
     started: u64,
 ) -> (Option<Decision>, Answer) {
-    let url = match url::Url::parse(&request.url()) {
-        Ok(url) => url,
-        Err(error) => return (None, Err(error.into())),
-    };
     let headers: Vec<(String, String)> = Headers(request.headers()).entries().collect();
-    let method = request.method();
     let gate_request = GateRequest {
-        method: &method,
+        method,
         path: url.path(),
         query: url.query(),
         headers: &headers,
@@ -326,7 +328,7 @@ async fn handle(
             match prepare_forward(
                 config,
                 route,
-                &gate_request_owned(&method, &url, &headers),
+                &gate_request_owned(method, url, &headers),
                 &request,
                 &sessions,
                 &mut decision,

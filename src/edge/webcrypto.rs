@@ -20,9 +20,9 @@ use wasm_bindgen_futures::JsFuture;
 use crate::jwk::{JwsAlgorithm, PublicKey};
 use crate::signature::SignatureVerifier;
 
-/// Most imported keys kept; past this the cache starts over. Key sets hold
-/// at most 100 keys per issuer and each key is imported per algorithm it
-/// serves, so a gate with a handful of issuers never reaches it.
+/// Most imported keys kept, counting a key once per algorithm it was imported
+/// for; past this the cache starts over. Key sets hold at most 100 keys per
+/// issuer, so a gate with a handful of issuers never reaches it.
 const MAX_IMPORTED_KEYS: usize = 512;
 
 #[wasm_bindgen]
@@ -59,8 +59,10 @@ struct Imported {
     verify_params: JsValue,
 }
 
-/// The isolate's imported keys; `None` marks a key WebCrypto refused.
-type KeyCache = HashMap<(JwsAlgorithm, PublicKey), Option<Imported>>;
+/// The isolate's imported keys, per key and then per algorithm (a key is
+/// imported once for each algorithm it serves); `None` marks a key WebCrypto
+/// refused. Keyed by the key first so a lookup borrows it instead of copying.
+type KeyCache = HashMap<PublicKey, Vec<(JwsAlgorithm, Option<Imported>)>>;
 
 thread_local! {
     static IMPORTED: RefCell<KeyCache> = RefCell::new(HashMap::new());
@@ -96,17 +98,27 @@ impl SignatureVerifier for WebCrypto {
 }
 
 async fn imported(alg: JwsAlgorithm, key: &PublicKey) -> Option<Imported> {
-    let cache_key = (alg, key.clone());
-    if let Some(known) = IMPORTED.with(|cache| cache.borrow().get(&cache_key).cloned()) {
+    let known = IMPORTED.with(|cache| {
+        cache.borrow().get(key).and_then(|per_alg| {
+            per_alg
+                .iter()
+                .find(|(imported_for, _)| *imported_for == alg)
+                .map(|(_, imported)| imported.clone())
+        })
+    });
+    if let Some(known) = known {
         return known;
     }
     let imported = import(alg, key).await;
     IMPORTED.with(|cache| {
         let mut cache = cache.borrow_mut();
-        if cache.len() >= MAX_IMPORTED_KEYS {
+        if cache.values().map(Vec::len).sum::<usize>() >= MAX_IMPORTED_KEYS {
             cache.clear();
         }
-        cache.insert(cache_key, imported.clone());
+        let per_alg = cache.entry(key.clone()).or_default();
+        if !per_alg.iter().any(|(imported_for, _)| *imported_for == alg) {
+            per_alg.push((alg, imported.clone()));
+        }
     });
     imported
 }
