@@ -10,10 +10,6 @@
 //   node bench/profile.mjs --build /tmp/prof [--scenario reused|fresh] [--alg RS256] [--seconds 5]
 //     [--callers <part of a function name>]  (also print the call stacks into it)
 
-import { spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
-import http from 'node:http';
-import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -22,6 +18,7 @@ import WebSocket from 'ws';
 import { startIssuer } from '../demo/issuer.mjs';
 import { demangle } from '../tests/helpers/wasm-names.mjs';
 import { freePort, workerModuleOptions } from '../tests/helpers/gate.mjs';
+import { load, startOrigin } from './harness.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const { values: options } = parseArgs({
@@ -35,29 +32,6 @@ const { values: options } = parseArgs({
     callers: { type: 'string' },
   },
 });
-
-async function startOrigin() {
-  const server = http.createServer((req, res) => {
-    req.resume();
-    req.on('end', () => {
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end('{"jsonrpc":"2.0","id":1,"result":{}}');
-    });
-  });
-  await new Promise((done) => server.listen(0, '127.0.0.1', done));
-  return { url: `http://127.0.0.1:${server.address().port}/mcp`, close: () => new Promise((done) => server.close(done)) };
-}
-
-function load(url, tokens, seconds) {
-  const tokensFile = join(tmpdir(), `portcullis-profile-${process.pid}.txt`);
-  writeFileSync(tokensFile, tokens.join('\n'));
-  return new Promise((done, fail) => {
-    const child = spawn(process.execPath, [join(ROOT, 'bench', 'load.mjs'), JSON.stringify({ url, seconds, connections: Number(options.connections), tokensFile })], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    child.stdout.on('data', (chunk) => (out += chunk));
-    child.on('exit', (code) => (code === 0 ? done(JSON.parse(out.trim().split('\n').at(-1))) : fail(new Error(`load exited ${code}`))));
-  });
-}
 
 /** A minimal DevTools protocol client. */
 async function inspector(port) {
@@ -106,18 +80,19 @@ const mf = new Miniflare({
   },
 });
 const url = `${(await mf.ready).origin}/mcp`;
+const connections = Number(options.connections);
 const count = options.scenario === 'reused' ? 1 : 4000;
 const tokens = [];
 for (let i = 0; i < count; i += 200) {
   tokens.push(...(await Promise.all(Array.from({ length: Math.min(200, count - i) }, (_, j) => issuer.mint({ jti: `p-${i + j}` }, { alg: options.alg })))));
 }
-await load(url, tokens.slice(0, 1), 2); // warm: keys fetched, code compiled
+await load(url, tokens.slice(0, 1), { seconds: 2, connections }); // warm: keys fetched, code compiled
 
 const devtools = await inspector(inspectorPort);
 await devtools.send('Profiler.enable');
 await devtools.send('Profiler.setSamplingInterval', { interval: 100 });
 await devtools.send('Profiler.start');
-const figures = await load(url, tokens, Number(options.seconds));
+const figures = await load(url, tokens, { seconds: Number(options.seconds), connections });
 const { result } = await devtools.send('Profiler.stop');
 devtools.close();
 await mf.dispose();

@@ -8,10 +8,7 @@
 //
 //   npm run bench -- [--seconds 3] [--rounds 3] [--connections 10]
 
-import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync, statSync } from 'node:fs';
-import http from 'node:http';
-import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -21,6 +18,7 @@ import { Miniflare } from 'miniflare';
 import { startIssuer } from '../demo/issuer.mjs';
 import { workerModuleOptions, COMPATIBILITY_DATE, freePort } from '../tests/helpers/gate.mjs';
 import { corruptSignature } from '../tests/helpers/tokens.mjs';
+import { load as loadFor, startOrigin } from './harness.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const { values: options } = parseArgs({
@@ -35,24 +33,14 @@ const ROUNDS = Number(options.rounds);
 const CONNECTIONS = Number(options.connections);
 const FRESH_TOKENS = 6000;
 
+/** Runs the load generator in its own process; returns its figures. */
+const load = (url, tokens) => loadFor(url, tokens, { seconds: SECONDS, connections: CONNECTIONS });
+
 const median = (values) => {
   const sorted = [...values].sort((a, b) => a - b);
   const mid = Math.floor(sorted.length / 2);
   return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 };
-
-/** The origin: a small JSON answer to anything. */
-async function startOrigin() {
-  const server = http.createServer((req, res) => {
-    req.resume();
-    req.on('end', () => {
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end('{"jsonrpc":"2.0","id":1,"result":{}}');
-    });
-  });
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return { url: `http://127.0.0.1:${server.address().port}/mcp`, close: () => new Promise((r) => server.close(r)) };
-}
 
 async function startScriptWorker(scriptPath, bindings, extra = {}) {
   const port = await freePort();
@@ -73,20 +61,6 @@ async function startScriptWorker(scriptPath, bindings, extra = {}) {
   });
   const ready = await mf.ready;
   return { url: `${ready.origin}/mcp`, close: () => mf.dispose() };
-}
-
-/** Runs the load generator in its own process; returns its figures. */
-function load(url, tokens) {
-  const tokensFile = join(tmpdir(), `portcullis-bench-${process.pid}-${Math.random().toString(36).slice(2)}.txt`);
-  writeFileSync(tokensFile, tokens.join('\n'));
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [join(ROOT, 'bench', 'load.mjs'), JSON.stringify({ url, seconds: SECONDS, connections: CONNECTIONS, tokensFile })], {
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
-    let out = '';
-    child.stdout.on('data', (chunk) => (out += chunk));
-    child.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out.trim().split('\n').at(-1))) : reject(new Error(`load exited ${code}`))));
-  });
 }
 
 async function main() {

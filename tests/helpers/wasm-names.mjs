@@ -1,51 +1,36 @@
 // Reads the function names a WebAssembly module carries in its `name` custom
 // section (WebAssembly core spec, appendix "Name Section", subsection 1).
 
-function readU32(bytes, at) {
-  let value = 0;
-  let shift = 0;
-  for (;;) {
-    const byte = bytes[at.offset++];
-    value += (byte & 0x7f) * 2 ** shift;
-    if ((byte & 0x80) === 0) return value;
-    shift += 7;
+import { readU32, sections } from '../../scripts/wasm-sections.mjs';
+
+/** Function names by function index; empty when the module has no name section. */
+export function functionNamesByIndex(bytes) {
+  const names = new Map();
+  for (const section of sections(bytes)) {
+    if (section.name !== 'name') continue;
+    const at = { offset: section.body };
+    while (at.offset < section.end) {
+      const sub = bytes[at.offset++];
+      const subSize = readU32(bytes, at);
+      const subEnd = at.offset + subSize;
+      if (sub === 1) {
+        const count = readU32(bytes, at);
+        for (let i = 0; i < count; i++) {
+          const index = readU32(bytes, at);
+          const length = readU32(bytes, at);
+          names.set(index, bytes.toString('utf8', at.offset, at.offset + length));
+          at.offset += length;
+        }
+      }
+      at.offset = subEnd;
+    }
   }
+  return names;
 }
 
 /** Every function name in `bytes` (a wasm module); [] when it has no name section. */
 export function functionNames(bytes) {
-  if (bytes.readUInt32LE(0) !== 0x6d736100) throw new Error('not a wasm module');
-  const at = { offset: 8 };
-  const names = [];
-  while (at.offset < bytes.length) {
-    const id = bytes[at.offset++];
-    const size = readU32(bytes, at);
-    const end = at.offset + size;
-    if (id === 0) {
-      const nameLength = readU32(bytes, at);
-      const sectionName = bytes.toString('utf8', at.offset, at.offset + nameLength);
-      at.offset += nameLength;
-      if (sectionName === 'name') {
-        while (at.offset < end) {
-          const sub = bytes[at.offset++];
-          const subSize = readU32(bytes, at);
-          const subEnd = at.offset + subSize;
-          if (sub === 1) {
-            const count = readU32(bytes, at);
-            for (let i = 0; i < count; i++) {
-              readU32(bytes, at); // function index
-              const length = readU32(bytes, at);
-              names.push(bytes.toString('utf8', at.offset, at.offset + length));
-              at.offset += length;
-            }
-          }
-          at.offset = subEnd;
-        }
-      }
-    }
-    at.offset = end;
-  }
-  return names;
+  return [...functionNamesByIndex(bytes).values()];
 }
 
 const ESCAPES = { SP: '@', BP: '*', RF: '&', LT: '<', GT: '>', LP: '(', RP: ')', C: ',' };
