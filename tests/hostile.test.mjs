@@ -25,6 +25,11 @@ const extraJwks = [
   { ...weakRsa.publicKey.export({ format: 'jwk' }), kid: 'weak-1024', alg: 'RS256', use: 'sig' },
   { ...leakyRsa.privateKey.export({ format: 'jwk' }), kid: 'with-private-members', alg: 'RS256', use: 'sig' },
   { kty: 'oct', kid: 'hmac', alg: 'HS256', k: Buffer.from(hmacSecret).toString('base64url') },
+  // Keys that pass the gate's byte checks but that WebCrypto refuses to
+  // import: RFC 7515 A.3's P-256 point with y altered (off the curve), and
+  // an Ed25519 encoding that is not a point (y = 2).
+  { kty: 'EC', crv: 'P-256', kid: 'off-curve', x: 'f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU', y: 'y_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0' },
+  { kty: 'OKP', crv: 'Ed25519', kid: 'not-a-point', x: Buffer.concat([Buffer.from([2]), Buffer.alloc(31)]).toString('base64url') },
 ];
 
 /** RS256 over `header` and a payload given as raw text (or bytes). */
@@ -217,6 +222,20 @@ describe('hostile input', () => {
     await invalidToken('key with private members', rs256Raw(header({ kid: 'with-private-members' }), JSON.stringify(claims()), leakyRsa.privateKey));
     const input = `${b64url({ alg: 'HS256', typ: 'at+jwt', kid: 'hmac' })}.${b64url(claims())}`;
     await invalidToken('HS256 with the published oct key', `${input}.${createHmac('sha256', hmacSecret).update(input).digest('base64url')}`);
+  });
+
+  test('keys WebCrypto cannot import (off-curve P-256, non-point Ed25519): 401, never forwarded', async () => {
+    for (const [kid, alg, nodeAlg] of [['off-curve', 'ES256', 'sha256'], ['not-a-point', 'EdDSA', null]]) {
+      // Signed with a real key of the type: no signature can verify with these.
+      const pair = generateKeyPairSync(alg === 'ES256' ? 'ec' : 'ed25519', alg === 'ES256' ? { namedCurve: 'P-256' } : {});
+      const input = `${b64url(header({ alg, kid }))}.${b64url(claims())}`;
+      const signature = sign(nodeAlg, Buffer.from(input), alg === 'ES256' ? { key: pair.privateKey, dsaEncoding: 'ieee-p1363' } : pair.privateKey);
+      await invalidToken(`${kid} ${alg}`, `${input}.${signature.toString('base64url')}`);
+    }
+    // The gate stays healthy for conforming tokens after refusing the imports.
+    const response = await stack.gate.fetch('/mcp/echo', { headers: { authorization: `Bearer ${rs256Raw(header(), JSON.stringify(claims()), rs.privateKey)}` } });
+    assert.equal(response.status, 200);
+    await response.body?.cancel();
   });
 
   test('HTTP: two Authorization fields, token in a cookie, token in a form body', async () => {
