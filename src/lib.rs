@@ -9,6 +9,7 @@ pub mod jsonrpc;
 pub mod jwk;
 pub mod jwt;
 pub mod keys;
+pub mod pass;
 pub mod policy;
 pub mod reply;
 pub mod sessions;

@@ -318,6 +318,17 @@ pub fn cors_headers(origin: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// Adds the CORS headers for an allowed `origin` to an answer's `headers`:
+/// `Vary` appended, the others replacing any the answer had.
+pub fn with_cors(headers: &mut Vec<(String, String)>, origin: &str) {
+    for (name, value) in cors_headers(origin) {
+        if name != "vary" {
+            headers.retain(|(existing, _)| !existing.eq_ignore_ascii_case(name));
+        }
+        headers.push((name.to_owned(), value));
+    }
+}
+
 /// `204` answer to a CORS preflight for the MCP endpoint from an allowed origin.
 pub fn mcp_preflight_reply(origin: &str) -> Reply {
     let mut headers = cors_headers(origin);

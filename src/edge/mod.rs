@@ -4,6 +4,7 @@
 //!
 //! Compiled only for `wasm32`, so the core can never come to depend on it.
 
+mod fast;
 mod io;
 #[cfg(feature = "verify-probe")]
 mod verify_probe;
@@ -140,7 +141,6 @@ struct RequestLog<'a> {
     event: &'static str,
     decision: Verdict,
     reason: &'a str,
-    status: u16,
     method: &'a str,
     path: &'a str,
     /// The path of the route (protected resource) the request was for.
@@ -157,7 +157,52 @@ struct RequestLog<'a> {
     /// JSON-RPC methods, tools and the scopes they required (POST bodies).
     #[serde(skip_serializing_if = "Option::is_none")]
     rpc: Option<&'a RpcAudit>,
-    duration_ms: f64,
+    /// Absent only from the lines the fast path hands to the JS entry, which
+    /// adds both once the answer is known (src/edge/entry.mjs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration_ms: Option<f64>,
+}
+
+impl<'a> RequestLog<'a> {
+    fn of(
+        config: Option<&'a Config>,
+        decision: Option<&'a Decision>,
+        reason: &'a str,
+        method: &'a str,
+        path: &'a str,
+    ) -> Self {
+        let token = decision.and_then(|d| d.token.as_ref());
+        RequestLog {
+            event: "request",
+            decision: decision.map_or(Verdict::Deny, Decision::verdict),
+            reason,
+            method,
+            path,
+            route: decision
+                .and_then(|d| d.route)
+                .zip(config)
+                .and_then(|(index, config)| config.routes.get(index))
+                .map(|route| route.resource.path.as_str()),
+            iss: token.map(|t| t.issuer.as_str()),
+            sub: token.and_then(|t| t.subject.as_deref()),
+            client_id: token.and_then(|t| t.client_id.as_deref()),
+            scopes: token.map(|t| t.scopes.join(" ")),
+            rpc: decision.and_then(|d| d.audit.as_ref()),
+            status: None,
+            duration_ms: None,
+        }
+    }
+}
+
+/// The request's log line for the fast path, without its closing brace:
+/// the JS entry appends `status` and `duration_ms` and closes it.
+fn request_log(config: &Config, decision: &Decision, method: &str, path: &str) -> String {
+    let line = RequestLog::of(Some(config), Some(decision), decision.reason, method, path);
+    let mut text = serde_json::to_string(&line).unwrap_or_else(|_| String::from("{}"));
+    text.pop();
+    text
 }
 
 fn log_line<T: Serialize>(line: &T) {
@@ -221,26 +266,16 @@ async fn fetch(request: web_sys::Request, env: Env, ctx: Context) -> worker::Res
             };
         }
     }
-    let token = decision.as_ref().and_then(|d| d.token.as_ref());
     log_line(&RequestLog {
-        event: "request",
-        decision: decision.as_ref().map_or(Verdict::Deny, Decision::verdict),
-        reason,
-        status,
-        method: &method,
-        path: &path,
-        route: decision
-            .as_ref()
-            .and_then(|d| d.route)
-            .zip(isolate.config.as_ref().ok())
-            .and_then(|(index, config)| config.routes.get(index))
-            .map(|route| route.resource.path.as_str()),
-        iss: token.map(|t| t.issuer.as_str()),
-        sub: token.and_then(|t| t.subject.as_deref()),
-        client_id: token.and_then(|t| t.client_id.as_deref()),
-        scopes: token.map(|t| t.scopes.join(" ")),
-        rpc: decision.as_ref().and_then(|d| d.audit.as_ref()),
-        duration_ms: Date::now().as_millis().saturating_sub(started) as f64,
+        status: Some(status),
+        duration_ms: Some(Date::now().as_millis().saturating_sub(started) as f64),
+        ..RequestLog::of(
+            isolate.config.as_ref().ok(),
+            decision.as_ref(),
+            reason,
+            &method,
+            &path,
+        )
     });
     Ok(response)
 }

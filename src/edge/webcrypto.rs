@@ -54,9 +54,9 @@ extern "C" {
 
 /// An imported key with the parameters `verify` takes for its algorithm.
 #[derive(Clone)]
-struct Imported {
-    key: JsValue,
-    verify_params: JsValue,
+pub(super) struct Imported {
+    pub(super) key: JsValue,
+    pub(super) verify_params: JsValue,
 }
 
 /// The isolate's imported keys, per key and then per algorithm (a key is
@@ -97,16 +97,21 @@ impl SignatureVerifier for WebCrypto {
     }
 }
 
-async fn imported(alg: JwsAlgorithm, key: &PublicKey) -> Option<Imported> {
-    let known = IMPORTED.with(|cache| {
+/// The key as already imported for `alg`: `None` when it never was,
+/// `Some(None)` when WebCrypto refused it. Never waits.
+pub(super) fn imported_already(alg: JwsAlgorithm, key: &PublicKey) -> Option<Option<Imported>> {
+    IMPORTED.with(|cache| {
         cache.borrow().get(key).and_then(|per_alg| {
             per_alg
                 .iter()
                 .find(|(imported_for, _)| *imported_for == alg)
                 .map(|(_, imported)| imported.clone())
         })
-    });
-    if let Some(known) = known {
+    })
+}
+
+async fn imported(alg: JwsAlgorithm, key: &PublicKey) -> Option<Imported> {
+    if let Some(known) = imported_already(alg, key) {
         return known;
     }
     let imported = import(alg, key).await;

@@ -1,0 +1,195 @@
+//! The fast path's calls from the JS entry (src/edge/entry.mjs): one
+//! synchronous pass of the decision ([`crate::pass`]) per call, its step
+//! handed back as a small array the entry acts on in plain JavaScript.
+//!
+//! Why: in workerd every `await` of a Rust future, every `Headers` entry read
+//! and every object built through wasm-bindgen is a crossing between
+//! JavaScript and WebAssembly, and on a forwarded request those crossings,
+//! not the checks, were most of the gate's cost (bench/profile.mjs). Here a
+//! request whose token and keys are in isolate memory costs one call, and
+//! each thing the decision needs from outside (a WebCrypto verdict, a
+//! session's owner from KV, the body) one more, performed by the entry.
+//!
+//! Header lists cross as one `name\0value\0...` text (field names and values
+//! never hold NUL), not entry by entry.
+
+use js_sys::{Array, Uint8Array};
+use wasm_bindgen::prelude::*;
+use worker::Env;
+
+use super::webcrypto::imported_already;
+use super::{isolate, request_log};
+use crate::forward::client_response_headers;
+use crate::gate::GateRequest;
+use crate::jwk::{JwsAlgorithm, PublicKey};
+use crate::pass::{pass, Answers, ImportedKeys, Memory, Step};
+use crate::reply::with_cors;
+
+/// The step codes, the first element of every array a pass returns:
+/// `[0]` full path; `[1, url, cors origin, log, headers]` forward;
+/// `[2, status, body, log, headers]` answer; `[3, key, params, signature,
+/// data, fingerprint]` verify; `[4, kv key]` read the session's owner;
+/// `[5]` read the body; `[6, kv key, owner, ttl]` bind the origin's session
+/// (key empty: nothing to bind). The log is the request's JSON line without
+/// `status`, `duration_ms` and the closing brace, which the entry adds.
+const FULL: u8 = 0;
+const FORWARD: u8 = 1;
+const REPLY: u8 = 2;
+const VERIFY: u8 = 3;
+const SESSION: u8 = 4;
+const BODY: u8 = 5;
+const BIND: u8 = 6;
+
+/// One pass over a request. The arguments after `now_ms` answer the steps
+/// earlier passes of the same request asked for (absent until asked).
+#[allow(clippy::too_many_arguments)]
+#[wasm_bindgen(js_name = gatePass)]
+pub fn gate_pass(
+    env: Env,
+    method: &str,
+    url: &str,
+    headers: &str,
+    now_ms: f64,
+    verdict_fingerprint: Option<u32>,
+    verdict: bool,
+    session_read: bool,
+    session_owner: Option<String>,
+    body: Option<Vec<u8>>,
+    origin_failed: bool,
+    origin_session: Option<String>,
+) -> Array {
+    let isolate = isolate(&env);
+    let (Ok(config), Ok(parsed)) = (&isolate.config, url::Url::parse(url)) else {
+        // The full path answers and logs a bad configuration.
+        return Array::of1(&FULL.into());
+    };
+    #[cfg(feature = "verify-probe")]
+    if parsed.path() == super::verify_probe::PATH {
+        return Array::of1(&FULL.into());
+    }
+    let headers = pairs(headers);
+    let request = GateRequest {
+        method,
+        path: parsed.path(),
+        query: parsed.query(),
+        headers: &headers,
+    };
+    let answers = Answers {
+        verdict: verdict_fingerprint.map(|fingerprint| (fingerprint, verdict)),
+        session: session_read.then_some(session_owner),
+        body,
+        origin_failed,
+        origin_session,
+    };
+    let memory = Memory {
+        keys: &isolate.key_memory,
+        introspection: &isolate.introspection_memory,
+        tokens: &isolate.verified_tokens,
+    };
+    let now = (now_ms / 1000.0) as i64;
+    let step = pass(config, &memory, &request, &answers, &WebCryptoKeys, now);
+    let array = Array::new();
+    let push = |value: JsValue| {
+        array.push(&value);
+    };
+    match step {
+        Step::Full => push(FULL.into()),
+        Step::Forward {
+            decision,
+            request: forward,
+        } => {
+            #[cfg(feature = "panic-probe")]
+            super::panic_probe(request.headers);
+            push(FORWARD.into());
+            push(forward.url.as_str().into());
+            push(decision.cors_origin.as_deref().unwrap_or_default().into());
+            push(request_log(config, &decision, request.method, request.path).into());
+            push(joined(&forward.headers).into());
+        }
+        Step::Reply {
+            decision,
+            status,
+            headers,
+            body,
+        } => {
+            push(REPLY.into());
+            push(status.into());
+            push(body.as_str().into());
+            push(request_log(config, &decision, request.method, request.path).into());
+            push(joined(&headers).into());
+        }
+        Step::Verify {
+            alg,
+            key,
+            message,
+            signature,
+            fingerprint,
+        } => match imported_already(alg, &key) {
+            Some(Some(imported)) => {
+                push(VERIFY.into());
+                push(imported.key);
+                push(imported.verify_params);
+                push(Uint8Array::from(signature.as_slice()).into());
+                push(Uint8Array::from(message.as_slice()).into());
+                push(fingerprint.into());
+            }
+            _ => push(FULL.into()),
+        },
+        Step::Session { key } => {
+            push(SESSION.into());
+            push(key.into());
+        }
+        Step::Body => push(BODY.into()),
+        Step::Bind { record } => {
+            let record = record.unwrap_or_default();
+            push(BIND.into());
+            push(record.key.into());
+            push(record.owner.into());
+            push((record.ttl_seconds as f64).into());
+        }
+    }
+    array
+}
+
+/// The response headers the client receives: the origin's, filtered
+/// ([`client_response_headers`]), with CORS headers for an allowed browser
+/// origin (`cors_origin` empty: none).
+#[wasm_bindgen(js_name = gateClientHeaders)]
+pub fn gate_client_headers(origin_headers: &str, cors_origin: &str) -> String {
+    let mut headers = client_response_headers(&pairs(origin_headers));
+    if !cors_origin.is_empty() {
+        with_cors(&mut headers, cors_origin);
+    }
+    joined(&headers)
+}
+
+/// Keys the WebCrypto backend imported already (`src/edge/webcrypto.rs`).
+struct WebCryptoKeys;
+
+impl ImportedKeys for WebCryptoKeys {
+    fn readiness(&self, alg: JwsAlgorithm, key: &PublicKey) -> Option<bool> {
+        imported_already(alg, key).map(|imported| imported.is_some())
+    }
+}
+
+fn pairs(text: &str) -> Vec<(String, String)> {
+    let mut fields = text.split('\0');
+    let mut pairs = Vec::new();
+    while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+        pairs.push((name.to_owned(), value.to_owned()));
+    }
+    pairs
+}
+
+fn joined(pairs: &[(String, String)]) -> String {
+    let mut text = String::new();
+    for (name, value) in pairs {
+        if !text.is_empty() {
+            text.push('\0');
+        }
+        text.push_str(name);
+        text.push('\0');
+        text.push_str(value);
+    }
+    text
+}
