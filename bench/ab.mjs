@@ -41,23 +41,27 @@ for (const dir of dirs) {
   });
   gates.push({ dir, url: `${(await mf.ready).origin}/mcp`, mf, runs: [] });
 }
-let tokens;
-if (options.scenario === 'fresh') {
-  tokens = [];
-  for (let i = 0; i < 6000; i += 200) tokens.push(...(await Promise.all(Array.from({ length: 200 }, (_, j) => issuer.mint({ jti: `ab-${i + j}` }, { alg: options.alg })))));
-} else {
-  tokens = [await issuer.mint({}, { alg: options.alg })];
-  if (options.scenario === 'rejected') tokens = [corruptSignature(tokens[0])];
+// New tokens are minted for every run: a token a gate saw in an earlier run
+// would be a reused one.
+let minted = 0;
+async function tokensForRun() {
+  if (options.scenario !== 'fresh') return tokens;
+  const fresh = [];
+  for (let i = 0; i < 6000; i += 200) fresh.push(...(await Promise.all(Array.from({ length: 200 }, () => issuer.mint({ jti: `ab-${(minted += 1)}` }, { alg: options.alg })))));
+  issuer.minted.length = 0;
+  return fresh;
 }
+let tokens = [await issuer.mint({}, { alg: options.alg })];
+if (options.scenario === 'rejected') tokens = [corruptSignature(tokens[0])];
 const opts = { seconds: Number(options.seconds), connections: Number(options.connections) };
 for (const gate of gates) await load(gate.url, tokens.slice(0, 1), { ...opts, seconds: 1 });
 for (let round = 0; round < Number(options.rounds); round += 1) {
   const order = [...gates];
   for (let i = 0; i < round; i += 1) order.push(order.shift());
   for (const gate of order) {
-    const figures = await load(gate.url, tokens, opts);
+    const figures = await load(gate.url, await tokensForRun(), opts);
     gate.runs.push(figures);
-    process.stderr.write(`round ${round + 1} ${gate.dir}: ${figures.rps.toFixed(0)} req/s p99 ${figures.p99} non2xx ${figures.non2xx}\n`);
+    process.stderr.write(`round ${round + 1} ${gate.dir}: ${figures.rps.toFixed(0)} req/s p99 ${figures.p99} non2xx ${figures.non2xx}${figures.tokensCycled ? ' (tokens cycled)' : ''}\n`);
   }
 }
 const base = median(gates[0].runs.map((r) => r.rps));
