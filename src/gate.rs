@@ -19,7 +19,7 @@ use crate::jwt::{verify_with, AccessToken, ClaimsPolicy, TokenError, UnverifiedJ
 use crate::keys::{KeyDemand, KeySource};
 use crate::reply::{mcp_preflight_reply, metadata_preflight_reply, metadata_reply, Denial, Reply};
 use crate::signature::SignatureVerifier;
-use crate::token_cache::{TokenKey, VerifiedTokens};
+use crate::token_cache::{TokenKey, TokenMemory};
 use crate::tool_filter::ToolListFilter;
 
 /// Methods forwarded to the origin (MCP Streamable HTTP transport).
@@ -168,13 +168,13 @@ fn has_path_trickery(path: &str) -> bool {
 }
 
 /// Decides what to do with `request` at time `now` (seconds since the epoch).
-pub async fn decide<K: KeySource, I: Introspector, V: SignatureVerifier>(
+pub async fn decide<K: KeySource, I: Introspector, V: SignatureVerifier, T: TokenMemory>(
     config: &Config,
     request: &GateRequest<'_>,
     keys: &K,
     introspector: &I,
     signatures: &V,
-    tokens: &VerifiedTokens,
+    tokens: &T,
     now: i64,
 ) -> Decision {
     let (index, route, suffix) = match target(config, request.path) {
@@ -238,7 +238,7 @@ pub async fn decide<K: KeySource, I: Introspector, V: SignatureVerifier>(
 
 /// The protected resource: method, credentials, route-level scopes.
 #[allow(clippy::too_many_arguments)]
-async fn authorize<K: KeySource, I: Introspector, V: SignatureVerifier>(
+async fn authorize<K: KeySource, I: Introspector, V: SignatureVerifier, T: TokenMemory>(
     config: &Config,
     (index, route): (usize, &Route),
     request: &GateRequest<'_>,
@@ -246,7 +246,7 @@ async fn authorize<K: KeySource, I: Introspector, V: SignatureVerifier>(
     keys: &K,
     introspector: &I,
     signatures: &V,
-    tokens: &VerifiedTokens,
+    tokens: &T,
     now: i64,
 ) -> Decision {
     if !matches!(request.method, "GET" | "POST" | "DELETE") {
@@ -379,14 +379,14 @@ pub fn authorize_rpc(
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn authenticate<K: KeySource, I: Introspector, V: SignatureVerifier>(
+async fn authenticate<K: KeySource, I: Introspector, V: SignatureVerifier, T: TokenMemory>(
     config: &Config,
     route: &Route,
     request: &GateRequest<'_>,
     keys: &K,
     introspector: &I,
     signatures: &V,
-    tokens: &VerifiedTokens,
+    tokens: &T,
     now: i64,
 ) -> Result<AccessToken, Denial> {
     let authorization = request.header_values("authorization");

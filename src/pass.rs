@@ -15,6 +15,15 @@
 //! Nothing here forwards anything: a [`Step::Forward`] describes the one
 //! request the caller may send, with the headers [`crate::forward`] built
 //! (the client's token removed, the identity set by the gate).
+//!
+//! A new token costs one pass, not two: the first pass decides as if its
+//! signature were good and hands the check out together with what that
+//! decision needs next ([`AfterVerify`]). Nothing decided that way is
+//! remembered or sent until the caller has the verdict: the token cache's
+//! writes are held back ([`Remember`]), and a forward is only described to
+//! the caller through [`AfterVerify::Forward`], which it may act on after a
+//! good verdict alone (`src/edge/fast.rs` keeps it out of JavaScript's reach
+//! until then). A bad verdict goes through another pass, which refuses.
 
 use std::cell::RefCell;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -25,13 +34,14 @@ use crate::forward::OriginRequest;
 use crate::gate::{authorize_rpc, decide, Decision, GateRequest, Outcome};
 use crate::introspect_cache::{IntrospectionCache, IntrospectionMemory};
 use crate::jwk::{JwsAlgorithm, PublicKey};
+use crate::jwt::{AccessToken, TokenError};
 use crate::keys::{
     FetchError, FetchLimits, FetchedDocument, HttpClient, JwksCache, KeyMemory, KvStore,
 };
 use crate::reply::{with_cors, Denial};
 use crate::sessions::{is_valid_session_id, may_use_session, session_key, SessionOwner};
 use crate::signature::SignatureVerifier;
-use crate::token_cache::VerifiedTokens;
+use crate::token_cache::{TokenKey, TokenMemory, VerifiedTokens};
 use futures_util::FutureExt;
 
 /// What the isolate keeps that a pass may read.
@@ -90,18 +100,12 @@ pub enum Step {
         /// Body (may be empty).
         body: String,
     },
-    /// Check this signature, then pass again with `fingerprint` and the verdict.
+    /// Check this signature; then what `then` says.
     Verify {
-        /// Algorithm.
-        alg: JwsAlgorithm,
-        /// The key the key set and the allow-list chose.
-        key: PublicKey,
-        /// The JWS signing input.
-        message: Vec<u8>,
-        /// The signature.
-        signature: Vec<u8>,
-        /// Names this check in [`Answers::verdict`].
-        fingerprint: u32,
+        /// The check.
+        check: Check,
+        /// What a good verdict leads to.
+        then: AfterVerify,
     },
     /// Read the store at `key`, then pass again with what it holds.
     Session {
@@ -117,6 +121,68 @@ pub enum Step {
     /// Read the body (its declared length is within the limit), then pass
     /// again with it.
     Body,
+}
+
+/// A signature to check.
+#[derive(Debug, Clone)]
+pub struct Check {
+    /// Algorithm.
+    pub alg: JwsAlgorithm,
+    /// The key the key set and the allow-list chose.
+    pub key: PublicKey,
+    /// The JWS signing input.
+    pub message: Vec<u8>,
+    /// The signature.
+    pub signature: Vec<u8>,
+    /// Names this check in [`Answers::verdict`].
+    pub fingerprint: u32,
+}
+
+/// What the decision made as if the signature were good asks for next.
+#[derive(Debug)]
+pub enum AfterVerify {
+    /// Pass again with the verdict.
+    PassAgain,
+    /// Read the body as well (its declared length is within the limit),
+    /// then pass again with both.
+    ReadBody,
+    /// Read the store at `key` as well, then pass again with both.
+    ReadSession {
+        /// Store key.
+        key: String,
+    },
+    /// If, and only if, the signature verifies: remember the token, then
+    /// send the request to the origin. Otherwise pass again with the verdict.
+    Forward(Box<ProvisionalForward>),
+}
+
+/// A forward decided as if the signature were good.
+#[derive(Debug)]
+pub struct ProvisionalForward {
+    /// For the log.
+    pub decision: Decision,
+    /// What to send.
+    pub request: OriginRequest,
+    /// The verification to remember (`None`: a token without `kid`, which
+    /// is never remembered).
+    pub remember: Option<Remember>,
+}
+
+/// A verification the token cache takes once its signature is known good.
+#[derive(Debug, Clone)]
+pub struct Remember {
+    key: TokenKey,
+    token: AccessToken,
+    kid: Option<String>,
+    at: i64,
+}
+
+impl Remember {
+    /// Remembers the verification in `tokens`. Call only after the
+    /// signature verified.
+    pub fn commit(self, tokens: &VerifiedTokens) {
+        tokens.insert(&self.key, &self.token, self.kid.as_deref(), self.at);
+    }
 }
 
 /// The owner of a session the origin just issued, to store unless one is
@@ -158,23 +224,49 @@ pub fn pass<R: ImportedKeys>(
         imported,
         asked: RefCell::new(None),
     };
-    let decided = decide(
-        config,
-        request,
-        &keys,
-        &introspector,
-        &verifier,
-        memory.tokens,
-        now,
-    )
-    .now_or_never();
-    let Some(mut decision) = decided else {
-        return verifier.asked.take().unwrap_or(Step::Full);
+    let held = HeldWrites {
+        tokens: memory.tokens,
+        insert: RefCell::new(None),
+        refusals: RefCell::new(Vec::new()),
+    };
+    let decided =
+        decide(config, request, &keys, &introspector, &verifier, &held, now).now_or_never();
+    let Some(decision) = decided else {
+        // Waiting for a check the backend cannot make yet, or for the network.
+        return Step::Full;
     };
     // A stale key set was served: the full path refreshes it after answering.
     if !keys.take_pending_refreshes().is_empty() {
         return Step::Full;
     }
+    let step = next_step(config, request, answers, decision);
+    let Some(check) = verifier.asked.take() else {
+        // Every verdict this decision rests on is known: keep what it learned.
+        held.commit();
+        return step;
+    };
+    // Decided as if the signature were good: nothing of it is kept yet.
+    let then = match step {
+        Step::Forward { decision, request } => AfterVerify::Forward(Box::new(ProvisionalForward {
+            decision,
+            request,
+            remember: held.insert.take(),
+        })),
+        Step::Body => AfterVerify::ReadBody,
+        Step::Session { key } => AfterVerify::ReadSession { key },
+        _ => AfterVerify::PassAgain,
+    };
+    Step::Verify { check, then }
+}
+
+/// What follows a completed decision: the answer, or the session and body
+/// checks and then the forward (or the binding of the session it opened).
+fn next_step(
+    config: &Config,
+    request: &GateRequest<'_>,
+    answers: &Answers,
+    mut decision: Decision,
+) -> Step {
     let route = decision.route.and_then(|index| config.routes.get(index));
     let (forward, route) = match (&decision.outcome, route) {
         (Outcome::Reply(_), _) => return reply(decision),
@@ -307,11 +399,13 @@ fn header<'r>(request: &'r GateRequest<'_>, name: &str) -> Option<&'r str> {
         .map(|(_, v)| v.as_str())
 }
 
-/// Signature checks answered by the caller between passes.
+/// Signature checks answered by the caller between passes. With no
+/// verdict known yet, the first check the backend is ready for is taken as
+/// good, provisionally, and handed out in [`Step::Verify`].
 struct Deferred<'a, R> {
     known: Option<(u32, bool)>,
     imported: &'a R,
-    asked: RefCell<Option<Step>>,
+    asked: RefCell<Option<Check>>,
 }
 
 /// Names a check (algorithm, key, message, signature) across passes, so a
@@ -335,22 +429,66 @@ impl<R: ImportedKeys> SignatureVerifier for Deferred<'_, R> {
             Some((known, verdict)) if known == check => return verdict,
             // One check per request in passes; a second is the full path's.
             Some(_) => return std::future::pending().await,
+            None if self.asked.borrow().is_some() => return std::future::pending().await,
             None => {}
         }
         match self.imported.readiness(alg, key) {
             Some(false) => false,
             Some(true) => {
-                *self.asked.borrow_mut() = Some(Step::Verify {
+                *self.asked.borrow_mut() = Some(Check {
                     alg,
                     key: key.clone(),
                     message: message.to_vec(),
                     signature: signature.to_vec(),
                     fingerprint: check,
                 });
-                std::future::pending().await
+                true
             }
             None => std::future::pending().await,
         }
+    }
+}
+
+/// The isolate's token cache as a pass sees it: read as it is, written only
+/// once the pass knows its decision does not rest on a verdict still out.
+struct HeldWrites<'a> {
+    tokens: &'a VerifiedTokens,
+    insert: RefCell<Option<Remember>>,
+    refusals: RefCell<Vec<(TokenKey, TokenError, i64)>>,
+}
+
+impl HeldWrites<'_> {
+    fn commit(self) {
+        if let Some(remember) = self.insert.into_inner() {
+            remember.commit(self.tokens);
+        }
+        for (key, error, at) in self.refusals.into_inner() {
+            self.tokens.remember_refusal(&key, error, at);
+        }
+    }
+}
+
+impl TokenMemory for HeldWrites<'_> {
+    fn get(&self, key: &TokenKey, now: i64, leeway: i64) -> Option<(AccessToken, Option<String>)> {
+        self.tokens.get(key, now, leeway)
+    }
+    fn refusal(&self, key: &TokenKey, now: i64) -> Option<TokenError> {
+        self.tokens.refusal(key, now)
+    }
+    fn remember_refusal(&self, key: &TokenKey, error: TokenError, now: i64) {
+        self.refusals.borrow_mut().push((*key, error, now));
+    }
+    // Forgetting a token whose key left the set needs no verdict.
+    fn forget(&self, key: &TokenKey) {
+        self.tokens.forget(key);
+    }
+    fn insert(&self, key: &TokenKey, token: &AccessToken, kid: Option<&str>, now: i64) {
+        *self.insert.borrow_mut() = Some(Remember {
+            key: *key,
+            token: token.clone(),
+            kid: kid.map(str::to_owned),
+            at: now,
+        });
     }
 }
 

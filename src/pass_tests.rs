@@ -100,8 +100,8 @@ impl Isolate {
     }
 
     /// Passes as the edge's entry does, answering each step from `store`
-    /// (sessions) and `body`, with the native signature backend; the steps
-    /// taken and the last one.
+    /// (sessions) and `body`, with the native signature backend; the passes
+    /// made (named by the step each returned) and the step acted on last.
     fn drive(
         &self,
         request: &GateRequest<'_>,
@@ -114,16 +114,35 @@ impl Isolate {
             let step = self.pass(request, &answers, &READY);
             taken.push(name(&step));
             match step {
-                Step::Verify {
-                    alg,
-                    key,
-                    message,
-                    signature,
-                    fingerprint,
-                } => {
-                    let verdict =
-                        pollster::block_on(RustCrypto.verify(alg, &key, &message, &signature));
-                    answers.verdict = Some((fingerprint, verdict));
+                Step::Verify { check, then } => {
+                    let verdict = pollster::block_on(RustCrypto.verify(
+                        check.alg,
+                        &check.key,
+                        &check.message,
+                        &check.signature,
+                    ));
+                    answers.verdict = Some((check.fingerprint, verdict));
+                    match then {
+                        AfterVerify::PassAgain => {}
+                        AfterVerify::ReadBody => {
+                            answers.body = Some(body.expect("a body to read").to_vec());
+                        }
+                        AfterVerify::ReadSession { key } => {
+                            answers.session = Some(store.get(&key).cloned());
+                        }
+                        AfterVerify::Forward(provisional) if verdict => {
+                            let ProvisionalForward {
+                                decision,
+                                request,
+                                remember,
+                            } = *provisional;
+                            if let Some(remember) = remember {
+                                remember.commit(&self.tokens);
+                            }
+                            return (taken, Step::Forward { decision, request });
+                        }
+                        AfterVerify::Forward(_) => {}
+                    }
                 }
                 Step::Session { key } => answers.session = Some(store.get(&key).cloned()),
                 Step::Body => answers.body = Some(body.expect("a body to read").to_vec()),
@@ -177,13 +196,17 @@ fn status(step: &Step) -> u16 {
 }
 
 #[test]
-fn a_new_token_is_checked_once_then_a_reused_one_takes_one_pass() {
+fn a_new_token_is_checked_once_and_every_request_takes_one_pass() {
     let isolate = Isolate::warm(config(&[]), NOW);
     let headers = headers(&token(), &[("accept", "application/json")]);
     let get = request("GET", &headers);
 
     let (taken, step) = isolate.drive(&get, &HashMap::new(), None);
-    assert_eq!(taken, ["verify", "forward"]);
+    assert_eq!(
+        taken,
+        ["verify"],
+        "one pass: the forward waits only for the check"
+    );
     let Step::Forward {
         request: sent,
         decision,
@@ -212,6 +235,68 @@ fn a_new_token_is_checked_once_then_a_reused_one_takes_one_pass() {
     // Verified once: the same token now needs no check and no I/O.
     let (taken, _) = isolate.drive(&get, &HashMap::new(), None);
     assert_eq!(taken, ["forward"]);
+}
+
+#[test]
+fn nothing_decided_before_the_verdict_is_kept_or_sent_unless_the_signature_verifies() {
+    let isolate = Isolate::warm(config(&[]), NOW);
+    let good = headers(&token(), &[]);
+    let get = request("GET", &good);
+    let Step::Verify {
+        then: AfterVerify::Forward(provisional),
+        ..
+    } = isolate.pass(&get, &Answers::default(), &READY)
+    else {
+        panic!("a new token's forward is decided in its first pass");
+    };
+    assert!(
+        isolate.tokens.is_empty(),
+        "not remembered before the verdict"
+    );
+    assert!(provisional.remember.is_some());
+    // Without the verdict, the next request with it is checked again.
+    assert_eq!(
+        name(&isolate.pass(&get, &Answers::default(), &READY)),
+        "verify"
+    );
+
+    // A forged signature: the forward is never acted on, the next pass refuses.
+    let forged = {
+        let token = token();
+        let (rest, signature) = token.rsplit_once('.').expect("a JWS");
+        let flipped = if signature.starts_with('A') { "B" } else { "A" };
+        format!("{rest}.{flipped}{}", &signature[1..])
+    };
+    let forged_headers = headers(&forged, &[]);
+    let (taken, step) = isolate.drive(&request("GET", &forged_headers), &HashMap::new(), None);
+    assert_eq!(taken, ["verify", "reply"]);
+    assert_eq!(status(&step), 401);
+    assert!(isolate.tokens.is_empty());
+
+    // A refusal decided before the verdict (expired) is not remembered either:
+    // the reason it gives may not be the one the signature would have given.
+    let expired = mint(
+        JwsAlgorithm::Rs256,
+        &with(&good_claims(), json!({"exp": NOW - 3600})),
+    );
+    let expired_headers = headers(&expired, &[]);
+    let expired_get = request("GET", &expired_headers);
+    let Step::Verify {
+        then: AfterVerify::PassAgain,
+        ..
+    } = isolate.pass(&expired_get, &Answers::default(), &READY)
+    else {
+        panic!("a refusal waits for the verdict");
+    };
+    assert_eq!(
+        name(&isolate.pass(&expired_get, &Answers::default(), &READY)),
+        "verify"
+    );
+    let (_, step) = isolate.drive(&expired_get, &HashMap::new(), None);
+    let Step::Reply { decision, .. } = step else {
+        panic!("refused");
+    };
+    assert_eq!(decision.reason, "token_expired");
 }
 
 #[test]
@@ -263,18 +348,18 @@ fn a_verdict_counts_only_for_the_check_it_was_given_for() {
     let isolate = Isolate::warm(config(&[]), NOW);
     let headers = headers(&token(), &[]);
     let get = request("GET", &headers);
-    let Step::Verify { fingerprint, .. } = isolate.pass(&get, &Answers::default(), &READY) else {
+    let Step::Verify { check, .. } = isolate.pass(&get, &Answers::default(), &READY) else {
         panic!("a new token is checked first");
     };
     let other = Answers {
-        verdict: Some((fingerprint ^ 1, true)),
+        verdict: Some((check.fingerprint ^ 1, true)),
         ..Answers::default()
     };
     assert_eq!(name(&isolate.pass(&get, &other, &READY)), "full");
     assert!(isolate.tokens.is_empty(), "nothing was accepted");
 
     let refused = Answers {
-        verdict: Some((fingerprint, false)),
+        verdict: Some((check.fingerprint, false)),
         ..Answers::default()
     };
     let step = isolate.pass(&get, &refused, &READY);
@@ -318,8 +403,8 @@ fn a_session_is_used_only_by_its_owner() {
     let (taken, _) = isolate.drive(&get, &HashMap::new(), None);
     assert_eq!(
         taken,
-        ["verify", "session", "forward"],
-        "an unbound session is usable"
+        ["verify", "forward"],
+        "an unbound session is usable; read while the signature is checked"
     );
 
     let owner = json!({"iss": ISSUER, "sub": "user-1", "client_id": "client-1"}).to_string();
@@ -369,7 +454,11 @@ fn a_post_body_is_read_within_its_limit_and_authorized() {
     };
 
     let (taken, step) = post(&call("lookup_invoice"));
-    assert_eq!(taken, ["verify", "body", "forward"]);
+    assert_eq!(
+        taken,
+        ["verify", "forward"],
+        "body read while the signature is checked"
+    );
     let Step::Forward { decision, .. } = step else {
         unreachable!()
     };
@@ -486,7 +575,7 @@ fn a_cached_token_past_its_expiry_is_checked_again_and_refused() {
     let headers = headers(&short, &[]);
     let get = request("GET", &headers);
     let (taken, _) = isolate.drive(&get, &HashMap::new(), None);
-    assert_eq!(taken, ["verify", "forward"]);
+    assert_eq!(taken, ["verify"]);
     let later = |answers: &Answers| {
         pass(
             &isolate.config,
@@ -497,11 +586,11 @@ fn a_cached_token_past_its_expiry_is_checked_again_and_refused() {
             NOW + 120,
         )
     };
-    let Step::Verify { fingerprint, .. } = later(&Answers::default()) else {
+    let Step::Verify { check, .. } = later(&Answers::default()) else {
         panic!("no longer honoured from the cache");
     };
     let verified = Answers {
-        verdict: Some((fingerprint, true)),
+        verdict: Some((check.fingerprint, true)),
         ..Answers::default()
     };
     let step = later(&verified);

@@ -1,21 +1,32 @@
-// The worker's entry point (build/index.js): wraps the module worker-build
-// generates (build/gate.mjs) so that an unexpected Rust panic never leaves a
-// request without an answer and never takes later requests down with it.
+// The worker's entry point (build/index.js), wrapping the module worker-build
+// generates (build/gate.mjs).
 //
-// A panic aborts the wasm instance (wasm32 has no unwinding on stable Rust),
-// so the future serving the request never completes. The Rust panic hook
-// (src/edge/mod.rs) logs {"event":"panic"} and calls the listener below;
-// every request in flight in this instance is then answered here with a
-// generic 500 (the body of `Denial::Misconfigured`, nothing of the panic)
-// and a JSON log line. Nothing is forwarded: the panicking request dies
-// before it reaches the origin. worker-build's shim re-creates the wasm
-// instance before the next request, so the isolate keeps serving.
+// Fast path: the gate decides in synchronous passes (src/pass.rs through
+// src/edge/fast.rs) and this module performs what a pass asks for in plain
+// JavaScript: a WebCrypto signature check, a KV read of a session's owner,
+// reading the body, and finally the forward itself with the headers the
+// pass built (the client's token removed). A request whose token is cached
+// costs one pass; a new token one pass and its check. Whatever a pass cannot
+// decide from isolate memory (a key set or introspection fetch, a key not
+// imported yet, a stale key set, a tools/list answer to filter) goes to the
+// full path, the Rust fetch handler, unchanged.
+//
+// Panics: a panic aborts the wasm instance (wasm32 has no unwinding on
+// stable Rust). During a pass it throws from that synchronous call; in the
+// full path the future serving the request never completes, so the Rust
+// panic hook (src/edge/mod.rs) logs {"event":"panic"} and calls the listener
+// below, which fails every full-path request in flight. Either way the
+// request is answered with a generic 500 (the body of `Denial::Misconfigured`,
+// nothing of the panic) and a JSON log line, and nothing is forwarded: the
+// panicking request dies before it reaches the origin. The instance is
+// re-created (`new Gate`) before the next request, so the isolate keeps
+// serving.
 
 import Gate from './gate.mjs';
 
 // The fast path's calls into the gate (src/edge/fast.rs). worker-build puts
 // the module's exported functions on the entry class's prototype.
-const { gatePass, gateClientHeaders } = Gate.prototype;
+const { gatePass, gateSettle, gateClientHeaders } = Gate.prototype;
 
 /**
  * worker-build's record of whether the wasm instance died (gate.mjs sets it
@@ -112,22 +123,47 @@ async function serve(request, env, ctx, started) {
         return forward(request, env, next, answers, pass, started);
       case REPLY:
         return reply(next[1], next[2], next[3], next[4], started);
-      case VERIFY:
-        answers.fingerprint = next[5];
-        answers.verdict = await crypto.subtle.verify(next[2], next[1], next[3], next[4]).catch(() => false);
+      case VERIFY: {
+        // What a good verdict leads to is done meanwhile when it is a read;
+        // a forward waits for the verdict and is handed out for a good one only.
+        const [, key, params, signature, data, fingerprint, then, detail] = next;
+        const check = crypto.subtle.verify(params, key, signature, data).catch(() => false);
+        answers.fingerprint = fingerprint;
+        if (then === BODY) {
+          [answers.verdict, answers.body] = await Promise.all([check, readBody(request)]);
+        } else if (then === SESSION) {
+          [answers.verdict, answers.sessionOwner] = await Promise.all([check, readSession(env, detail)]);
+          answers.sessionRead = true;
+        } else {
+          answers.verdict = await check;
+        }
+        if (then === FORWARD) {
+          const settled = gateSettle(env, detail, answers.verdict);
+          if (settled[0] === FORWARD) return forward(request, env, settled, answers, pass, started);
+        }
         break;
+      }
       case SESSION:
-        answers.sessionOwner = (await env.JWKS_CACHE.get(next[1])) ?? undefined;
+        answers.sessionOwner = await readSession(env, next[1]);
         answers.sessionRead = true;
         break;
       case BODY:
-        answers.body = new Uint8Array(await request.arrayBuffer());
+        answers.body = await readBody(request);
         break;
       default:
         return full(request, env, ctx, answers.body);
     }
   }
   return full(request, env, ctx, answers.body);
+}
+
+async function readBody(request) {
+  return new Uint8Array(await request.arrayBuffer());
+}
+
+/** The owner stored for a session (`undefined`: none). */
+async function readSession(env, key) {
+  return (await env.JWKS_CACHE.get(key)) ?? undefined;
 }
 
 /**

@@ -13,6 +13,9 @@
 //! Header lists cross as one `name\0value\0...` text (field names and values
 //! never hold NUL), not entry by entry.
 
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+
 use js_sys::{Array, Uint8Array};
 use wasm_bindgen::prelude::*;
 use worker::Env;
@@ -22,7 +25,9 @@ use super::{isolate, request_log};
 use crate::forward::client_response_headers;
 use crate::gate::GateRequest;
 use crate::jwk::{JwsAlgorithm, PublicKey};
-use crate::pass::{pass, Answers, ImportedKeys, Memory, Step};
+use crate::pass::{
+    pass, AfterVerify, Answers, ImportedKeys, Memory, ProvisionalForward, Remember, Step,
+};
 use crate::reply::with_cors;
 
 /// The step codes, the first element of every array a pass returns:
@@ -32,6 +37,11 @@ use crate::reply::with_cors;
 /// `[5]` read the body; `[6, kv key, owner, ttl]` bind the origin's session
 /// (key empty: nothing to bind). The log is the request's JSON line without
 /// `status`, `duration_ms` and the closing brace, which the entry adds.
+///
+/// A verify step goes on with what a good verdict leads to ([`AfterVerify`]):
+/// `0` pass again with the verdict; `[5]` read the body as well; `[4, kv
+/// key]` read the session's owner as well; `[1, stage]` a forward, staged
+/// here: [`gate_settle`] hands it out for a good verdict only.
 const FULL: u8 = 0;
 const FORWARD: u8 = 1;
 const REPLY: u8 = 2;
@@ -39,6 +49,26 @@ const VERIFY: u8 = 3;
 const SESSION: u8 = 4;
 const BODY: u8 = 5;
 const BIND: u8 = 6;
+/// After a verify step: pass again with the verdict.
+const PASS_AGAIN: u8 = 0;
+
+/// Forwards decided as if a signature were good, waiting for its verdict.
+/// Bounded: one evicted before its verdict arrives costs that request
+/// another pass, nothing else.
+const MAX_STAGED: usize = 1024;
+
+/// A forward waiting for its verdict: the `[1, ...]` array and the
+/// verification to remember.
+struct Staged {
+    id: u32,
+    forward: Array,
+    remember: Option<Remember>,
+}
+
+thread_local! {
+    static STAGED: RefCell<VecDeque<Staged>> = const { RefCell::new(VecDeque::new()) };
+    static NEXT_STAGE: Cell<u32> = const { Cell::new(0) };
+}
 
 /// One pass over a request. The arguments after `now_ms` answer the steps
 /// earlier passes of the same request asked for (absent until asked).
@@ -100,11 +130,7 @@ pub fn gate_pass(
         } => {
             #[cfg(feature = "panic-probe")]
             super::panic_probe(request.headers);
-            push(FORWARD.into());
-            push(forward.url.as_str().into());
-            push(decision.cors_origin.as_deref().unwrap_or_default().into());
-            push(request_log(config, &decision, request.method, request.path).into());
-            push(joined(&forward.headers).into());
+            return forward_array(config, &decision, &request, &forward);
         }
         Step::Reply {
             decision,
@@ -118,20 +144,34 @@ pub fn gate_pass(
             push(request_log(config, &decision, request.method, request.path).into());
             push(joined(&headers).into());
         }
-        Step::Verify {
-            alg,
-            key,
-            message,
-            signature,
-            fingerprint,
-        } => match imported_already(alg, &key) {
+        Step::Verify { check, then } => match imported_already(check.alg, &check.key) {
             Some(Some(imported)) => {
                 push(VERIFY.into());
                 push(imported.key);
                 push(imported.verify_params);
-                push(Uint8Array::from(signature.as_slice()).into());
-                push(Uint8Array::from(message.as_slice()).into());
-                push(fingerprint.into());
+                push(Uint8Array::from(check.signature.as_slice()).into());
+                push(Uint8Array::from(check.message.as_slice()).into());
+                push(check.fingerprint.into());
+                match then {
+                    AfterVerify::PassAgain => push(PASS_AGAIN.into()),
+                    AfterVerify::ReadBody => push(BODY.into()),
+                    AfterVerify::ReadSession { key } => {
+                        push(SESSION.into());
+                        push(key.into());
+                    }
+                    AfterVerify::Forward(provisional) => {
+                        let ProvisionalForward {
+                            decision,
+                            request: forward,
+                            remember,
+                        } = *provisional;
+                        #[cfg(feature = "panic-probe")]
+                        super::panic_probe(request.headers);
+                        let staged = forward_array(config, &decision, &request, &forward);
+                        push(FORWARD.into());
+                        push(stage(staged, remember).into());
+                    }
+                }
             }
             _ => push(FULL.into()),
         },
@@ -149,6 +189,66 @@ pub fn gate_pass(
         }
     }
     array
+}
+
+/// The `[1, url, cors origin, log, headers]` array of a forward.
+fn forward_array(
+    config: &crate::config::Config,
+    decision: &crate::gate::Decision,
+    request: &GateRequest<'_>,
+    forward: &crate::forward::OriginRequest,
+) -> Array {
+    let array = Array::new();
+    array.push(&FORWARD.into());
+    array.push(&forward.url.as_str().into());
+    array.push(&decision.cors_origin.as_deref().unwrap_or_default().into());
+    array.push(&request_log(config, decision, request.method, request.path).into());
+    array.push(&joined(&forward.headers).into());
+    array
+}
+
+fn stage(forward: Array, remember: Option<Remember>) -> u32 {
+    let id = NEXT_STAGE.with(|next| {
+        let id = next.get();
+        next.set(id.wrapping_add(1));
+        id
+    });
+    STAGED.with(|staged| {
+        let mut staged = staged.borrow_mut();
+        if staged.len() >= MAX_STAGED {
+            staged.pop_front();
+        }
+        staged.push_back(Staged {
+            id,
+            forward,
+            remember,
+        });
+    });
+    id
+}
+
+/// The verdict on a staged forward's signature. Verified: the token is
+/// remembered and the forward handed out (`[1, ...]`). Otherwise, or if the
+/// stage was evicted, `[0]`: the entry passes again with the verdict, and
+/// that pass refuses or decides afresh.
+#[wasm_bindgen(js_name = gateSettle)]
+pub fn gate_settle(env: Env, stage: u32, verified: bool) -> Array {
+    let taken = STAGED.with(|staged| {
+        let mut staged = staged.borrow_mut();
+        let at = staged.iter().position(|entry| entry.id == stage)?;
+        staged.remove(at)
+    });
+    match taken {
+        Some(Staged {
+            forward, remember, ..
+        }) if verified => {
+            if let Some(remember) = remember {
+                remember.commit(&isolate(&env).verified_tokens);
+            }
+            forward
+        }
+        _ => Array::of1(&FULL.into()),
+    }
 }
 
 /// The response headers the client receives: the origin's, filtered
