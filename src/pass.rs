@@ -247,6 +247,9 @@ pub fn pass<R: ImportedKeys>(
     };
     // Decided as if the signature were good: nothing of it is kept yet.
     let then = match step {
+        // The full path checks the signature itself: checking it here first
+        // would only do it twice.
+        Step::Full => return Step::Full,
         Step::Forward { decision, request } => AfterVerify::Forward(Box::new(ProvisionalForward {
             decision,
             request,

@@ -130,7 +130,7 @@ pub fn gate_pass(
         } => {
             #[cfg(feature = "panic-probe")]
             super::panic_probe(request.headers);
-            return forward_array(config, &decision, &request, &forward);
+            push_forward(&array, config, &decision, &request, &forward);
         }
         Step::Reply {
             decision,
@@ -167,7 +167,8 @@ pub fn gate_pass(
                         } = *provisional;
                         #[cfg(feature = "panic-probe")]
                         super::panic_probe(request.headers);
-                        let staged = forward_array(config, &decision, &request, &forward);
+                        let staged = Array::new();
+                        push_forward(&staged, config, &decision, &request, &forward);
                         push(FORWARD.into());
                         push(stage(staged, remember).into());
                     }
@@ -191,20 +192,20 @@ pub fn gate_pass(
     array
 }
 
-/// The `[1, url, cors origin, log, headers]` array of a forward.
-fn forward_array(
+/// Fills `array` (empty) as the `[1, url, cors origin, log, headers]` step
+/// of a forward.
+fn push_forward(
+    array: &Array,
     config: &crate::config::Config,
     decision: &crate::gate::Decision,
     request: &GateRequest<'_>,
     forward: &crate::forward::OriginRequest,
-) -> Array {
-    let array = Array::new();
+) {
     array.push(&FORWARD.into());
     array.push(&forward.url.as_str().into());
     array.push(&decision.cors_origin.as_deref().unwrap_or_default().into());
     array.push(&request_log(config, decision, request.method, request.path).into());
     array.push(&joined(&forward.headers).into());
-    array
 }
 
 fn stage(forward: Array, remember: Option<Remember>) -> u32 {
