@@ -115,6 +115,39 @@ describe('rejections', () => {
     }
   });
 
+  // A GET or DELETE with a new token has its forward decided before the
+  // signature verdict (src/pass.rs); a bad verdict must still send nothing.
+  test('bad signature on GET and DELETE (no body to wait for): 401 invalid_token, origin untouched', async () => {
+    const token = await stack.issuer.mint();
+    // Good tokens first, so each key is imported and the fast path, not the
+    // full path, meets the forgeries.
+    for (const alg of ['RS256', 'ES256', 'EdDSA']) {
+      const good = await stack.gate.fetch('/mcp', {
+        method: 'GET',
+        headers: { accept: 'text/event-stream', authorization: `Bearer ${await stack.issuer.mint({}, { alg })}` },
+      });
+      assert.notEqual(good.status, 401);
+      await good.body?.cancel();
+    }
+    const bad = [tamperPayload(token, { sub: 'admin' }), corruptSignature(token)];
+    for (const alg of ['ES256', 'EdDSA']) {
+      const stranger = await generateSigningKey(alg);
+      bad.push(await stack.issuer.mint({}, { key: stranger, kid: stack.issuer.keys[alg].kid }));
+    }
+    for (const method of ['GET', 'DELETE']) {
+      for (const forgery of bad) {
+        forged.push(forgery);
+        const response = await expectOriginUntouched(stack.origin, () =>
+          stack.gate.fetch('/mcp', {
+            method,
+            headers: { accept: 'text/event-stream', authorization: `Bearer ${forgery}` },
+          }),
+        );
+        await expectRefusal(response, { status: 401, error: 'invalid_token', resourceMetadata: metadataUrl, scope: null });
+      }
+    }
+  });
+
   test('alg none: 401 invalid_token', async () => {
     const claims = claimsFor(stack.issuer, { aud: stack.resource });
     await invalidToken(unsignedToken(claims));
