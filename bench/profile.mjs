@@ -6,7 +6,7 @@
 // For readable wasm frames, profile a build that keeps its name section:
 //
 //   source scripts/env.sh && worker-build --release --out-dir /tmp/prof \
-//     && mv /tmp/prof/index.js /tmp/prof/gate.mjs && cp src/edge/entry.mjs /tmp/prof/index.js
+//     && mv /tmp/prof/index.js /tmp/prof/gate.mjs && cp src/entry.mjs /tmp/prof/index.js
 //   node bench/profile.mjs --build /tmp/prof [--scenario reused|fresh] [--alg RS256] [--seconds 5]
 //     [--callers <part of a function name>]  (also print the call stacks into it)
 

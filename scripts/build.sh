@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the worker into build/ with worker-build, then puts the panic-safe
-# entry point (src/edge/entry.mjs) in front of it: build/index.js is the
+# entry point (src/entry.mjs) in front of it: build/index.js is the
 # entry, build/gate.mjs the module worker-build generated.
 #
 #   bash scripts/build.sh               # build/, what is deployed
@@ -23,4 +23,4 @@ worker-build --release "$@" "${args[@]}"
 # are logged by source location) and it is a third of the gzipped size.
 node scripts/strip-wasm-names.mjs "$out_dir/index_bg.wasm"
 mv "$out_dir/index.js" "$out_dir/gate.mjs"
-cp src/edge/entry.mjs "$out_dir/index.js"
+cp src/entry.mjs "$out_dir/index.js"

@@ -8,7 +8,7 @@ bash scripts/setup.sh
 source scripts/env.sh
 
 printf '\033[1m==> Native tests (cargo test)\033[0m\n'
-cargo test --all-targets
+cargo test --workspace --all-targets
 
 # The test build with the probes first, the deployed build last: the
 # supply-chain test reads the linked wasm the last build left in target/.

@@ -116,7 +116,7 @@ describe('rejections', () => {
   });
 
   // A GET or DELETE with a new token has its forward decided before the
-  // signature verdict (src/pass.rs); a bad verdict must still send nothing.
+  // signature verdict (crates/core/src/flow/pass.rs); a bad verdict must still send nothing.
   test('bad signature on GET and DELETE (no body to wait for): 401 invalid_token, origin untouched', async () => {
     const token = await stack.issuer.mint();
     // Good tokens first, so each key is imported and the fast path, not the

@@ -1,6 +1,6 @@
 // No cryptographic implementation in the worker at all (issue 8), and so no
 // private-key, signing or decryption code (issue 7): the worker verifies
-// signatures with the runtime's WebCrypto (src/edge/webcrypto.rs); the
+// signatures with the runtime's WebCrypto (src/webcrypto.rs); the
 // RustCrypto crates serve only the native build (tests and fuzzing). Two views
 // of the same fact:
 //  - the wasm32 dependency graph (`cargo tree`) has no crypto implementation

@@ -1,7 +1,7 @@
-// The edge verifies signatures with WebCrypto (src/edge/webcrypto.rs); the
-// native build with RustCrypto (src/signature.rs). Both must agree (issue 8).
+// The edge verifies signatures with WebCrypto (src/webcrypto.rs); the
+// native build with RustCrypto (crates/core/src/verify/signature.rs). Both must agree (issue 8).
 // The native side exports its cases with their verdicts
-// (src/signature_cases.rs: every Wycheproof vector of the gate's algorithms,
+// (crates/core/src/verify/signature_cases.rs: every Wycheproof vector of the gate's algorithms,
 // random keys/signatures/mutations, keys no backend may build); this test
 // sends each one through the worker's own key loader and WebCrypto backend in
 // workerd (the `verify-probe` test build, build-probe/) and requires:
@@ -27,7 +27,7 @@ const BATCH = 400;
 function exportCases() {
   const file = join(tmpdir(), `portcullis-signature-cases-${process.pid}.json`);
   try {
-    execFileSync('cargo', ['test', '--lib', '--quiet', '--', '--ignored', '--exact', 'signature_cases::export_signature_cases'], {
+    execFileSync('cargo', ['test', '-p', 'portcullis-core', '--lib', '--quiet', '--', '--ignored', '--exact', 'verify::signature_cases::export_signature_cases'], {
       cwd: ROOT,
       env: { ...process.env, PORTCULLIS_SIGNATURE_CASES: file },
       stdio: ['ignore', 'pipe', 'inherit'],

@@ -1,11 +1,13 @@
 //! Fuzzes bearer credential extraction (RFC 6750 §2.1, §2.2, §2.3, §3.1,
-//! src/bearer.rs). Input: line 1 the Content-Type, line 2 the query string,
+//! crates/core/src/parse/bearer.rs). Input: line 1 the Content-Type, line 2 the query string,
 //! each further line one Authorization header value (empty lines 1–2 mean
 //! absent). No input may panic; a token it returns is inside the header.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use portcullis::bearer::{extract_bearer, CredentialCarriers, DEFAULT_MAX_AUTHORIZATION_BYTES};
+use portcullis_core::parse::bearer::{
+    extract_bearer, CredentialCarriers, DEFAULT_MAX_AUTHORIZATION_BYTES,
+};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

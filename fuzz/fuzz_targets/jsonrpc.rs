@@ -1,12 +1,12 @@
 //! Fuzzes the JSON-RPC 2.0 inspection of MCP request bodies (JSON-RPC 2.0
-//! §4–6, MCP 2026-07-28 routing headers, src/jsonrpc.rs) and the scope policy
-//! applied to what it finds (src/policy.rs). Input: line 1 the Mcp-Method
+//! §4–6, MCP 2026-07-28 routing headers, crates/core/src/parse/jsonrpc.rs) and the scope policy
+//! applied to what it finds (crates/core/src/authorize/policy.rs). Input: line 1 the Mcp-Method
 //! header, line 2 the Mcp-Name header (empty: absent), then the body.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use portcullis::jsonrpc::{check_routing_headers, parse_body};
-use portcullis::policy::{ScopeMap, ScopePolicy};
+use portcullis_core::authorize::policy::{ScopeMap, ScopePolicy};
+use portcullis_core::parse::jsonrpc::{check_routing_headers, parse_body};
 use std::sync::OnceLock;
 
 fn policy() -> &'static ScopePolicy {

@@ -1,11 +1,11 @@
 //! Fuzzes the JWK Set loader (RFC 7517 §4–5, RFC 7518 §6, RFC 8037 §2,
-//! src/jwk.rs): no document may panic it, and every key it keeps must be
+//! crates/core/src/verify/jwk.rs): no document may panic it, and every key it keeps must be
 //! usable for verification without panicking either.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use portcullis::jwk::{JwsAlgorithm, KeySet};
-use portcullis::signature::verify_signature;
+use portcullis_core::verify::jwk::{JwsAlgorithm, KeySet};
+use portcullis_core::verify::signature::verify_signature;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(set) = KeySet::parse(data) else {

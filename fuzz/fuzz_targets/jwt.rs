@@ -1,12 +1,12 @@
 //! Fuzzes the compact JWS parser and verifier (RFC 7515 §7.1, RFC 7519 §7.2,
-//! src/jwt.rs) with arbitrary tokens against a fixed real key set
+//! crates/core/src/verify/jwt.rs) with arbitrary tokens against a fixed real key set
 //! (fixtures/jwks.json): no input may panic, and nothing that was not signed
 //! by a key of the set may verify.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use portcullis::jwk::{JwsAlgorithm, KeySet};
-use portcullis::jwt::{verify, ClaimsPolicy, UnverifiedJwt};
+use portcullis_core::verify::jwk::{JwsAlgorithm, KeySet};
+use portcullis_core::verify::jwt::{verify, ClaimsPolicy, UnverifiedJwt};
 use std::sync::OnceLock;
 
 const NOW: i64 = 1_767_225_600;

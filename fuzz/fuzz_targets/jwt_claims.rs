@@ -1,5 +1,5 @@
 //! Fuzzes the JOSE header and claims checks (RFC 7515 §4, RFC 7519 §4,
-//! RFC 9068 §2.2, src/jwt.rs) behind a valid signature: the input is a header
+//! RFC 9068 §2.2, crates/core/src/verify/jwt.rs) behind a valid signature: the input is a header
 //! and a claims document, newline-separated, which the target signs with a
 //! harness Ed25519 key before parsing and verifying. No input may panic.
 #![no_main]
@@ -7,8 +7,8 @@
 use base64ct::{Base64UrlUnpadded, Encoding};
 use ed25519_dalek::{Signer, SigningKey};
 use libfuzzer_sys::fuzz_target;
-use portcullis::jwk::{JwsAlgorithm, KeySet};
-use portcullis::jwt::{verify, ClaimsPolicy, UnverifiedJwt};
+use portcullis_core::verify::jwk::{JwsAlgorithm, KeySet};
+use portcullis_core::verify::jwt::{verify, ClaimsPolicy, UnverifiedJwt};
 use std::sync::OnceLock;
 
 const NOW: i64 = 1_767_225_600;

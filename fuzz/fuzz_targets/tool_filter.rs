@@ -1,12 +1,12 @@
 //! Fuzzes the `tools/list` response filter (MCP "Tools" listing; WHATWG HTML
-//! §9.2 event streams; src/tool_filter.rs) on JSON bodies and on event
+//! §9.2 event streams; crates/core/src/authorize/tool_filter.rs) on JSON bodies and on event
 //! streams cut into chunks at fuzzer-chosen places. No input may panic, and
 //! filtering is idempotent: a filtered answer holds nothing left to remove.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use portcullis::policy::{ScopeMap, ScopePolicy};
-use portcullis::tool_filter::ToolListFilter;
+use portcullis_core::authorize::policy::{ScopeMap, ScopePolicy};
+use portcullis_core::authorize::tool_filter::ToolListFilter;
 use serde_json::Value;
 
 fn filter() -> ToolListFilter {

@@ -1,0 +1,364 @@
+//! Every answer the gate gives itself, built in one place: protected resource
+//! metadata (RFC 9728 §2–3), bearer challenges (RFC 6750 §3, RFC 9728 §5.1)
+//! and the status codes of refusals. [`Denial`] is the one place where the
+//! gate's error types become HTTP: a single exhaustive `match`, so a new kind
+//! of refusal cannot be added without deciding its wire form.
+
+use serde::Serialize;
+
+use crate::config::Route;
+use crate::parse::bearer::BearerError;
+use crate::parse::jsonrpc::RpcError;
+use crate::verify::introspect::{IntrospectionRefusal, IntrospectionUnavailable};
+use crate::verify::jwt::TokenError;
+use crate::verify::keys::KeySourceError;
+
+/// Seconds a client should wait before retrying while keys are unavailable.
+pub const RETRY_AFTER_SECONDS: u32 = 30;
+/// How long clients and caches may keep the metadata document.
+pub const METADATA_MAX_AGE_SECONDS: u32 = 3600;
+
+/// A response the gate produces without the origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// Header fields, in order.
+    pub headers: Vec<(&'static str, String)>,
+    /// Body text (JSON, or empty).
+    pub body: String,
+}
+
+impl Reply {
+    /// The value of `name`, if set.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Why the gate refuses to forward a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denial {
+    /// No route for this path.
+    NotFound,
+    /// The path exists but not for this method.
+    MethodNotAllowed {
+        /// The methods the path serves.
+        allow: &'static str,
+    },
+    /// No bearer credentials at all.
+    NoCredentials,
+    /// The credentials could not be read.
+    BadRequest(BearerError),
+    /// The token is not acceptable.
+    InvalidToken(TokenError),
+    /// The token is valid but lacks scopes; carries every scope the request needs.
+    InsufficientScope {
+        /// All scopes the operation requires.
+        required: Vec<String>,
+    },
+    /// No key set could be loaded: the gate cannot judge any token.
+    KeysUnavailable(KeySourceError),
+    /// Introspection says the opaque token is not acceptable.
+    InactiveToken(IntrospectionRefusal),
+    /// The introspection endpoint could not judge the token.
+    IntrospectionUnavailable(IntrospectionUnavailable),
+    /// The JSON-RPC body is larger than `MCP_MAX_BODY_BYTES`.
+    PayloadTooLarge,
+    /// The body is not a JSON-RPC message the gate can authorize, or the
+    /// MCP routing headers disagree with it.
+    MalformedRpc(RpcError),
+    /// The session belongs to another subject or client; answered as the
+    /// origin answers an unknown session, so it reveals nothing.
+    ForeignSession,
+    /// The origin could not be reached, or its `tools/list` answer could not
+    /// be filtered (and so must not be passed on).
+    BadGateway,
+    /// A browser origin not in `MCP_ALLOWED_ORIGINS` (MCP transport:
+    /// servers must validate `Origin`, against DNS rebinding).
+    OriginNotAllowed,
+    /// The configuration did not parse; the problems are in the log.
+    Misconfigured,
+}
+
+impl Denial {
+    /// Stable reason code for the structured log.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::NotFound => "no_route",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::NoCredentials => "no_credentials",
+            Self::BadRequest(error) => error.reason(),
+            Self::InvalidToken(error) => error.reason(),
+            Self::InsufficientScope { .. } => "insufficient_scope",
+            Self::KeysUnavailable(error) => error.reason(),
+            Self::InactiveToken(refusal) => refusal.reason(),
+            Self::IntrospectionUnavailable(error) => error.reason(),
+            Self::PayloadTooLarge => "body_too_large",
+            Self::MalformedRpc(error) => error.reason(),
+            Self::ForeignSession => "foreign_session",
+            Self::BadGateway => "bad_gateway",
+            Self::OriginNotAllowed => "origin_not_allowed",
+            Self::Misconfigured => "misconfigured",
+        }
+    }
+
+    /// The wire form of this refusal. `route` is the protected resource the
+    /// request was for; `None` when no route matched or the configuration
+    /// itself is what failed (challenges then carry no `resource_metadata`).
+    pub fn reply(&self, route: Option<&Route>) -> Reply {
+        let metadata = route.map(|r| r.resource.metadata_url.as_str());
+        match self {
+            Self::NotFound => json_reply(404, "not_found", "No such resource", Vec::new()),
+            Self::MethodNotAllowed { allow } => json_reply(
+                405,
+                "method_not_allowed",
+                "Method not allowed",
+                vec![("allow", (*allow).to_owned())],
+            ),
+            Self::NoCredentials => {
+                // RFC 6750 §3.1: no error code when the request had no credentials.
+                let scope = route
+                    .map(|r| r.required_scopes.join(" "))
+                    .filter(|s| !s.is_empty());
+                let challenge = challenge(None, None, scope.as_deref(), metadata);
+                json_reply(
+                    401,
+                    "unauthorized",
+                    "Authorization required",
+                    vec![("www-authenticate", challenge)],
+                )
+            }
+            Self::BadRequest(_) => {
+                let description = "The request is malformed";
+                let challenge =
+                    challenge(Some("invalid_request"), Some(description), None, metadata);
+                json_reply(
+                    400,
+                    "invalid_request",
+                    description,
+                    vec![("www-authenticate", challenge)],
+                )
+            }
+            Self::InvalidToken(_) | Self::InactiveToken(_) => {
+                let description = "The access token is invalid";
+                let challenge = challenge(Some("invalid_token"), Some(description), None, metadata);
+                json_reply(
+                    401,
+                    "invalid_token",
+                    description,
+                    vec![("www-authenticate", challenge)],
+                )
+            }
+            Self::InsufficientScope { required } => {
+                let description = "The access token lacks a required scope";
+                let scope = required.join(" ");
+                let challenge = challenge(
+                    Some("insufficient_scope"),
+                    Some(description),
+                    Some(&scope),
+                    metadata,
+                );
+                json_reply(
+                    403,
+                    "insufficient_scope",
+                    description,
+                    vec![("www-authenticate", challenge)],
+                )
+            }
+            Self::KeysUnavailable(_) | Self::IntrospectionUnavailable(_) => json_reply(
+                503,
+                "temporarily_unavailable",
+                "Authorization is temporarily unavailable",
+                vec![("retry-after", RETRY_AFTER_SECONDS.to_string())],
+            ),
+            Self::PayloadTooLarge => json_reply(
+                413,
+                "payload_too_large",
+                "The request body is too large",
+                Vec::new(),
+            ),
+            Self::MalformedRpc(error) => rpc_error_reply(400, error.code(), error.message()),
+            // The MCP SDKs' answer to an unknown session: 404 with a JSON-RPC error.
+            Self::ForeignSession => rpc_error_reply(404, -32001, "Session not found"),
+            Self::BadGateway => json_reply(
+                502,
+                "bad_gateway",
+                "The upstream server is unavailable",
+                Vec::new(),
+            ),
+            Self::OriginNotAllowed => {
+                json_reply(403, "forbidden", "Origin not allowed", Vec::new())
+            }
+            Self::Misconfigured => json_reply(500, "server_error", "Internal error", Vec::new()),
+        }
+    }
+}
+
+/// `Bearer` challenge (RFC 6750 §3) with `resource_metadata` (RFC 9728 §5.1).
+/// Every value placed here is a fixed string, a configured URL, or scopes
+/// checked against the scope-token syntax, so none needs escaping.
+fn challenge(
+    error: Option<&str>,
+    description: Option<&str>,
+    scope: Option<&str>,
+    metadata: Option<&str>,
+) -> String {
+    let params: Vec<String> = [
+        error.map(|v| format!("error=\"{v}\"")),
+        description.map(|v| format!("error_description=\"{v}\"")),
+        scope.map(|v| format!("scope=\"{v}\"")),
+        metadata.map(|v| format!("resource_metadata=\"{v}\"")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if params.is_empty() {
+        "Bearer".to_owned()
+    } else {
+        format!("Bearer {}", params.join(", "))
+    }
+}
+
+fn json_reply(
+    status: u16,
+    error: &str,
+    description: &str,
+    mut headers: Vec<(&'static str, String)>,
+) -> Reply {
+    #[derive(Serialize)]
+    struct Body<'a> {
+        error: &'a str,
+        error_description: &'a str,
+    }
+    let body = serde_json::to_string(&Body {
+        error,
+        error_description: description,
+    })
+    .unwrap_or_default();
+    headers.insert(0, ("content-type", "application/json".to_owned()));
+    headers.push(("cache-control", "no-store".to_owned()));
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// A JSON-RPC error response (JSON-RPC 2.0 §5) with a null id: the gate
+/// answers for the whole body, not one request in it.
+fn rpc_error_reply(status: u16, code: i64, message: &str) -> Reply {
+    let body = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": null,
+        "error": { "code": code, "message": message },
+    });
+    Reply {
+        status,
+        headers: vec![
+            ("content-type", "application/json".to_owned()),
+            ("cache-control", "no-store".to_owned()),
+        ],
+        body: body.to_string(),
+    }
+}
+
+/// The protected resource metadata document (RFC 9728 §2, §3.2).
+#[derive(Serialize)]
+struct ResourceMetadata<'a> {
+    resource: &'a str,
+    authorization_servers: Vec<&'a str>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    scopes_supported: &'a [String],
+    bearer_methods_supported: [&'static str; 1],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resource_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resource_documentation: Option<&'a str>,
+}
+
+/// `200` with the metadata document: JSON, cacheable, readable cross-origin
+/// so browser-based clients can discover the authorization server.
+pub fn metadata_reply(route: &Route) -> Reply {
+    let document = ResourceMetadata {
+        resource: &route.resource.uri,
+        authorization_servers: route.issuers.iter().map(String::as_str).collect(),
+        scopes_supported: &route.scopes_supported,
+        bearer_methods_supported: ["header"],
+        resource_name: route.resource_name.as_deref(),
+        resource_documentation: route.resource_documentation.as_deref(),
+    };
+    Reply {
+        status: 200,
+        headers: vec![
+            ("content-type", "application/json".to_owned()),
+            (
+                "cache-control",
+                format!("public, max-age={METADATA_MAX_AGE_SECONDS}"),
+            ),
+            ("access-control-allow-origin", "*".to_owned()),
+        ],
+        body: serde_json::to_string(&document).unwrap_or_default(),
+    }
+}
+
+/// Response headers that let a script on an allowed `origin` read the
+/// answer, including the challenge and the MCP session headers.
+pub fn cors_headers(origin: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("access-control-allow-origin", origin.to_owned()),
+        (
+            "access-control-expose-headers",
+            "WWW-Authenticate, Mcp-Session-Id, MCP-Protocol-Version".to_owned(),
+        ),
+        ("vary", "Origin".to_owned()),
+    ]
+}
+
+/// Adds the CORS headers for an allowed `origin` to an answer's `headers`:
+/// `Vary` appended, the others replacing any the answer had.
+pub fn with_cors(headers: &mut Vec<(String, String)>, origin: &str) {
+    for (name, value) in cors_headers(origin) {
+        if name != "vary" {
+            headers.retain(|(existing, _)| !existing.eq_ignore_ascii_case(name));
+        }
+        headers.push((name.to_owned(), value));
+    }
+}
+
+/// `204` answer to a CORS preflight for the MCP endpoint from an allowed origin.
+pub fn mcp_preflight_reply(origin: &str) -> Reply {
+    let mut headers = cors_headers(origin);
+    headers.extend([
+        ("access-control-allow-methods", "GET, POST, DELETE".to_owned()),
+        (
+            "access-control-allow-headers",
+            "Authorization, Content-Type, Accept, Mcp-Session-Id, MCP-Protocol-Version, Last-Event-ID, Mcp-Method, Mcp-Name".to_owned(),
+        ),
+        ("access-control-max-age", "600".to_owned()),
+    ]);
+    Reply {
+        status: 204,
+        headers,
+        body: String::new(),
+    }
+}
+
+/// `204` answer to a CORS preflight for the metadata document.
+pub fn metadata_preflight_reply() -> Reply {
+    Reply {
+        status: 204,
+        headers: vec![
+            ("access-control-allow-origin", "*".to_owned()),
+            (
+                "access-control-allow-methods",
+                "GET, HEAD, OPTIONS".to_owned(),
+            ),
+            ("access-control-max-age", "86400".to_owned()),
+        ],
+        body: String::new(),
+    }
+}

@@ -1,0 +1,15 @@
+//! Whether the token is good: JWS/JWT (RFC 7515, 7519, 9068, 8725), the keys
+//! (RFC 7517, key sets cached per RFC 9111 freshness, discovered per RFC
+//! 8414), signatures, introspection (RFC 7662) and the verified-token cache.
+pub mod introspect;
+pub mod introspect_cache;
+pub mod jwk;
+pub mod jwt;
+pub mod keys;
+pub mod signature;
+pub mod token_cache;
+
+#[cfg(test)]
+mod signature_cases;
+#[cfg(test)]
+mod wycheproof_tests;
