@@ -8,6 +8,7 @@
 use std::fmt;
 
 use serde::Deserialize;
+use serde_json::Value;
 use url::Url;
 
 use crate::authorize::policy::{ScopeMap, ScopePolicy};
@@ -462,19 +463,6 @@ impl<B: Bindings + ?Sized> Parser<'_, B> {
         }
     }
 
-    /// A JSON scope map binding; absent means empty.
-    fn scope_map(&mut self, name: &'static str) -> ScopeMap {
-        let Some(raw) = self.optional(name) else {
-            return ScopeMap::default();
-        };
-        ScopeMap::parse(&raw).unwrap_or_else(|problems| {
-            for problem in problems {
-                self.problem(name, problem);
-            }
-            ScopeMap::default()
-        })
-    }
-
     fn key_cache(&mut self) -> CacheSettings {
         use binding::*;
         const WEEK: u64 = 604_800;
@@ -518,14 +506,6 @@ impl<B: Bindings + ?Sized> Parser<'_, B> {
                 None
             }
         }
-    }
-
-    fn scopes(&mut self, name: &'static str) -> Vec<String> {
-        let scopes = self.list(name);
-        for problem in scope_token_problems(&scopes) {
-            self.problem(name, problem);
-        }
-        scopes
     }
 }
 
@@ -652,7 +632,12 @@ impl Config {
         let issuer_names: Vec<String> = issuers.iter().map(|i| i.issuer.clone()).collect();
 
         let routes = match p.optional(MCP_ROUTES) {
-            None => p.single_route(&issuer_names).into_iter().collect(),
+            None => {
+                let entry = p.flat_entry();
+                p.route(&Source::Flat, entry, &issuer_names)
+                    .into_iter()
+                    .collect()
+            }
             Some(raw) => {
                 for name in SINGLE_ROUTE {
                     if p.bindings.text(name).is_some_and(|v| !v.trim().is_empty()) {
@@ -665,6 +650,7 @@ impl Config {
                 p.routes(&raw, &issuer_names)
             }
         };
+        p.check_routes_together(&routes);
 
         let algorithms = match p.optional(JWT_ALGORITHMS) {
             None => DEFAULT_ALGORITHMS.to_vec(),
@@ -758,152 +744,174 @@ impl Config {
     }
 }
 
-/// One `MCP_ROUTES` entry as written: unknown members are refused, so a
-/// misspelt policy member never silently leaves a route open.
+/// One route as written, before any rule is applied: an `MCP_ROUTES` entry
+/// as deserialized, or the single-route bindings gathered into the same shape
+/// ([`Parser::flat_entry`]). [`Parser::route`] applies every rule to it, once
+/// for both sources. Unknown members are refused, so a misspelt policy member
+/// never silently leaves a route open; a policy member given as `null` is
+/// present (and refused), not absent.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RouteEntry {
     resource: Option<String>,
     origin: Option<String>,
-    audience: Option<Words>,
-    scopes_supported: Option<Words>,
-    required_scopes: Option<Words>,
-    tool_scopes: Option<serde_json::Value>,
-    method_scopes: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "present")]
+    audience: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    scopes_supported: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    required_scopes: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    tool_scopes: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    method_scopes: Option<Value>,
     resource_name: Option<String>,
     resource_documentation: Option<String>,
-    issuers: Option<Words>,
+    #[serde(default, deserialize_with = "present")]
+    issuers: Option<Value>,
+    /// The name of the binding holding the origin credential (for the flat
+    /// form, `ORIGIN_AUTHORIZATION` when it is bound).
     origin_authorization_secret: Option<String>,
 }
 
-/// A space-separated string or an array of strings.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Words {
-    Text(String),
-    List(Vec<String>),
+/// A member that is written is present, even as `null`.
+fn present<'de, D: serde::Deserializer<'de>>(value: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(value).map(Some)
 }
 
-impl Words {
-    fn into_vec(self) -> Vec<String> {
+/// Where a route was written, which decides how its problems are named.
+enum Source {
+    /// The single-route bindings: a problem names the binding.
+    Flat,
+    /// An `MCP_ROUTES` entry: a problem names the binding, then the entry
+    /// (`route 2 (https://…)`) and the member.
+    Entry(String),
+}
+
+/// One part of a route, with its flat binding and its `MCP_ROUTES` member.
+#[derive(Clone, Copy)]
+enum Field {
+    Resource,
+    Origin,
+    Audience,
+    ScopesSupported,
+    RequiredScopes,
+    ToolScopes,
+    MethodScopes,
+    ResourceDocumentation,
+    Issuers,
+    OriginAuthorization,
+}
+
+impl Field {
+    fn binding(self) -> &'static str {
+        use binding::*;
         match self {
-            Words::Text(text) => text.split_whitespace().map(str::to_owned).collect(),
-            Words::List(list) => list,
+            Field::Resource => MCP_RESOURCE,
+            Field::Origin => MCP_ORIGIN,
+            Field::Audience => OAUTH_AUDIENCE,
+            Field::ScopesSupported => MCP_SCOPES_SUPPORTED,
+            Field::RequiredScopes => MCP_REQUIRED_SCOPES,
+            Field::ToolScopes => MCP_TOOL_SCOPES,
+            Field::MethodScopes => MCP_METHOD_SCOPES,
+            Field::ResourceDocumentation => MCP_RESOURCE_DOCUMENTATION,
+            // Only entries choose issuers; the flat route takes them all.
+            Field::Issuers => OAUTH_ISSUER,
+            Field::OriginAuthorization => ORIGIN_AUTHORIZATION,
+        }
+    }
+
+    /// The member's name and what follows it in a problem: a URL member reads
+    /// `resource "…" must use https`, a list or map `required_scopes: "…" is …`.
+    fn member(self) -> (&'static str, &'static str) {
+        match self {
+            Field::Resource => ("resource", " "),
+            Field::Origin => ("origin", " "),
+            Field::Audience => ("audience", ": "),
+            Field::ScopesSupported => ("scopes_supported", ": "),
+            Field::RequiredScopes => ("required_scopes", ": "),
+            Field::ToolScopes => ("tool_scopes", ": "),
+            Field::MethodScopes => ("method_scopes", ": "),
+            Field::ResourceDocumentation => ("resource_documentation", " "),
+            Field::Issuers => ("issuers", ": "),
+            Field::OriginAuthorization => ("origin_authorization_secret", " "),
         }
     }
 }
 
-/// The parts of a route every route source provides.
-struct RouteParts {
-    resource: Resource,
-    origin: Url,
-    issuers: Vec<String>,
-    audiences: Vec<String>,
-    scopes_supported: Vec<String>,
-    required_scopes: Vec<String>,
-    methods: ScopeMap,
-    tools: ScopeMap,
-    resource_name: Option<String>,
-    resource_documentation: Option<String>,
-    origin_authorization: Option<String>,
+/// Trimmed text; blank is absent (as for every binding).
+fn text(value: Option<String>) -> Option<String> {
+    value
+        .map(|value| value.trim().to_owned())
+        .filter(|value| !value.is_empty())
 }
 
-impl RouteParts {
-    fn into_route(self) -> Route {
-        let mut check_binding = String::new();
-        for part in self.issuers.iter().chain(["\u{0}".to_owned()].iter()) {
-            check_binding.push_str(part);
-            check_binding.push('\n');
-        }
-        for audience in &self.audiences {
-            check_binding.push_str(audience);
-            check_binding.push('\n');
-        }
-        Route {
-            policy: ScopePolicy {
-                required: self.required_scopes.clone(),
-                methods: self.methods,
-                tools: self.tools,
-            },
-            resource: self.resource,
-            origin: self.origin,
-            issuers: self.issuers,
-            audiences: self.audiences,
-            scopes_supported: self.scopes_supported,
-            required_scopes: self.required_scopes,
-            resource_name: self.resource_name,
-            resource_documentation: self.resource_documentation,
-            origin_authorization: self.origin_authorization,
-            check_binding,
-        }
-    }
+/// An accepted `aud` value: a word, as `OAUTH_AUDIENCE` splits them. No
+/// control characters either, so no two audience lists share a check binding.
+fn is_audience(audience: &str) -> bool {
+    !audience.is_empty()
+        && !audience
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
 }
 
 impl<B: Bindings + ?Sized> Parser<'_, B> {
-    /// The one route of a gate configured without `MCP_ROUTES`.
-    fn single_route(&mut self, issuers: &[String]) -> Option<Route> {
-        use binding::*;
-        let resource = self.required(MCP_RESOURCE).and_then(|raw| {
-            let url = self.url(MCP_RESOURCE, &raw, UrlRule::Identifier)?;
-            // Keep the URI exactly as configured: it is what tokens carry in `aud`.
-            let mut resource = resource_from(&url);
-            resource.uri = raw;
-            Some(resource)
-        });
-        let origin = self
-            .required(MCP_ORIGIN)
-            .and_then(|raw| self.url(MCP_ORIGIN, &raw, UrlRule::Origin));
-        let mut audiences = self.list(OAUTH_AUDIENCE);
-        if audiences.is_empty() {
-            audiences.extend(resource.as_ref().map(|resource| resource.uri.clone()));
-        }
-        let scopes_supported = self.scopes(MCP_SCOPES_SUPPORTED);
-        let required_scopes = self.scopes(MCP_REQUIRED_SCOPES);
-        let resource_name = self.optional(MCP_RESOURCE_NAME);
-        let resource_documentation = self.optional(MCP_RESOURCE_DOCUMENTATION).and_then(|raw| {
-            self.url(MCP_RESOURCE_DOCUMENTATION, &raw, UrlRule::Origin)
-                .map(|_| raw)
-        });
-        let origin_authorization = self
-            .bindings
-            .text(ORIGIN_AUTHORIZATION)
-            .filter(|value| !value.is_empty());
-        if origin_authorization
-            .as_deref()
-            .is_some_and(|value| !is_header_value(value))
-        {
-            // The value is a secret: say what is wrong, never what it is.
-            self.problem(
-                ORIGIN_AUTHORIZATION,
-                "must be a single-line header value of visible ASCII",
-            );
-        }
-        let methods = self.scope_map(MCP_METHOD_SCOPES);
-        let tools = self.scope_map(MCP_TOOL_SCOPES);
-        Some(
-            RouteParts {
-                resource: resource?,
-                origin: origin?,
-                issuers: issuers.to_vec(),
-                audiences,
-                scopes_supported,
-                required_scopes,
-                methods,
-                tools,
-                resource_name,
-                resource_documentation,
-                origin_authorization,
+    fn route_problem(&mut self, source: &Source, field: Field, problem: impl fmt::Display) {
+        match source {
+            Source::Flat => self.problem(field.binding(), problem.to_string()),
+            Source::Entry(label) => {
+                let (member, then) = field.member();
+                self.problem(
+                    binding::MCP_ROUTES,
+                    format!("{label}: {member}{then}{problem}"),
+                );
             }
-            .into_route(),
-        )
+        }
     }
 
-    /// `MCP_ROUTES`: every entry, then the rules between them, every problem
-    /// named with the entry it is in.
+    fn missing(&mut self, source: &Source, field: Field) {
+        match source {
+            Source::Flat => self.problem(field.binding(), "required but not set"),
+            Source::Entry(label) => {
+                let member = field.member().0;
+                self.problem(
+                    binding::MCP_ROUTES,
+                    format!("{label}: \"{member}\" is required"),
+                );
+            }
+        }
+    }
+
+    /// The single-route bindings as one route entry; read only, every rule
+    /// is [`Parser::route`]'s.
+    fn flat_entry(&self) -> RouteEntry {
+        use binding::*;
+        let value = |name| self.optional(name).map(Value::String);
+        RouteEntry {
+            resource: self.optional(MCP_RESOURCE),
+            origin: self.optional(MCP_ORIGIN),
+            audience: value(OAUTH_AUDIENCE),
+            scopes_supported: value(MCP_SCOPES_SUPPORTED),
+            required_scopes: value(MCP_REQUIRED_SCOPES),
+            // Still JSON text here: Parser::scope_map reads it.
+            tool_scopes: value(MCP_TOOL_SCOPES),
+            method_scopes: value(MCP_METHOD_SCOPES),
+            resource_name: self.optional(MCP_RESOURCE_NAME),
+            resource_documentation: self.optional(MCP_RESOURCE_DOCUMENTATION),
+            issuers: None,
+            origin_authorization_secret: self
+                .bindings
+                .text(ORIGIN_AUTHORIZATION)
+                .is_some_and(|value| !value.is_empty())
+                .then(|| ORIGIN_AUTHORIZATION.to_owned()),
+        }
+    }
+
+    /// `MCP_ROUTES`: every entry, each checked by [`Parser::route`].
     fn routes(&mut self, raw: &str, issuers: &[String]) -> Vec<Route> {
         const NAME: &str = binding::MCP_ROUTES;
-        let entries: Vec<serde_json::Value> = match serde_json::from_str(raw) {
-            Ok(serde_json::Value::Array(entries)) => entries,
+        let entries: Vec<Value> = match serde_json::from_str(raw) {
+            Ok(Value::Array(entries)) => entries,
             Ok(_) => {
                 self.problem(NAME, "must be a JSON array of route objects");
                 return Vec::new();
@@ -918,162 +926,219 @@ impl<B: Bindings + ?Sized> Parser<'_, B> {
         }
         let mut routes = Vec::new();
         for (index, value) in entries.into_iter().enumerate() {
-            if let Some(route) = self.route_entry(index + 1, value, issuers) {
-                routes.push(route);
+            let number = index + 1;
+            let label = match value.get("resource").and_then(Value::as_str) {
+                Some(resource) => format!("route {number} ({resource})"),
+                None => format!("route {number}"),
+            };
+            match serde_json::from_value::<RouteEntry>(value) {
+                Ok(entry) => routes.extend(self.route(&Source::Entry(label), entry, issuers)),
+                // serde's message names the member (unknown field, wrong type),
+                // never a secret: secrets are not in this binding.
+                Err(error) => self.problem(NAME, format!("{label}: {error}")),
             }
         }
-        self.check_routes_together(&routes);
         routes
     }
 
-    fn route_entry(
-        &mut self,
-        number: usize,
-        value: serde_json::Value,
-        issuers: &[String],
-    ) -> Option<Route> {
-        const NAME: &str = binding::MCP_ROUTES;
-        let label = match value.get("resource").and_then(|r| r.as_str()) {
-            Some(resource) => format!("route {number} ({resource})"),
-            None => format!("route {number}"),
-        };
-        let entry: RouteEntry = match serde_json::from_value(value) {
-            Ok(entry) => entry,
-            Err(error) => {
-                // serde's message names the member (unknown field, wrong type),
-                // never a secret: secrets are not in this binding.
-                self.problem(NAME, format!("{label}: {error}"));
-                return None;
-            }
-        };
-        // A route with problems is still returned when it can be, so the
-        // checks between routes see it; the configuration fails anyway.
-        let resource = match entry.resource {
+    /// Every rule of one route, whichever form it was written in; problems
+    /// in [`binding::SINGLE_ROUTE`] order. A route with problems is still
+    /// returned when it can be, so the checks between routes see it; the
+    /// configuration fails anyway.
+    fn route(&mut self, source: &Source, entry: RouteEntry, issuers: &[String]) -> Option<Route> {
+        let resource = match text(entry.resource) {
             None => {
-                self.problem(NAME, format!("{label}: \"resource\" is required"));
+                self.missing(source, Field::Resource);
                 None
             }
-            Some(raw) => match check_url(&raw, UrlRule::Identifier) {
-                Ok(url) => {
-                    let mut resource = resource_from(&url);
-                    resource.uri = raw;
-                    Some(resource)
-                }
-                Err(problem) => {
-                    self.problem(NAME, format!("{label}: resource {raw:?} {problem}"));
-                    None
-                }
-            },
+            Some(raw) => self
+                .route_url(source, Field::Resource, &raw, UrlRule::Identifier)
+                .map(|url| Resource {
+                    // Exactly as configured: it is what tokens carry in `aud`.
+                    uri: raw,
+                    ..resource_from(&url)
+                }),
         };
-        let origin = match entry.origin {
+        let origin = match text(entry.origin) {
             None => {
-                self.problem(NAME, format!("{label}: \"origin\" is required"));
+                self.missing(source, Field::Origin);
                 None
             }
-            Some(raw) => match check_url(&raw, UrlRule::Origin) {
-                Ok(url) => Some(url),
-                Err(problem) => {
-                    self.problem(NAME, format!("{label}: origin {raw:?} {problem}"));
-                    None
-                }
-            },
+            Some(raw) => self.route_url(source, Field::Origin, &raw, UrlRule::Origin),
         };
-        let mut audiences = entry.audience.map(Words::into_vec).unwrap_or_default();
-        if audiences.is_empty() {
-            audiences.extend(resource.as_ref().map(|r| r.uri.clone()));
+        let mut audiences = self
+            .words(source, Field::Audience, entry.audience)
+            .unwrap_or_default();
+        for bad in audiences.iter().filter(|audience| !is_audience(audience)) {
+            self.route_problem(
+                source,
+                Field::Audience,
+                format!("{bad:?} is not a valid audience (no white space or control characters)"),
+            );
         }
-        let mut scopes = |member: &str, words: Option<Words>| -> Vec<String> {
-            let list = words.map(Words::into_vec).unwrap_or_default();
-            for problem in scope_token_problems(&list) {
-                self.problem(NAME, format!("{label}: {member}: {problem}"));
-            }
-            list
-        };
-        let scopes_supported = scopes("scopes_supported", entry.scopes_supported);
-        let required_scopes = scopes("required_scopes", entry.required_scopes);
-        let mut scope_map = |member: &str, value: Option<serde_json::Value>| -> ScopeMap {
-            let Some(value) = value else {
-                return ScopeMap::default();
-            };
-            ScopeMap::from_value(value).unwrap_or_else(|problems| {
-                for problem in problems {
-                    self.problem(NAME, format!("{label}: {member}: {problem}"));
-                }
-                ScopeMap::default()
-            })
-        };
-        let tools = scope_map("tool_scopes", entry.tool_scopes);
-        let methods = scope_map("method_scopes", entry.method_scopes);
-        let resource_documentation = entry.resource_documentation.filter(|raw| {
-            let valid = check_url(raw, UrlRule::Origin).is_ok();
-            if !valid {
-                self.problem(
-                    NAME,
-                    format!("{label}: resource_documentation {raw:?} is not an http(s) URL"),
-                );
-            }
-            valid
+        if audiences.is_empty() {
+            audiences.extend(resource.as_ref().map(|resource| resource.uri.clone()));
+        }
+        let scopes_supported = self.scopes(source, Field::ScopesSupported, entry.scopes_supported);
+        let required_scopes = self.scopes(source, Field::RequiredScopes, entry.required_scopes);
+        let tools = self.scope_map(source, Field::ToolScopes, entry.tool_scopes);
+        let methods = self.scope_map(source, Field::MethodScopes, entry.method_scopes);
+        let resource_name = text(entry.resource_name);
+        let resource_documentation = text(entry.resource_documentation).filter(|raw| {
+            self.route_url(source, Field::ResourceDocumentation, raw, UrlRule::Origin)
+                .is_some()
         });
-        let route_issuers = match entry.issuers.map(Words::into_vec) {
+        let route_issuers = match entry.issuers {
             None => issuers.to_vec(),
-            Some(listed) => {
+            Some(value) => {
+                let listed = self
+                    .words(source, Field::Issuers, Some(value))
+                    .unwrap_or_default();
                 if listed.is_empty() {
-                    self.problem(NAME, format!("{label}: \"issuers\" must not be empty"));
+                    self.route_problem(source, Field::Issuers, "must not be empty");
                 }
-                for iss in &listed {
-                    if !issuers.contains(iss) {
-                        self.problem(
-                            NAME,
-                            format!("{label}: issuer {iss:?} is not one of OAUTH_ISSUER"),
-                        );
-                    }
+                for iss in listed.iter().filter(|iss| !issuers.contains(iss)) {
+                    self.route_problem(
+                        source,
+                        Field::Issuers,
+                        format!("issuer {iss:?} is not one of OAUTH_ISSUER"),
+                    );
                 }
                 listed
             }
         };
-        let origin_authorization = match entry.origin_authorization_secret {
-            None => None,
-            Some(secret_name) => {
-                let value = self
-                    .bindings
-                    .text(&secret_name)
-                    .filter(|value| !value.is_empty());
-                match value {
-                    None => {
-                        self.problem(
-                            NAME,
-                            format!("{label}: origin_authorization_secret names {secret_name:?}, which is not a bound secret"),
-                        );
-                        None
-                    }
-                    Some(value) if !is_header_value(&value) => {
-                        // The value is a secret: say what is wrong, never what it is.
-                        self.problem(
-                            NAME,
-                            format!("{label}: the secret {secret_name:?} must be a single-line header value of visible ASCII"),
-                        );
-                        None
-                    }
-                    Some(value) => Some(value),
-                }
-            }
-        };
-        Some(
-            RouteParts {
-                resource: resource?,
-                origin: origin?,
-                issuers: route_issuers,
-                audiences,
-                scopes_supported,
-                required_scopes,
+        let origin_authorization = entry
+            .origin_authorization_secret
+            .and_then(|name| self.origin_credential(source, name.trim()));
+        let mut check_binding = String::new();
+        for part in route_issuers.iter().map(String::as_str).chain(["\u{0}"]) {
+            check_binding.push_str(part);
+            check_binding.push('\n');
+        }
+        for audience in &audiences {
+            check_binding.push_str(audience);
+            check_binding.push('\n');
+        }
+        Some(Route {
+            policy: ScopePolicy {
+                required: required_scopes.clone(),
                 methods,
                 tools,
-                resource_name: entry.resource_name,
-                resource_documentation,
-                origin_authorization,
+            },
+            resource: resource?,
+            origin: origin?,
+            issuers: route_issuers,
+            audiences,
+            scopes_supported,
+            required_scopes,
+            resource_name,
+            resource_documentation,
+            origin_authorization,
+            check_binding,
+        })
+    }
+
+    fn route_url(
+        &mut self,
+        source: &Source,
+        field: Field,
+        raw: &str,
+        rule: UrlRule,
+    ) -> Option<Url> {
+        check_url(raw, rule)
+            .map_err(|problem| self.route_problem(source, field, format!("{raw:?} {problem}")))
+            .ok()
+    }
+
+    /// A space-separated string or an array of strings; `None` when it is
+    /// neither (named).
+    fn words(
+        &mut self,
+        source: &Source,
+        field: Field,
+        value: Option<Value>,
+    ) -> Option<Vec<String>> {
+        let words = match value {
+            None => Some(Vec::new()),
+            Some(Value::String(text)) => Some(text.split_whitespace().map(str::to_owned).collect()),
+            Some(Value::Array(items)) => items
+                .into_iter()
+                .map(|item| match item {
+                    Value::String(word) => Some(word),
+                    _ => None,
+                })
+                .collect(),
+            Some(_) => None,
+        };
+        if words.is_none() {
+            self.route_problem(
+                source,
+                field,
+                "must be a space-separated string or an array of strings",
+            );
+        }
+        words
+    }
+
+    fn scopes(&mut self, source: &Source, field: Field, value: Option<Value>) -> Vec<String> {
+        let scopes = self.words(source, field, value).unwrap_or_default();
+        for problem in scope_token_problems(&scopes) {
+            self.route_problem(source, field, problem);
+        }
+        scopes
+    }
+
+    /// A scope map; absent means empty. The flat binding holds it as JSON text.
+    fn scope_map(&mut self, source: &Source, field: Field, value: Option<Value>) -> ScopeMap {
+        let value = match (source, value) {
+            (_, None) => return ScopeMap::default(),
+            (Source::Flat, Some(Value::String(raw))) => match serde_json::from_str(&raw) {
+                Ok(value) => value,
+                Err(_) => {
+                    self.route_problem(source, field, "is not valid JSON");
+                    return ScopeMap::default();
+                }
+            },
+            (_, Some(value)) => value,
+        };
+        ScopeMap::from_value(value).unwrap_or_else(|problems| {
+            for problem in problems {
+                self.route_problem(source, field, problem);
             }
-            .into_route(),
-        )
+            ScopeMap::default()
+        })
+    }
+
+    /// The origin credential: the value of the binding `name`. A secret:
+    /// problems say what is wrong, never what it is.
+    fn origin_credential(&mut self, source: &Source, name: &str) -> Option<String> {
+        let field = Field::OriginAuthorization;
+        // A blank name names nothing: refused like any unbound one.
+        let Some(value) = self
+            .bindings
+            .text(name)
+            .filter(|value| !value.is_empty() && !name.is_empty())
+        else {
+            self.route_problem(
+                source,
+                field,
+                format!("names {name:?}, which is not a bound secret"),
+            );
+            return None;
+        };
+        if !is_header_value(&value) {
+            let whose = match source {
+                Source::Flat => String::new(),
+                Source::Entry(_) => format!("names {name:?}, whose value "),
+            };
+            self.route_problem(
+                source,
+                field,
+                format!("{whose}must be a single-line header value of visible ASCII"),
+            );
+            return None;
+        }
+        Some(value)
     }
 
     /// Routes share one host, and no route's path lies within another's
@@ -1647,5 +1712,194 @@ mod tests {
             ]))),
             ["JWT_MAX_LIFETIME_SECONDS", "AUTHORIZATION_MAX_BYTES"]
         );
+    }
+
+    // Drift between the flat bindings and MCP_ROUTES (issue 16): each rule
+    // once, for both sources.
+
+    /// One MCP_ROUTES entry with `members` added to a valid resource and origin.
+    fn one_entry(members: &str) -> MapBindings {
+        routed(
+            &format!(
+                r#"[{{"resource": "https://mcp.example.com/mcp", "origin": "http://o.internal/"{members}}}]"#
+            ),
+            &[],
+        )
+    }
+
+    #[test]
+    fn resource_documentation_problems_give_the_reason_in_both_forms() {
+        let flat = Config::parse(&bindings(&[(
+            "MCP_RESOURCE_DOCUMENTATION",
+            "ftp://docs.example.com/",
+        )]))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            flat.contains(
+                r#"MCP_RESOURCE_DOCUMENTATION: "ftp://docs.example.com/" must be an http(s) URL"#
+            ),
+            "{flat}"
+        );
+        let routes = Config::parse(&one_entry(
+            r#", "resource_documentation": "ftp://docs.example.com/""#,
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            routes.contains(
+                r#"resource_documentation "ftp://docs.example.com/" must be an http(s) URL"#
+            ),
+            "{routes}"
+        );
+    }
+
+    #[test]
+    fn route_entry_text_is_trimmed_and_blank_is_absent_as_in_the_flat_form() {
+        let config = Config::parse(&routed(
+            r#"[{"resource": " https://mcp.example.com/mcp ", "origin": " http://o.internal/ ",
+                 "resource_name": "  ", "resource_documentation": " https://docs.example.com/ "}]"#,
+            &[],
+        ))
+        .unwrap();
+        let route = &config.routes[0];
+        assert_eq!(route.resource.uri, "https://mcp.example.com/mcp");
+        assert_eq!(route.audiences, ["https://mcp.example.com/mcp"]);
+        assert_eq!(route.resource_name, None);
+        assert_eq!(
+            route.resource_documentation.as_deref(),
+            Some("https://docs.example.com/")
+        );
+        let flat = Config::parse(&bindings(&[
+            ("MCP_RESOURCE", " https://mcp.example.com/mcp "),
+            ("MCP_RESOURCE_NAME", "  "),
+        ]))
+        .unwrap();
+        assert_eq!(flat.routes[0].resource, route.resource);
+        assert_eq!(flat.routes[0].resource_name, None);
+        let blank = Config::parse(&routed(
+            r#"[{"resource": "  ", "origin": "http://o.internal/"}]"#,
+            &[],
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            blank.contains(r#"route 1 (  ): "resource" is required"#),
+            "{blank}"
+        );
+        // A blank secret name is not "no credential": it names no secret.
+        for name in ["", "  "] {
+            let error = Config::parse(&one_entry(&format!(
+                r#", "origin_authorization_secret": "{name}""#
+            )))
+            .unwrap_err()
+            .to_string();
+            assert!(error.contains("which is not a bound secret"), "{error}");
+        }
+    }
+
+    #[test]
+    fn audiences_are_words_in_both_forms() {
+        for bad in [r#"[""]"#, r#"["api://a b"]"#, r#"["api://a\nb"]"#] {
+            let error = Config::parse(&one_entry(&format!(r#", "audience": {bad}"#)))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("audience: "), "{bad}: {error}");
+            assert!(error.contains("is not a valid audience"), "{bad}: {error}");
+        }
+        assert_eq!(
+            problems(Config::parse(&bindings(&[(
+                "OAUTH_AUDIENCE",
+                "api://a\u{7}b"
+            )]))),
+            ["OAUTH_AUDIENCE"]
+        );
+    }
+
+    #[test]
+    fn route_problems_come_in_the_same_order_from_both_forms() {
+        let flat = Config::parse(&bindings(&[
+            ("MCP_RESOURCE_DOCUMENTATION", "nope"),
+            ("ORIGIN_AUTHORIZATION", "a\nb"),
+            ("MCP_METHOD_SCOPES", "[]"),
+            ("MCP_TOOL_SCOPES", "[]"),
+            ("MCP_REQUIRED_SCOPES", "\"x"),
+            ("OAUTH_AUDIENCE", "api://a\u{7}b"),
+        ]));
+        assert_eq!(
+            problems(flat),
+            [
+                "OAUTH_AUDIENCE",
+                "MCP_REQUIRED_SCOPES",
+                "MCP_TOOL_SCOPES",
+                "MCP_METHOD_SCOPES",
+                "MCP_RESOURCE_DOCUMENTATION",
+                "ORIGIN_AUTHORIZATION"
+            ]
+        );
+        let error = Config::parse(&routed(
+            r#"[{"resource": "https://mcp.example.com/mcp", "origin": "http://o.internal/",
+                 "origin_authorization_secret": "BAD_SECRET", "resource_documentation": "nope",
+                 "method_scopes": [], "tool_scopes": [], "required_scopes": "\"x",
+                 "audience": "api://a\u0007b"}]"#,
+            &[("BAD_SECRET", "a\nb")],
+        ))
+        .unwrap_err();
+        let members: Vec<&str> = error
+            .problems
+            .iter()
+            .map(|p| {
+                let rest = p.problem.split_once("): ").unwrap().1;
+                rest.split([' ', ':']).next().unwrap()
+            })
+            .collect();
+        assert_eq!(
+            members,
+            [
+                "audience",
+                "required_scopes",
+                "tool_scopes",
+                "method_scopes",
+                "resource_documentation",
+                "origin_authorization_secret"
+            ]
+        );
+    }
+
+    #[test]
+    fn null_policy_members_are_refused_not_taken_as_absent() {
+        // `"issuers": null` used to mean every issuer, `"tool_scopes": null`
+        // no tool policy; MCP_TOOL_SCOPES = "null" was refused.
+        for member in [
+            "issuers",
+            "tool_scopes",
+            "method_scopes",
+            "audience",
+            "required_scopes",
+        ] {
+            let error = Config::parse(&one_entry(&format!(r#", "{member}": null"#)))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(&format!("{member}: ")), "{member}: {error}");
+        }
+        assert_eq!(
+            problems(Config::parse(&bindings(&[("MCP_TOOL_SCOPES", "null")]))),
+            ["MCP_TOOL_SCOPES"]
+        );
+    }
+
+    #[test]
+    fn wrongly_typed_word_members_are_named() {
+        for member in ["audience", "scopes_supported", "required_scopes", "issuers"] {
+            let error = Config::parse(&one_entry(&format!(r#", "{member}": 5"#)))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains(&format!(
+                    "{member}: must be a space-separated string or an array of strings"
+                )),
+                "{member}: {error}"
+            );
+        }
     }
 }
