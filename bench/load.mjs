@@ -1,19 +1,24 @@
 // Load generator, run as its own process: autocannon against one URL for a
-// bounded time, cycling through the tokens in a file (one per line).
+// bounded time (or a fixed number of requests), cycling through the tokens in
+// a file (one per line; an empty file sends no Authorization header).
 // Prints one JSON line: requests/s, latency percentiles, status counts.
 import { readFileSync } from 'node:fs';
 import autocannon from 'autocannon';
 
-const { url, seconds, connections, tokensFile } = JSON.parse(process.argv[2]);
+const { url, seconds, amount, connections, method, headers, body, tokensFile } = JSON.parse(process.argv[2]);
 const tokens = readFileSync(tokensFile, 'utf8').split('\n').filter(Boolean);
 let next = 0;
 const result = await autocannon({
   url,
   connections,
-  duration: seconds,
+  ...(amount ? { amount } : { duration: seconds }),
+  ...(method ? { method } : {}),
+  ...(headers ? { headers } : {}),
+  ...(body ? { body } : {}),
   requests: [
     {
       setupRequest(request) {
+        if (!tokens.length) return request;
         const token = tokens[next % tokens.length];
         next += 1;
         return { ...request, headers: { ...request.headers, authorization: `Bearer ${token}` } };
@@ -29,6 +34,7 @@ process.stdout.write(
     total: result.requests.total,
     non2xx: result.non2xx,
     errors: result.errors + result.timeouts,
-    tokensCycled: next > tokens.length,
+    tokensCycled: tokens.length > 0 && next > tokens.length,
+    statuses: Object.fromEntries(Object.entries(result.statusCodeStats ?? {}).map(([code, { count }]) => [code, count])),
   })}\n`,
 );

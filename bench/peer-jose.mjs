@@ -2,6 +2,7 @@
 // TypeScript SDK guides: jose's remote JWKS set, jwtVerify with issuer,
 // audience and an algorithm allow-list, a 401 challenge, then forward
 // without the client's token. Benchmark only; bundled with esbuild.
+// bench/peer-jose-cached.mjs is the same gate with a verified-token cache.
 import { createRemoteJWKSet, jwtVerify } from 'jose';
 
 let jwks;
@@ -15,29 +16,40 @@ function challenge(env, error) {
   });
 }
 
-export default {
-  async fetch(request, env) {
-    jwks ??= createRemoteJWKSet(new URL(env.OAUTH_JWKS_URI));
-    const match = /^Bearer\s+(\S+)$/i.exec(request.headers.get('authorization') ?? '');
-    if (!match) return challenge(env);
-    let payload;
-    try {
-      ({ payload } = await jwtVerify(match[1], jwks, {
-        issuer: env.OAUTH_ISSUER,
-        audience: env.MCP_RESOURCE,
-        algorithms: ['RS256', 'PS256', 'ES256', 'EdDSA'],
-      }));
-    } catch {
-      return challenge(env, 'invalid_token');
-    }
-    const headers = new Headers(request.headers);
-    headers.delete('authorization');
-    headers.set('x-auth-subject', String(payload.sub ?? ''));
-    const url = new URL(request.url);
-    return fetch(`${env.MCP_ORIGIN}${url.pathname.replace(/^\/mcp/, '')}${url.search}`, {
-      method: request.method,
-      headers,
-      body: request.body,
-    });
-  },
-};
+/** jose's verdict on `token`: its payload, or a throw. */
+export async function verify(token, env) {
+  jwks ??= createRemoteJWKSet(new URL(env.OAUTH_JWKS_URI));
+  const { payload } = await jwtVerify(token, jwks, {
+    issuer: env.OAUTH_ISSUER,
+    audience: env.MCP_RESOURCE,
+    algorithms: ['RS256', 'PS256', 'ES256', 'EdDSA'],
+  });
+  return payload;
+}
+
+/** The gate, with `check(token, env)` deciding (verify, or a cached verify). */
+export function gate(check) {
+  return {
+    async fetch(request, env) {
+      const match = /^Bearer\s+(\S+)$/i.exec(request.headers.get('authorization') ?? '');
+      if (!match) return challenge(env);
+      let payload;
+      try {
+        payload = await check(match[1], env);
+      } catch {
+        return challenge(env, 'invalid_token');
+      }
+      const headers = new Headers(request.headers);
+      headers.delete('authorization');
+      headers.set('x-auth-subject', String(payload.sub ?? ''));
+      const url = new URL(request.url);
+      return fetch(`${env.MCP_ORIGIN}${url.pathname.replace(/^\/mcp/, '')}${url.search}`, {
+        method: request.method,
+        headers,
+        body: request.body,
+      });
+    },
+  };
+}
+
+export default gate(verify);

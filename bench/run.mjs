@@ -14,11 +14,10 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { gzipSync } from 'node:zlib';
 import { build } from 'esbuild';
-import { Miniflare } from 'miniflare';
 import { startIssuer } from '../demo/issuer.mjs';
-import { workerModuleOptions, COMPATIBILITY_DATE, freePort } from '../tests/helpers/gate.mjs';
+import { workerModuleOptions } from '../tests/helpers/gate.mjs';
 import { corruptSignature } from '../tests/helpers/tokens.mjs';
-import { load as loadFor, startOrigin } from './harness.mjs';
+import { load as loadFor, median, startOrigin, startScriptWorker } from './harness.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const { values: options } = parseArgs({
@@ -35,33 +34,6 @@ const FRESH_TOKENS = 6000;
 
 /** Runs the load generator in its own process; returns its figures. */
 const load = (url, tokens) => loadFor(url, tokens, { seconds: SECONDS, connections: CONNECTIONS });
-
-const median = (values) => {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-};
-
-async function startScriptWorker(scriptPath, bindings, extra = {}) {
-  const port = await freePort();
-  const mf = new Miniflare({
-    modules: true,
-    scriptPath,
-    compatibilityDate: COMPATIBILITY_DATE,
-    bindings,
-    host: '127.0.0.1',
-    port,
-    cf: false,
-    // Every gate's output is drained unread, so reading logs costs the harness nothing.
-    handleRuntimeStdio(stdout, stderr) {
-      stdout.resume();
-      stderr.resume();
-    },
-    ...extra,
-  });
-  const ready = await mf.ready;
-  return { url: `${ready.origin}/mcp`, close: () => mf.dispose() };
-}
 
 async function main() {
   const wasm = join(ROOT, 'build', 'index_bg.wasm');
