@@ -56,7 +56,7 @@ describe('panic recovery', { skip: !existsSync(join(PANIC_BUILD, 'index.js')) &&
     assert.ok(!/panic|probe|wasm|rust|\.rs\b/i.test(body), `the body says what failed: ${body}`);
 
     const [panicLine] = await stack.gate.output.waitFor((line) => line.event === 'panic');
-    assert.match(panicLine.location, /^src\/edge\/mod\.rs:\d+$/);
+    assert.match(panicLine.location, /^src\/lib\.rs:\d+$/);
     const [requestLine] = await stack.gate.output.waitFor((line) => line.event === 'request' && line.reason === 'panic');
     assert.equal(requestLine.status, 500);
     assert.equal(requestLine.decision, 'deny');

@@ -63,10 +63,10 @@ const FORBIDDEN_SYMBOLS = [
 ];
 // The verification path that must be there, else the scan looks at nothing.
 const EXPECTED_SYMBOLS = [
-  /^portcullis::jwt::candidate_keys$/,
-  /^portcullis::signature::plausible$/,
-  /^portcullis::edge::webcrypto::SubtleCrypto::verify$/,
-  /^portcullis::edge::webcrypto::SubtleCrypto::import_key$/,
+  /^portcullis_core::verify::jwt::candidate_keys$/,
+  /^portcullis_core::verify::signature::plausible$/,
+  /^portcullis::webcrypto::SubtleCrypto::verify$/,
+  /^portcullis::webcrypto::SubtleCrypto::import_key$/,
 ];
 
 describe('supply chain: no crypto implementation, no signing code in the worker', () => {
