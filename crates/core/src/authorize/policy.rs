@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
-use crate::config::is_scope_token;
 use crate::parse::jsonrpc::{RpcMessage, TOOLS_CALL};
 
 /// The entry that applies to names not listed.
@@ -129,6 +128,15 @@ impl ScopePolicy {
             && self.methods.scopes_for(TOOLS_CALL).iter().all(holds)
             && self.tools.scopes_for(tool).iter().all(holds)
     }
+}
+
+/// `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )` (RFC 6749 §3.3). Also what
+/// keeps a scope safe inside a quoted `WWW-Authenticate` parameter.
+pub fn is_scope_token(scope: &str) -> bool {
+    !scope.is_empty()
+        && scope
+            .bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
 }
 
 #[cfg(test)]

@@ -11,10 +11,10 @@ use serde::Deserialize;
 use serde_json::Value;
 use url::Url;
 
-use crate::authorize::policy::{ScopeMap, ScopePolicy};
+use crate::authorize::policy::{is_scope_token, ScopeMap, ScopePolicy};
 use crate::verify::introspect::{ClientAuthMethod, IntrospectionClient};
 use crate::verify::jwk::JwsAlgorithm;
-use crate::verify::keys::{CacheSettings, FetchLimits};
+use crate::verify::keys::{is_loopback_host, CacheSettings, FetchLimits, TrustedIssuer};
 
 /// Names of the bindings: the public contract with operators.
 pub mod binding {
@@ -141,15 +141,6 @@ pub struct Resource {
     pub metadata_url: String,
     /// The metadata path on this host.
     pub metadata_path: String,
-}
-
-/// One trusted authorization server.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TrustedIssuer {
-    /// The issuer identifier `iss` must equal (RFC 8414 §2).
-    pub issuer: String,
-    /// The configured JWKS URL, or `None` to discover it (RFC 8414 §3).
-    pub jwks_uri: Option<Url>,
 }
 
 /// One protected MCP server: a resource (RFC 9728) and the origin behind it.
@@ -544,16 +535,6 @@ fn check_url(raw: &str, rule: UrlRule) -> Result<Url, &'static str> {
     Ok(url)
 }
 
-/// Whether `url` points at this machine (local development only).
-pub(crate) fn is_loopback_host(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(domain)) => domain == "localhost",
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    }
-}
-
 /// What is wrong with each scope in `scopes` that is not a scope token.
 fn scope_token_problems(scopes: &[String]) -> Vec<String> {
     scopes
@@ -561,15 +542,6 @@ fn scope_token_problems(scopes: &[String]) -> Vec<String> {
         .filter(|scope| !is_scope_token(scope))
         .map(|scope| format!("{scope:?} is not a valid scope token (RFC 6749 §3.3)"))
         .collect()
-}
-
-/// `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )` (RFC 6749 §3.3). Also what
-/// keeps a scope safe inside a quoted `WWW-Authenticate` parameter.
-pub fn is_scope_token(scope: &str) -> bool {
-    !scope.is_empty()
-        && scope
-            .bytes()
-            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
 }
 
 /// The RFC 9728 §3.1 metadata location: the well-known segment goes between

@@ -4,12 +4,12 @@ use std::rc::Rc;
 use serde_json::json;
 
 use super::*;
-use crate::config::TrustedIssuer;
 use crate::parse::bearer::BearerError;
 use crate::parse::jsonrpc::RpcError;
 use crate::testkit::{config, good_claims, jwks_json, key_set, mint, mint_raw, with, NOW};
 use crate::verify::introspect_cache::NoIntrospection;
 use crate::verify::jwk::{JwsAlgorithm, KeySet};
+use crate::verify::keys::TrustedIssuer;
 use crate::verify::keys::{FetchError, KeySourceError};
 use crate::verify::signature::RustCrypto;
 use crate::verify::token_cache::{TokenKey, VerifiedTokens};

@@ -206,7 +206,7 @@ pub fn introspection_endpoint_from_metadata(document: &[u8], issuer: &str) -> Op
     let local = Url::parse(issuer).is_ok_and(|i| i.scheme() == "http");
     match url.scheme() {
         "https" => Some(url),
-        "http" if local && crate::config::is_loopback_host(&url) => Some(url),
+        "http" if local && crate::verify::keys::is_loopback_host(&url) => Some(url),
         _ => None,
     }
 }

@@ -26,8 +26,26 @@ use std::rc::Rc;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::config::TrustedIssuer;
 use crate::verify::jwk::{JwksError, KeySet};
+
+/// One trusted authorization server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustedIssuer {
+    /// The issuer identifier `iss` must equal (RFC 8414 §2).
+    pub issuer: String,
+    /// The configured JWKS URL, or `None` to discover it (RFC 8414 §3).
+    pub jwks_uri: Option<Url>,
+}
+
+/// Whether `url` points at this machine (local development only).
+pub fn is_loopback_host(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(domain)) => domain == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
 
 /// Bounds and lifetimes of the key cache; see the README for each knob.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -799,7 +817,7 @@ pub fn jwks_uri_from_metadata(
     match uri.scheme() {
         "https" => Ok(uri),
         // An http issuer passed configuration only because it is loopback.
-        "http" if issuer_is_local && crate::config::is_loopback_host(&uri) => Ok(uri),
+        "http" if issuer_is_local && is_loopback_host(&uri) => Ok(uri),
         _ => Err(KeySourceError::InvalidMetadata),
     }
 }
