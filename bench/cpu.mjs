@@ -16,11 +16,10 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { build } from 'esbuild';
 import { startIssuer } from '../demo/issuer.mjs';
 import { workerModuleOptions } from '../tests/helpers/gate.mjs';
 import { corruptSignature } from '../tests/helpers/tokens.mjs';
-import { load, median, startOrigin, startScriptWorker } from './harness.mjs';
+import { bundleWorker, load, median, startOrigin, startScriptWorker } from './harness.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const { values: options } = parseArgs({
@@ -99,14 +98,8 @@ const TOOL_SCOPES = { lookup_invoice: 'invoices:read', list_invoices: 'invoices:
 
 async function main() {
   if (!existsSync(join(BUILD, 'index_bg.wasm'))) throw new Error(`${BUILD}/index_bg.wasm is missing: run \`npm run build\` first`);
-  const bundle = async (entry, out) => {
-    const outfile = join(ROOT, 'bench', '.build', out);
-    mkdirSync(dirname(outfile), { recursive: true });
-    await build({ entryPoints: [join(ROOT, 'bench', entry)], bundle: true, format: 'esm', platform: 'neutral', mainFields: ['module', 'main'], conditions: ['worker', 'browser'], outfile, logLevel: 'warning' });
-    return outfile;
-  };
-  const peerScript = await bundle('peer-jose.mjs', 'peer.js');
-  const cachedScript = await bundle('peer-jose-cached.mjs', 'peer-cached.js');
+  const peerScript = await bundleWorker('peer-jose.mjs', 'peer.js');
+  const cachedScript = await bundleWorker('peer-jose-cached.mjs', 'peer-cached.js');
 
   const resource = 'http://127.0.0.1:8787/mcp';
   const origin = await startOrigin({ mcp: true });

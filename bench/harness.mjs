@@ -4,11 +4,12 @@
 
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { build } from 'esbuild';
 import { Miniflare } from 'miniflare';
 import { COMPATIBILITY_DATE, freePort } from '../tests/helpers/gate.mjs';
 
@@ -50,6 +51,14 @@ export const median = (values) => {
 };
 
 /** Starts a worker in its own Miniflare (its own workerd); its output is drained unread. */
+/** Bundles the worker bench/`entry` for workerd into bench/.build/`out`; returns its path. */
+export async function bundleWorker(entry, out) {
+  const outfile = join(HERE, '.build', out);
+  mkdirSync(dirname(outfile), { recursive: true });
+  await build({ entryPoints: [join(HERE, entry)], bundle: true, format: 'esm', platform: 'neutral', mainFields: ['module', 'main'], conditions: ['worker', 'browser'], outfile, logLevel: 'warning' });
+  return outfile;
+}
+
 export async function startScriptWorker(scriptPath, bindings, extra = {}) {
   const port = await freePort();
   const mf = new Miniflare({

@@ -13,11 +13,10 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { gzipSync } from 'node:zlib';
-import { build } from 'esbuild';
 import { startIssuer } from '../demo/issuer.mjs';
 import { workerModuleOptions } from '../tests/helpers/gate.mjs';
 import { corruptSignature } from '../tests/helpers/tokens.mjs';
-import { load as loadFor, median, startOrigin, startScriptWorker } from './harness.mjs';
+import { bundleWorker, load as loadFor, median, startOrigin, startScriptWorker } from './harness.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const { values: options } = parseArgs({
@@ -38,9 +37,7 @@ const load = (url, tokens) => loadFor(url, tokens, { seconds: SECONDS, connectio
 async function main() {
   const wasm = join(ROOT, 'build', 'index_bg.wasm');
   if (!existsSync(wasm)) throw new Error('build/index_bg.wasm is missing: run `npm run build` first');
-  const peerScript = join(ROOT, 'bench', '.build', 'peer.js');
-  mkdirSync(dirname(peerScript), { recursive: true });
-  await build({ entryPoints: [join(ROOT, 'bench', 'peer-jose.mjs')], bundle: true, format: 'esm', platform: 'neutral', mainFields: ['module', 'main'], conditions: ['worker', 'browser'], outfile: peerScript, logLevel: 'warning' });
+  const peerScript = await bundleWorker('peer-jose.mjs', 'peer.js');
 
   const resource = 'http://127.0.0.1:8787/mcp';
   const origin = await startOrigin();
