@@ -11,6 +11,7 @@ pub mod authorize;
 pub mod config;
 pub mod flow;
 pub mod forward;
+pub mod io;
 pub mod parse;
 pub mod verify;
 

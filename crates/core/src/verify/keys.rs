@@ -26,6 +26,7 @@ use std::rc::Rc;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+pub use crate::io::{FetchError, FetchLimits, FetchedDocument};
 use crate::verify::jwk::{JwksError, KeySet};
 
 /// One trusted authorization server.
@@ -77,24 +78,6 @@ impl Default for CacheSettings {
     }
 }
 
-/// Limits on one outbound fetch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FetchLimits {
-    /// Deadline for the whole fetch, body included (`JWKS_FETCH_TIMEOUT_MS`).
-    pub timeout_ms: u32,
-    /// Largest body accepted (`JWKS_MAX_BYTES`).
-    pub max_bytes: usize,
-}
-
-impl Default for FetchLimits {
-    fn default() -> Self {
-        FetchLimits {
-            timeout_ms: 5_000,
-            max_bytes: 256 * 1024,
-        }
-    }
-}
-
 /// First wait after a failed fetch; doubles per consecutive failure.
 pub const BACKOFF_BASE_SECONDS: i64 = 5;
 /// Longest wait between attempts while failing.
@@ -107,34 +90,6 @@ pub const JOIN_POLL_MS: u32 = 20;
 /// (discovery and redirects make one refresh several fetches) before it
 /// fetches itself.
 pub const JOIN_WAIT_TIMEOUTS: u64 = 3;
-
-/// An HTTP response as the cache needs it.
-#[derive(Debug, Clone, Default)]
-pub struct FetchedDocument {
-    /// HTTP status.
-    pub status: u16,
-    /// The body, within [`FetchLimits::max_bytes`].
-    pub body: Vec<u8>,
-    /// `Cache-Control`.
-    pub cache_control: Option<String>,
-    /// `Expires`.
-    pub expires: Option<String>,
-    /// `Date`.
-    pub date: Option<String>,
-    /// `Location`, for redirects.
-    pub location: Option<String>,
-}
-
-/// Why an outbound fetch failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FetchError {
-    /// Connection refused, DNS failure, TLS failure.
-    Network,
-    /// No complete answer within the deadline.
-    Timeout,
-    /// The body exceeded the size cap.
-    TooLarge,
-}
 
 /// Outbound HTTP, bounded by `limits`. Must not follow redirects.
 #[allow(async_fn_in_trait)]

@@ -1,0 +1,148 @@
+//! The I/O vocabulary of the gate's sans-IO machines: what a machine can ask
+//! its driver to do ([`Io`]) and what it is resumed with ([`IoAnswer`]).
+//!
+//! A machine (the JWK Set lookup of RFC 7517 §5 with the discovery of
+//! RFC 8414 §3, the RFC 7662 verdict cache, the request flow in
+//! [`crate::flow::machine`]) holds no futures and does no I/O: its `step`
+//! either finishes ([`Poll::Ready`]) or names one piece of I/O
+//! ([`Poll::Need`]); the driver performs it and hands the outcome back
+//! through the machine's `resume`, then steps again. Time is passed in.
+//!
+//! The fetches are plain HTTP exchanges (RFC 9110 §9.3.1 GET, §9.3.3 POST of
+//! a form). The driver never follows redirects: the machines decide which
+//! ones are acceptable.
+
+use url::Url;
+
+/// Limits on one outbound fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchLimits {
+    /// Deadline for the whole fetch, body included (`JWKS_FETCH_TIMEOUT_MS`).
+    pub timeout_ms: u32,
+    /// Largest body accepted (`JWKS_MAX_BYTES`).
+    pub max_bytes: usize,
+}
+
+impl Default for FetchLimits {
+    fn default() -> Self {
+        FetchLimits {
+            timeout_ms: 5_000,
+            max_bytes: 256 * 1024,
+        }
+    }
+}
+
+/// An HTTP response as the machines need it.
+#[derive(Debug, Clone, Default)]
+pub struct FetchedDocument {
+    /// HTTP status.
+    pub status: u16,
+    /// The body, within [`FetchLimits::max_bytes`].
+    pub body: Vec<u8>,
+    /// `Cache-Control`.
+    pub cache_control: Option<String>,
+    /// `Expires`.
+    pub expires: Option<String>,
+    /// `Date`.
+    pub date: Option<String>,
+    /// `Location`, for redirects.
+    pub location: Option<String>,
+}
+
+/// Why an outbound fetch failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchError {
+    /// Connection refused, DNS failure, TLS failure.
+    Network,
+    /// No complete answer within the deadline.
+    Timeout,
+    /// The body exceeded the size cap.
+    TooLarge,
+}
+
+/// One piece of I/O a machine asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Io {
+    /// GET `url` (a JSON document) within `limits`; redirects not followed.
+    Get {
+        /// What to fetch.
+        url: Url,
+        /// Deadline and size cap.
+        limits: FetchLimits,
+    },
+    /// POST a form (`application/x-www-form-urlencoded`) to `url`.
+    PostForm {
+        /// Where to post.
+        url: Url,
+        /// The encoded form.
+        body: String,
+        /// The `Authorization` value, if any. Never logged.
+        authorization: Option<String>,
+        /// Deadline and size cap.
+        limits: FetchLimits,
+    },
+    /// Read `key` from the shared store (Workers KV).
+    KvGet {
+        /// The key.
+        key: String,
+    },
+    /// Write `key` to the shared store with an expiry. The driver may answer
+    /// at once and finish the write in the background: nothing a machine
+    /// decides waits on a write.
+    KvPut {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        /// Expiry (the driver raises it to Workers KV's 60 s minimum).
+        ttl_seconds: u64,
+    },
+    /// Wait about `ms` milliseconds (a timer in the waiting request's own
+    /// context), then resume. Used by requests waiting for another request's
+    /// fetch (single flight).
+    Sleep {
+        /// How long.
+        ms: u32,
+    },
+}
+
+/// What a driver resumes a machine with, after performing its [`Io`].
+#[derive(Debug, Clone)]
+pub enum IoAnswer {
+    /// The outcome of an [`Io::Get`] or [`Io::PostForm`].
+    Fetched(Result<FetchedDocument, FetchError>),
+    /// The value read by an [`Io::KvGet`] (a store error is a miss).
+    Kv(Option<String>),
+    /// An [`Io::KvPut`] was handed over, or an [`Io::Sleep`] ended.
+    Done,
+}
+
+impl IoAnswer {
+    /// The fetch outcome; any other answer (a driver bug) counts as a
+    /// network failure, so a confused driver fails closed.
+    pub fn into_fetched(self) -> Result<FetchedDocument, FetchError> {
+        match self {
+            IoAnswer::Fetched(result) => result,
+            _ => Err(FetchError::Network),
+        }
+    }
+
+    /// The value read; any other answer counts as a miss, since the store is
+    /// an optimisation, never the source of truth.
+    pub fn into_kv(self) -> Option<String> {
+        match self {
+            IoAnswer::Kv(value) => value,
+            _ => None,
+        }
+    }
+}
+
+/// What a machine's `step` says.
+#[derive(Debug)]
+pub enum Poll<T> {
+    /// Perform this, then resume the machine once with its [`IoAnswer`]
+    /// before stepping again.
+    Need(Io),
+    /// Finished with this; the machine is spent.
+    Ready(T),
+}
