@@ -15,9 +15,13 @@
 //!   refresh fails (stale-if-error), up to a maximum stale age, with
 //!   exponential backoff between failed attempts.
 //!
-//! The cache is pure over small ports ([`HttpClient`], [`KvStore`] and the
-//! `now` argument), so the Workers runtime supplies only I/O and the policy
-//! is tested natively.
+//! The policy lives in the sans-IO machines of
+//! [`crate::verify::key_lookup`] ([`KeySetLookup`], [`KeySetRefresh`]):
+//! no futures, no I/O, `now` passed in. This module holds their vocabulary
+//! and the isolate's memory, and [`JwksCache`], a thin async driver running
+//! them over small ports ([`HttpClient`], [`KvStore`]) for the code that
+//! still awaits a [`KeySource`]. The Workers runtime supplies only I/O and
+//! the policy is tested natively.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -27,7 +31,10 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 pub use crate::io::{FetchError, FetchLimits, FetchedDocument};
+use crate::io::{Io, IoAnswer, Poll};
 use crate::verify::jwk::{JwksError, KeySet};
+use crate::verify::key_lookup::Machine;
+pub use crate::verify::key_lookup::{KeySetLookup, KeySetOutcome, KeySetRefresh};
 
 /// One trusted authorization server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -234,45 +241,47 @@ pub trait KeySource {
 
 /// A key set as the caches hold it.
 #[derive(Clone)]
-struct CachedSet {
-    keys: Rc<KeySet>,
-    fetched_at: i64,
-    fresh_for: i64,
+pub(super) struct CachedSet {
+    pub(super) keys: Rc<KeySet>,
+    pub(super) fetched_at: i64,
+    pub(super) fresh_for: i64,
 }
 
 impl CachedSet {
     fn age(&self, now: i64) -> i64 {
         now.saturating_sub(self.fetched_at).max(0)
     }
-    fn is_fresh(&self, now: i64) -> bool {
+    pub(super) fn is_fresh(&self, now: i64) -> bool {
         self.age(now) < self.fresh_for
     }
-    fn is_usable(&self, now: i64, max_stale: i64) -> bool {
+    pub(super) fn is_usable(&self, now: i64, max_stale: i64) -> bool {
         self.age(now) < self.fresh_for.saturating_add(max_stale)
     }
 }
 
 /// The shared-store form: every isolate reading it agrees on its age.
 #[derive(Serialize, Deserialize)]
-struct StoredSet {
-    fetched_at: i64,
-    fresh_for: i64,
-    jwks_uri: String,
-    jwks: String,
+pub(super) struct StoredSet {
+    pub(super) fetched_at: i64,
+    pub(super) fresh_for: i64,
+    pub(super) jwks_uri: String,
+    pub(super) jwks: String,
 }
 
-/// What an isolate remembers about one issuer.
+/// What an isolate remembers about one issuer. Read and written only by the
+/// machines of [`crate::verify::key_lookup`].
 #[derive(Default)]
-struct IssuerState {
-    set: Option<CachedSet>,
-    jwks_uri: Option<Url>,
-    consecutive_failures: u32,
-    retry_after: i64,
-    last_refetch_attempt: Option<i64>,
-    refreshing: bool,
+pub(super) struct IssuerState {
+    pub(super) set: Option<CachedSet>,
+    pub(super) jwks_uri: Option<Url>,
+    pub(super) consecutive_failures: u32,
+    pub(super) retry_after: i64,
+    pub(super) last_refetch_attempt: Option<i64>,
+    /// A background refresh is claimed (scheduled or running).
+    pub(super) refreshing: bool,
     /// A request of this isolate is fetching the set right now; cleared by
-    /// [`FetchInFlight`] however that fetch ends.
-    fetching: bool,
+    /// its [`KeySetRefresh`] however that fetch ends.
+    pub(super) fetching: bool,
 }
 
 /// Per-isolate state of the key cache; lives as long as the isolate.
@@ -282,7 +291,7 @@ pub struct KeyMemory {
 }
 
 impl KeyMemory {
-    fn with<T>(&self, issuer: &str, f: impl FnOnce(&mut IssuerState) -> T) -> T {
+    pub(super) fn with<T>(&self, issuer: &str, f: impl FnOnce(&mut IssuerState) -> T) -> T {
         f(self
             .issuers
             .borrow_mut()
@@ -291,41 +300,17 @@ impl KeyMemory {
     }
 }
 
-/// Marks a fetch in flight for the lifetime of the fetching future: cleared
-/// when the fetch ends or when its future is dropped, so waiting requests
-/// never wait on a fetch nobody is driving.
-struct FetchInFlight<'a> {
-    memory: &'a KeyMemory,
-    issuer: &'a str,
-}
-
-impl Drop for FetchInFlight<'_> {
-    fn drop(&mut self) {
-        self.memory.with(self.issuer, |state| {
-            state.fetching = false;
-            // A dropped background refresh must not block the next one.
-            state.refreshing = false;
-        });
-    }
-}
-
-/// The two-tier JWKS cache over the network.
+/// The key cache over the async ports, for the code that still awaits it:
+/// a thin driver of [`KeySetLookup`] and [`KeySetRefresh`], which hold the
+/// policy. One per request, over the isolate's [`KeyMemory`].
 pub struct JwksCache<H: HttpClient, S: KvStore> {
     memory: Rc<KeyMemory>,
     http: H,
     store: S,
     settings: CacheSettings,
     pending_refresh: RefCell<Vec<TrustedIssuer>>,
-    /// Issuers whose set this request fetched.
+    /// Issuers whose set this request fetched (each lookup's `fetched`).
     fetched: RefCell<Vec<String>>,
-}
-
-fn set_key(issuer: &str) -> String {
-    format!("jwks:v1:{issuer}")
-}
-
-fn attempt_key(issuer: &str) -> String {
-    format!("jwks-refetch:v1:{issuer}")
 }
 
 impl<H: HttpClient, S: KvStore> KeySource for JwksCache<H, S> {
@@ -335,74 +320,23 @@ impl<H: HttpClient, S: KvStore> KeySource for JwksCache<H, S> {
         demand: KeyDemand,
         now: i64,
     ) -> Result<Rc<KeySet>, KeySourceError> {
-        let id = issuer.issuer.as_str();
-        let settings = self.settings;
-        let mut held = self.memory.with(id, |state| state.set.clone());
-        let memory_answers = match (&held, demand) {
-            (Some(set), KeyDemand::Current) => set.is_fresh(now),
-            (Some(_), KeyDemand::UnknownKid) => {
-                self.fetched_here(id) || self.refetched_recently_here(id, now)
-            }
-            (None, _) => false,
-        };
-        if memory_answers {
-            return Ok(held.expect("memory answers only with a set").keys);
+        let fetched_here = self.fetched.borrow().contains(&issuer.issuer);
+        let mut lookup = KeySetLookup::new(
+            Rc::clone(&self.memory),
+            self.settings,
+            issuer.clone(),
+            demand,
+            now,
+            fetched_here,
+        );
+        let result = drive(&mut lookup, &self.http, &self.store).await;
+        if lookup.fetched() && !fetched_here {
+            self.fetched.borrow_mut().push(issuer.issuer.clone());
         }
-        // Another isolate may have fetched more recently.
-        if let Some(stored) = self.load_stored(id).await {
-            if held
-                .as_ref()
-                .is_none_or(|set| stored.0.fetched_at > set.fetched_at)
-            {
-                let (set, uri) = stored;
-                self.memory.with(id, |state| {
-                    state.set = Some(set.clone());
-                    // The URI the adopted set came from, unless one is known already.
-                    if let Some(uri) = uri {
-                        state.jwks_uri.get_or_insert(uri);
-                    }
-                });
-                held = Some(set);
-            }
+        if let Some(due) = lookup.refresh_due() {
+            self.pending_refresh.borrow_mut().push(due);
         }
-        // While the store was read, another request of this isolate may have
-        // fetched the set or adopted a newer one: use it. One fetched from the
-        // network during this request is as fresh as a set gets, so it counts
-        // as this request's own fetch (an unknown kid does not refetch it).
-        let newer_in_memory = self.memory.with(id, |state| {
-            state.set.clone().filter(|set| {
-                held.as_ref()
-                    .is_none_or(|held| set.fetched_at > held.fetched_at)
-            })
-        });
-        if let Some(set) = newer_in_memory {
-            if set.fetched_at >= now {
-                self.fetched.borrow_mut().push(id.to_owned());
-            }
-            held = Some(set);
-        }
-        match (held, demand) {
-            (Some(set), KeyDemand::Current) if set.is_fresh(now) => Ok(set.keys),
-            (Some(set), KeyDemand::Current) if set.is_usable(now, settings.max_stale) => {
-                // Stale-while-revalidate: answer now, refresh off the request path.
-                self.schedule_refresh(issuer, now);
-                Ok(set.keys)
-            }
-            (Some(set), KeyDemand::UnknownKid) => {
-                if self.fetched_here(id) || !self.claim_refetch(id, now).await {
-                    return Ok(set.keys);
-                }
-                match self.refresh(issuer, now).await {
-                    Ok(fresh) => Ok(fresh),
-                    Err(_) if set.is_usable(now, settings.max_stale) => Ok(set.keys),
-                    Err(error) => Err(error),
-                }
-            }
-            // Nothing usable held: the request must wait for the network.
-            (_, KeyDemand::Current) | (None, KeyDemand::UnknownKid) => {
-                self.fetch_or_join(issuer, now).await
-            }
-        }
+        result
     }
 }
 
@@ -425,17 +359,6 @@ impl<H: HttpClient, S: KvStore> JwksCache<H, S> {
         std::mem::take(&mut self.pending_refresh.borrow_mut())
     }
 
-    fn schedule_refresh(&self, issuer: &TrustedIssuer, now: i64) {
-        let due = self.memory.with(&issuer.issuer, |state| {
-            let due = !state.refreshing && now >= state.retry_after;
-            state.refreshing |= due;
-            due
-        });
-        if due {
-            self.pending_refresh.borrow_mut().push(issuer.clone());
-        }
-    }
-
     /// Fetches the issuer's key set now, honouring backoff; on success the set
     /// replaces the held one in memory and the store.
     pub async fn refresh(
@@ -443,219 +366,61 @@ impl<H: HttpClient, S: KvStore> JwksCache<H, S> {
         issuer: &TrustedIssuer,
         now: i64,
     ) -> Result<Rc<KeySet>, KeySourceError> {
-        let id = issuer.issuer.as_str();
-        if self.memory.with(id, |state| now < state.retry_after) {
-            self.memory.with(id, |state| state.refreshing = false);
-            return Err(KeySourceError::BackingOff);
+        let mut refresh =
+            KeySetRefresh::new(Rc::clone(&self.memory), self.settings, issuer.clone(), now);
+        let result = drive(&mut refresh, &self.http, &self.store).await;
+        if result.is_ok() && !self.fetched.borrow().contains(&issuer.issuer) {
+            self.fetched.borrow_mut().push(issuer.issuer.clone());
         }
-        self.memory.with(id, |state| state.fetching = true);
-        let in_flight = FetchInFlight {
-            memory: &self.memory,
-            issuer: id,
-        };
-        let result = self.fetch(issuer, now).await;
-        self.memory.with(id, |state| {
-            state.refreshing = false;
-            match &result {
-                Ok(set) => {
-                    self.fetched.borrow_mut().push(id.to_owned());
-                    state.set = Some(set.clone());
-                    state.consecutive_failures = 0;
-                    state.retry_after = 0;
-                }
-                Err(_) => {
-                    // A discovered URI may be what failed (the server moved its keys):
-                    // the next attempt reads the metadata again.
-                    if issuer.jwks_uri.is_none() {
-                        state.jwks_uri = None;
-                    }
-                    state.consecutive_failures = state.consecutive_failures.saturating_add(1);
-                    let exponent = state.consecutive_failures.saturating_sub(1).min(16);
-                    let wait = BACKOFF_BASE_SECONDS
-                        .saturating_mul(1 << exponent)
-                        .min(BACKOFF_MAX_SECONDS);
-                    state.retry_after = now.saturating_add(wait);
-                }
-            }
-        });
-        // Only now, with the outcome recorded, may waiting requests look.
-        drop(in_flight);
-        result.map(|set| set.keys)
+        result
     }
+}
 
-    /// The cold path: no usable set is held, so this request needs the
-    /// network. When another request of this isolate is already fetching the
-    /// issuer's set, wait for that fetch and use its outcome, so a burst of
-    /// requests reaching a cold isolate (a deployment, a set past its maximum
-    /// stale age, a storm of forged tokens) costs one fetch, not one each.
-    async fn fetch_or_join(
-        &self,
-        issuer: &TrustedIssuer,
-        now: i64,
-    ) -> Result<Rc<KeySet>, KeySourceError> {
-        let id = issuer.issuer.as_str();
-        if self.memory.with(id, |state| state.fetching) {
-            let patience = u64::from(self.settings.limits.timeout_ms) * JOIN_WAIT_TIMEOUTS;
-            let mut waited = 0_u64;
-            while self.memory.with(id, |state| state.fetching) && waited < patience {
-                self.http.pause(JOIN_POLL_MS).await;
-                waited += u64::from(JOIN_POLL_MS);
-            }
-            let joined = self.memory.with(id, |state| {
-                state
-                    .set
-                    .clone()
-                    .filter(|set| !state.fetching && set.is_usable(now, self.settings.max_stale))
-            });
-            if let Some(set) = joined {
-                // As fresh as a set can be: an unknown kid is not worth another fetch.
-                self.fetched.borrow_mut().push(id.to_owned());
-                return Ok(set.keys);
-            }
-            // The fetch failed (its backoff now answers) or outlasted our patience.
-        }
-        self.refresh(issuer, now).await
-    }
-
-    /// Whether this isolate itself refetched for an unknown kid within the
-    /// cooldown: answered from memory, so a storm costs no KV reads.
-    fn refetched_recently_here(&self, issuer: &str, now: i64) -> bool {
-        let local = self.memory.with(issuer, |state| state.last_refetch_attempt);
-        local.is_some_and(|at| now - at < self.settings.refresh_cooldown)
-    }
-
-    /// Whether this request already fetched the issuer's set: it cannot be
-    /// fresher, so an unknown kid is not worth a second fetch.
-    fn fetched_here(&self, issuer: &str) -> bool {
-        self.fetched.borrow().iter().any(|id| id == issuer)
-    }
-
-    /// Claims the issuer's unknown-kid refetch unless any isolate made one
-    /// within the cooldown. The claim is taken in memory before the first
-    /// await, so concurrent requests of a storm in this isolate see it, and
-    /// then shared through the store with the other isolates.
-    async fn claim_refetch(&self, issuer: &str, now: i64) -> bool {
-        let cooldown = self.settings.refresh_cooldown;
-        let claimed = self.memory.with(issuer, |state| {
-            let recent = state
-                .last_refetch_attempt
-                .is_some_and(|at| now - at < cooldown);
-            if !recent {
-                state.last_refetch_attempt = Some(now);
-            }
-            !recent
-        });
-        if !claimed {
-            return false;
-        }
-        let shared = self
-            .store
-            .get(&attempt_key(issuer))
-            .await
-            .and_then(|at| at.parse::<i64>().ok());
-        if let Some(at) = shared.filter(|at| now - at < cooldown) {
-            self.memory
-                .with(issuer, |state| state.last_refetch_attempt = Some(at));
-            return false;
-        }
-        let ttl = u64::try_from(cooldown).unwrap_or(60).max(60);
-        self.store
-            .put(&attempt_key(issuer), &now.to_string(), ttl)
-            .await;
-        true
-    }
-
-    /// The shared store's copy of the issuer's set, with the URI it was
-    /// fetched from.
-    async fn load_stored(&self, issuer: &str) -> Option<(CachedSet, Option<Url>)> {
-        let raw = self.store.get(&set_key(issuer)).await?;
-        let stored: StoredSet = serde_json::from_str(&raw).ok()?;
-        let keys = KeySet::parse(stored.jwks.as_bytes()).ok()?;
-        let set = CachedSet {
-            keys: Rc::new(keys),
-            fetched_at: stored.fetched_at,
-            fresh_for: stored.fresh_for,
-        };
-        Some((set, Url::parse(&stored.jwks_uri).ok()))
-    }
-
-    async fn fetch(&self, issuer: &TrustedIssuer, now: i64) -> Result<CachedSet, KeySourceError> {
-        let jwks_uri = self.jwks_uri(issuer).await?;
-        let document = self.get_following_same_origin(&jwks_uri).await?;
-        let keys = KeySet::parse(&document.body).map_err(KeySourceError::InvalidKeySet)?;
-        let fresh_for = freshness_lifetime(&document, &self.settings);
-        let set = CachedSet {
-            keys: Rc::new(keys),
-            fetched_at: now,
-            fresh_for,
-        };
-        let stored = StoredSet {
-            fetched_at: now,
-            fresh_for,
-            jwks_uri: jwks_uri.to_string(),
-            jwks: String::from_utf8_lossy(&document.body).into_owned(),
-        };
-        if let Ok(value) = serde_json::to_string(&stored) {
-            let ttl = u64::try_from(fresh_for.saturating_add(self.settings.max_stale))
-                .unwrap_or(u64::MAX);
-            self.store.put(&set_key(&issuer.issuer), &value, ttl).await;
-        }
-        Ok(set)
-    }
-
-    /// GET with redirects followed only within the same origin, so a
-    /// compromised path cannot send the gate to another host's keys.
-    async fn get_following_same_origin(
-        &self,
-        url: &Url,
-    ) -> Result<FetchedDocument, KeySourceError> {
-        let mut current = url.clone();
-        for _ in 0..=MAX_REDIRECTS {
-            let document = self
-                .http
-                .get(&current, self.settings.limits)
-                .await
-                .map_err(KeySourceError::Fetch)?;
-            match document.status {
-                200..=299 => return Ok(document),
-                301 | 302 | 303 | 307 | 308 => {
-                    let next = document
-                        .location
-                        .as_deref()
-                        .and_then(|location| current.join(location).ok())
-                        .filter(|next| next.origin() == url.origin())
-                        .ok_or(KeySourceError::Redirect)?;
-                    current = next;
-                }
-                status => return Err(KeySourceError::Status(status)),
+/// Runs `machine` to its outcome over the ports: step, perform, resume. The
+/// caller owns the machine, so dropping the caller's future mid-fetch drops
+/// it and clears its claims.
+async fn drive<M: Machine>(
+    machine: &mut M,
+    http: &impl HttpClient,
+    store: &impl KvStore,
+) -> M::Output {
+    loop {
+        match machine.step() {
+            Poll::Ready(outcome) => return outcome,
+            Poll::Need(io) => {
+                let answer = perform(io, http, store).await;
+                machine.resume(answer);
             }
         }
-        Err(KeySourceError::Redirect)
     }
+}
 
-    async fn jwks_uri(&self, issuer: &TrustedIssuer) -> Result<Url, KeySourceError> {
-        if let Some(uri) = &issuer.jwks_uri {
-            return Ok(uri.clone());
+/// Performs one [`Io`] through the ports.
+async fn perform(io: Io, http: &impl HttpClient, store: &impl KvStore) -> IoAnswer {
+    match io {
+        Io::Get { url, limits } => IoAnswer::Fetched(http.get(&url, limits).await),
+        Io::PostForm {
+            url,
+            body,
+            authorization,
+            limits,
+        } => IoAnswer::Fetched(
+            http.post_form(&url, &body, authorization.as_deref(), limits)
+                .await,
+        ),
+        Io::KvGet { key } => IoAnswer::Kv(store.get(&key).await),
+        Io::KvPut {
+            key,
+            value,
+            ttl_seconds,
+        } => {
+            store.put(&key, &value, ttl_seconds).await;
+            IoAnswer::Done
         }
-        if let Some(uri) = self
-            .memory
-            .with(&issuer.issuer, |state| state.jwks_uri.clone())
-        {
-            return Ok(uri);
+        Io::Sleep { ms } => {
+            http.pause(ms).await;
+            IoAnswer::Done
         }
-        let mut last_error = KeySourceError::InvalidMetadata;
-        for metadata_url in discovery_urls(&issuer.issuer) {
-            match self.get_following_same_origin(&metadata_url).await {
-                Ok(document) => {
-                    let uri = jwks_uri_from_metadata(&document.body, &issuer.issuer)?;
-                    self.memory
-                        .with(&issuer.issuer, |state| state.jwks_uri = Some(uri.clone()));
-                    return Ok(uri);
-                }
-                Err(error) => last_error = error,
-            }
-        }
-        Err(last_error)
     }
 }
 

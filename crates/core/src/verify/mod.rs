@@ -5,6 +5,7 @@ pub mod introspect;
 pub mod introspect_cache;
 pub mod jwk;
 pub mod jwt;
+pub mod key_lookup;
 pub mod keys;
 pub mod signature;
 pub mod token_cache;
