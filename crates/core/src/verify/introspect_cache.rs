@@ -2,8 +2,15 @@
 //! resource MAY cache the response"): isolate memory in front of the shared
 //! KV namespace in front of the authorization server, keyed by a SHA-256 of
 //! the token. The endpoint is configured, or discovered from the issuer's
-//! metadata (`introspection_endpoint`, RFC 8414 §2). Pure apart from the
-//! [`HttpClient`] and [`KvStore`] ports, with `now` passed in.
+//! metadata (`introspection_endpoint`, RFC 8414 §2, fetched per RFC 8414 §3
+//! then OpenID Connect Discovery 1.0 §4).
+//!
+//! The logic is a sans-IO machine, [`IntrospectionLookup`]: it holds no
+//! futures and performs no I/O, `now` is passed in, and each `step` either
+//! answers or names the one [`Io`] it needs next (the vocabulary of
+//! [`crate::io`]). [`IntrospectionCache`] is a thin async driver running the
+//! machine over the [`HttpClient`] and [`KvStore`] ports, for callers that
+//! still speak the async [`Introspector`] trait.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -12,11 +19,12 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::config::IntrospectionConfig;
+use crate::io::{FetchError, FetchLimits, FetchedDocument, Io, IoAnswer, Poll};
 use crate::verify::introspect::{
     build_request, cache_key, cache_lifetime, judge_response, CachedVerdict, IntrospectionPolicy,
     IntrospectionUnavailable, Verdict,
 };
-use crate::verify::keys::{discovery_urls, FetchError, FetchLimits, HttpClient, KvStore};
+use crate::verify::keys::{discovery_urls, HttpClient, KvStore};
 
 /// Most verdicts an isolate keeps; beyond, expired ones are dropped, then all.
 pub const MAX_CACHED_VERDICTS: usize = 10_000;
@@ -58,7 +66,318 @@ pub struct IntrospectionMemory {
     retry_after: RefCell<i64>,
 }
 
-/// The cache over the ports, for one request.
+impl IntrospectionMemory {
+    /// Keeps `cached` under `key`, within [`MAX_CACHED_VERDICTS`].
+    fn remember(&self, key: String, cached: CachedVerdict, now: i64) {
+        let mut verdicts = self.verdicts.borrow_mut();
+        if verdicts.len() >= MAX_CACHED_VERDICTS {
+            verdicts.retain(|_, entry| entry.until > now);
+            if verdicts.len() >= MAX_CACHED_VERDICTS {
+                verdicts.clear();
+            }
+        }
+        verdicts.insert(key, cached);
+    }
+}
+
+/// The way one opaque token reaches its verdict, as a sans-IO machine: the
+/// isolate's memory first, then the shared store, then (unless a recent
+/// failure is being waited out) the authorization server's introspection
+/// endpoint, whose verdict is written back to both caches.
+///
+/// Drive it by calling [`step`](Self::step) until it is
+/// [`Poll::Ready`]; on [`Poll::Need`], perform the [`Io`] and hand its
+/// outcome to [`resume`](Self::resume) before stepping again. The machine
+/// owns everything it keeps (`'static`), so a driver may hold it across
+/// awaits; the context it reads and updates is passed to every step.
+///
+/// The token leaves the machine only in the body of the [`Io::PostForm`];
+/// store keys are a hash of it, and it is never printed.
+pub struct IntrospectionLookup {
+    /// The raw token, until it has been posted; emptied after.
+    token: String,
+    /// The store key: a SHA-256 over the token and the route's policy.
+    key: String,
+    /// The only trusted issuer, whose metadata names the endpoint; `None`
+    /// with several, as then no one issuer speaks for the endpoint.
+    issuer: Option<String>,
+    leeway_seconds: i64,
+    now: i64,
+    stage: Stage,
+    /// The driver's answer to the outstanding [`Io`], until the next step.
+    answer: Option<IoAnswer>,
+}
+
+/// Where a lookup stands. The stages named after a question (all but
+/// [`Stage::MemoryFirst`], [`Stage::FindEndpoint`] and [`Stage::Spent`]) wait
+/// for the driver's answer to it.
+#[derive(Debug)]
+enum Stage {
+    /// Nothing consulted yet: a verdict still alive in memory needs no I/O.
+    MemoryFirst,
+    /// Asked the shared store, as another isolate may already have called.
+    ReadStore,
+    /// Both caches missed and no backoff holds: the endpoint is configured,
+    /// remembered, or to be discovered.
+    FindEndpoint,
+    /// Asked for the issuer's metadata at one discovery URL; `untried` are
+    /// the ones left should it not name an endpoint.
+    DiscoverEndpoint { untried: std::vec::IntoIter<Url> },
+    /// Posted the token to the endpoint.
+    Introspect,
+    /// Handed the fresh verdict to the store; it is remembered and returned
+    /// once the write is handed over.
+    RecordVerdict {
+        verdict: Verdict,
+        cached: CachedVerdict,
+    },
+    /// Answered. Further steps fail closed.
+    Spent,
+}
+
+impl Stage {
+    fn awaits_answer(&self) -> bool {
+        !matches!(
+            self,
+            Stage::MemoryFirst | Stage::FindEndpoint | Stage::Spent
+        )
+    }
+}
+
+impl std::fmt::Debug for IntrospectionLookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IntrospectionLookup")
+            .field("token", &"<redacted>")
+            .field("key", &self.key)
+            .field("issuer", &self.issuer)
+            .field("leeway_seconds", &self.leeway_seconds)
+            .field("now", &self.now)
+            .field("stage", &self.stage)
+            .finish_non_exhaustive()
+    }
+}
+
+impl IntrospectionLookup {
+    /// A lookup of `token` (the raw opaque token) for the route whose rules
+    /// are `policy`, at `now`. Keeps owned copies of what it needs from
+    /// `policy`; the same `policy` must be passed to every step.
+    pub fn new(token: &str, policy: &IntrospectionPolicy<'_>, now: i64) -> Self {
+        let issuer = match policy.issuers {
+            [issuer] => Some(issuer.clone()),
+            _ => None,
+        };
+        IntrospectionLookup {
+            token: token.to_owned(),
+            key: cache_key(token, policy),
+            issuer,
+            leeway_seconds: policy.leeway_seconds,
+            now,
+            stage: Stage::MemoryFirst,
+            answer: None,
+        }
+    }
+
+    /// Advances as far as possible without I/O: the verdict (or why none can
+    /// be had), or the next [`Io`] to perform. `memory` is the isolate's,
+    /// read and updated here; `config` and `limits` shape the calls.
+    ///
+    /// Stepping while an [`Io`] is outstanding and unanswered takes the
+    /// missing answer as a confused one (fail closed); stepping once
+    /// [`Poll::Ready`] has been returned answers
+    /// [`IntrospectionUnavailable::Network`].
+    pub fn step(
+        &mut self,
+        memory: &IntrospectionMemory,
+        config: &IntrospectionConfig,
+        policy: &IntrospectionPolicy<'_>,
+        limits: FetchLimits,
+    ) -> Poll<Result<Verdict, IntrospectionUnavailable>> {
+        loop {
+            let answer = self.answer.take().unwrap_or(IoAnswer::Done);
+            match std::mem::replace(&mut self.stage, Stage::Spent) {
+                Stage::MemoryFirst => {
+                    let held = memory.verdicts.borrow().get(&self.key).cloned();
+                    if let Some(verdict) =
+                        held.and_then(|cached| cached.verdict_at(self.now, self.leeway_seconds))
+                    {
+                        return Poll::Ready(Ok(verdict));
+                    }
+                    return self.ask(
+                        Stage::ReadStore,
+                        Io::KvGet {
+                            key: self.key.clone(),
+                        },
+                    );
+                }
+                Stage::ReadStore => {
+                    let adopted = answer
+                        .into_kv()
+                        .and_then(|stored| serde_json::from_str::<CachedVerdict>(&stored).ok())
+                        .and_then(|cached| {
+                            let verdict = cached.verdict_at(self.now, self.leeway_seconds)?;
+                            Some((cached, verdict))
+                        });
+                    if let Some((cached, verdict)) = adopted {
+                        memory.remember(self.key.clone(), cached, self.now);
+                        return Poll::Ready(Ok(verdict));
+                    }
+                    // Only calls back off: the caches above stay open.
+                    if self.now < *memory.retry_after.borrow() {
+                        return Poll::Ready(Err(IntrospectionUnavailable::BackingOff));
+                    }
+                    self.stage = Stage::FindEndpoint;
+                }
+                Stage::FindEndpoint => {
+                    if let Some(endpoint) = &config.endpoint {
+                        return self.post(endpoint.clone(), memory, config, limits);
+                    }
+                    let remembered = memory.discovered_endpoint.borrow().clone();
+                    if let Some(endpoint) = remembered {
+                        return self.post(endpoint, memory, config, limits);
+                    }
+                    let Some(issuer) = &self.issuer else {
+                        return self.fail(memory, IntrospectionUnavailable::NoEndpoint);
+                    };
+                    let untried = discovery_urls(issuer).into_iter();
+                    match self.next_discovery(untried, limits) {
+                        Some(poll) => return poll,
+                        None => return self.fail(memory, IntrospectionUnavailable::NoEndpoint),
+                    }
+                }
+                Stage::DiscoverEndpoint { untried } => {
+                    let found = match (answer.into_fetched(), &self.issuer) {
+                        (Ok(document), Some(issuer)) if document.status == 200 => {
+                            introspection_endpoint_from_metadata(&document.body, issuer)
+                        }
+                        // A failed or refused candidate: try the next.
+                        _ => None,
+                    };
+                    if let Some(endpoint) = found {
+                        *memory.discovered_endpoint.borrow_mut() = Some(endpoint.clone());
+                        return self.post(endpoint, memory, config, limits);
+                    }
+                    match self.next_discovery(untried, limits) {
+                        Some(poll) => return poll,
+                        None => return self.fail(memory, IntrospectionUnavailable::NoEndpoint),
+                    }
+                }
+                Stage::Introspect => {
+                    let judged = answer
+                        .into_fetched()
+                        .map_err(|error| match error {
+                            FetchError::Network => IntrospectionUnavailable::Network,
+                            FetchError::Timeout => IntrospectionUnavailable::Timeout,
+                            FetchError::TooLarge => IntrospectionUnavailable::TooLarge,
+                        })
+                        .and_then(|document| judge(&document, policy, self.now));
+                    let verdict = match judged {
+                        Ok(verdict) => verdict,
+                        Err(error) => return self.fail(memory, error),
+                    };
+                    let lifetime = cache_lifetime(&verdict, config.ttl_seconds, self.now);
+                    if lifetime <= 0 {
+                        return Poll::Ready(Ok(verdict));
+                    }
+                    let cached = CachedVerdict::new(&verdict, self.now + lifetime);
+                    let Ok(value) = serde_json::to_string(&cached) else {
+                        memory.remember(self.key.clone(), cached, self.now);
+                        return Poll::Ready(Ok(verdict));
+                    };
+                    return self.ask(
+                        Stage::RecordVerdict { verdict, cached },
+                        Io::KvPut {
+                            key: self.key.clone(),
+                            value,
+                            ttl_seconds: u64::try_from(lifetime).unwrap_or(60),
+                        },
+                    );
+                }
+                Stage::RecordVerdict { verdict, cached } => {
+                    // Whatever the driver says, the write is its business now.
+                    memory.remember(self.key.clone(), cached, self.now);
+                    return Poll::Ready(Ok(verdict));
+                }
+                Stage::Spent => return Poll::Ready(Err(IntrospectionUnavailable::Network)),
+            }
+        }
+    }
+
+    /// Hands the machine the outcome of the [`Io`] its last step asked for.
+    /// An answer nobody asked for is ignored.
+    pub fn resume(&mut self, answer: IoAnswer) {
+        if self.stage.awaits_answer() {
+            self.answer = Some(answer);
+        }
+    }
+
+    fn ask(&mut self, stage: Stage, io: Io) -> Poll<Result<Verdict, IntrospectionUnavailable>> {
+        self.stage = stage;
+        Poll::Need(io)
+    }
+
+    /// A failed call: answered as unavailable, never cached, and no call is
+    /// made for [`BACKOFF_SECONDS`] so a struggling server is not hammered.
+    fn fail(
+        &mut self,
+        memory: &IntrospectionMemory,
+        error: IntrospectionUnavailable,
+    ) -> Poll<Result<Verdict, IntrospectionUnavailable>> {
+        *memory.retry_after.borrow_mut() = self.now + BACKOFF_SECONDS;
+        self.stage = Stage::Spent;
+        Poll::Ready(Err(error))
+    }
+
+    fn next_discovery(
+        &mut self,
+        mut untried: std::vec::IntoIter<Url>,
+        limits: FetchLimits,
+    ) -> Option<Poll<Result<Verdict, IntrospectionUnavailable>>> {
+        let url = untried.next()?;
+        Some(self.ask(Stage::DiscoverEndpoint { untried }, Io::Get { url, limits }))
+    }
+
+    /// Posts the token with the gate's client authentication (RFC 7662
+    /// §2.1). Without credentials there is no call to make.
+    fn post(
+        &mut self,
+        endpoint: Url,
+        memory: &IntrospectionMemory,
+        config: &IntrospectionConfig,
+        limits: FetchLimits,
+    ) -> Poll<Result<Verdict, IntrospectionUnavailable>> {
+        let Some(client) = &config.client else {
+            return self.fail(memory, IntrospectionUnavailable::NoEndpoint);
+        };
+        let request = build_request(&self.token, client);
+        // Posted once, needed no more: the machine keeps no copy.
+        self.token = String::new();
+        self.ask(
+            Stage::Introspect,
+            Io::PostForm {
+                url: endpoint,
+                body: request.body,
+                authorization: request.authorization,
+                limits,
+            },
+        )
+    }
+}
+
+/// The verdict in an introspection response; anything but a 200 is the
+/// server failing, not the token.
+fn judge(
+    document: &FetchedDocument,
+    policy: &IntrospectionPolicy<'_>,
+    now: i64,
+) -> Result<Verdict, IntrospectionUnavailable> {
+    if document.status != 200 {
+        return Err(IntrospectionUnavailable::Status(document.status));
+    }
+    judge_response(&document.body, policy, now)
+}
+
+/// The cache over the ports, for one request: an async driver of
+/// [`IntrospectionLookup`].
 pub struct IntrospectionCache<'a, H: HttpClient, S: KvStore> {
     /// The isolate's memory.
     pub memory: &'a IntrospectionMemory,
@@ -79,113 +398,42 @@ impl<H: HttpClient, S: KvStore> Introspector for IntrospectionCache<'_, H, S> {
         policy: &IntrospectionPolicy<'_>,
         now: i64,
     ) -> Result<Verdict, IntrospectionUnavailable> {
-        let key = cache_key(token, policy);
-        let leeway = policy.leeway_seconds;
-        let held = self.memory.verdicts.borrow().get(&key).cloned();
-        if let Some(verdict) = held.and_then(|cached| cached.verdict_at(now, leeway)) {
-            return Ok(verdict);
-        }
-        if let Some(stored) = self.store.get(&key).await {
-            if let Ok(cached) = serde_json::from_str::<CachedVerdict>(&stored) {
-                if let Some(verdict) = cached.verdict_at(now, leeway) {
-                    self.remember(key, cached, now);
-                    return Ok(verdict);
-                }
+        let mut lookup = IntrospectionLookup::new(token, policy, now);
+        loop {
+            match lookup.step(self.memory, self.config, policy, self.limits) {
+                Poll::Ready(result) => return result,
+                Poll::Need(io) => lookup.resume(perform(&self.http, &self.store, io).await),
             }
         }
-        if now < *self.memory.retry_after.borrow() {
-            return Err(IntrospectionUnavailable::BackingOff);
-        }
-        let result = self.call(token, policy, now).await;
-        if result.is_err() {
-            *self.memory.retry_after.borrow_mut() = now + BACKOFF_SECONDS;
-        }
-        let verdict = result?;
-        let lifetime = cache_lifetime(&verdict, self.config.ttl_seconds, now);
-        if lifetime > 0 {
-            let cached = CachedVerdict::new(&verdict, now + lifetime);
-            if let Ok(value) = serde_json::to_string(&cached) {
-                self.store
-                    .put(&key, &value, u64::try_from(lifetime).unwrap_or(60))
-                    .await;
-            }
-            self.remember(key, cached, now);
-        }
-        Ok(verdict)
     }
 }
 
-impl<H: HttpClient, S: KvStore> IntrospectionCache<'_, H, S> {
-    fn remember(&self, key: String, cached: CachedVerdict, now: i64) {
-        let mut verdicts = self.memory.verdicts.borrow_mut();
-        if verdicts.len() >= MAX_CACHED_VERDICTS {
-            verdicts.retain(|_, entry| entry.until > now);
-            if verdicts.len() >= MAX_CACHED_VERDICTS {
-                verdicts.clear();
-            }
+/// Performs `io` over the ports.
+async fn perform<H: HttpClient, S: KvStore>(http: &H, store: &S, io: Io) -> IoAnswer {
+    match io {
+        Io::Get { url, limits } => IoAnswer::Fetched(http.get(&url, limits).await),
+        Io::PostForm {
+            url,
+            body,
+            authorization,
+            limits,
+        } => IoAnswer::Fetched(
+            http.post_form(&url, &body, authorization.as_deref(), limits)
+                .await,
+        ),
+        Io::KvGet { key } => IoAnswer::Kv(store.get(&key).await),
+        Io::KvPut {
+            key,
+            value,
+            ttl_seconds,
+        } => {
+            store.put(&key, &value, ttl_seconds).await;
+            IoAnswer::Done
         }
-        verdicts.insert(key, cached);
-    }
-
-    async fn call(
-        &self,
-        token: &str,
-        policy: &IntrospectionPolicy<'_>,
-        now: i64,
-    ) -> Result<Verdict, IntrospectionUnavailable> {
-        let endpoint = self.endpoint(policy).await?;
-        let client = self
-            .config
-            .client
-            .as_ref()
-            .ok_or(IntrospectionUnavailable::NoEndpoint)?;
-        let request = build_request(token, client);
-        let document = self
-            .http
-            .post_form(
-                &endpoint,
-                &request.body,
-                request.authorization.as_deref(),
-                self.limits,
-            )
-            .await
-            .map_err(|error| match error {
-                FetchError::Network => IntrospectionUnavailable::Network,
-                FetchError::Timeout => IntrospectionUnavailable::Timeout,
-                FetchError::TooLarge => IntrospectionUnavailable::TooLarge,
-            })?;
-        if document.status != 200 {
-            return Err(IntrospectionUnavailable::Status(document.status));
+        Io::Sleep { ms } => {
+            http.pause(ms).await;
+            IoAnswer::Done
         }
-        judge_response(&document.body, policy, now)
-    }
-
-    async fn endpoint(
-        &self,
-        policy: &IntrospectionPolicy<'_>,
-    ) -> Result<Url, IntrospectionUnavailable> {
-        if let Some(endpoint) = &self.config.endpoint {
-            return Ok(endpoint.clone());
-        }
-        if let Some(found) = self.memory.discovered_endpoint.borrow().clone() {
-            return Ok(found);
-        }
-        let [issuer] = policy.issuers else {
-            return Err(IntrospectionUnavailable::NoEndpoint);
-        };
-        for candidate in discovery_urls(issuer) {
-            let Ok(document) = self.http.get(&candidate, self.limits).await else {
-                continue;
-            };
-            if document.status != 200 {
-                continue;
-            }
-            if let Some(endpoint) = introspection_endpoint_from_metadata(&document.body, issuer) {
-                *self.memory.discovered_endpoint.borrow_mut() = Some(endpoint.clone());
-                return Ok(endpoint);
-            }
-        }
-        Err(IntrospectionUnavailable::NoEndpoint)
     }
 }
 
