@@ -126,11 +126,8 @@ enum Stage {
     /// Posted the token to the endpoint.
     Introspect,
     /// Handed the fresh verdict to the store; it is remembered and returned
-    /// once the write is handed over.
-    RecordVerdict {
-        verdict: Verdict,
-        cached: CachedVerdict,
-    },
+    /// once the write is handed over. Boxed: the other stages are small.
+    RecordVerdict(Box<(Verdict, CachedVerdict)>),
     /// Answered. Further steps fail closed.
     Spent,
 }
@@ -284,7 +281,7 @@ impl IntrospectionLookup {
                         return Poll::Ready(Ok(verdict));
                     };
                     return self.ask(
-                        Stage::RecordVerdict { verdict, cached },
+                        Stage::RecordVerdict(Box::new((verdict, cached))),
                         Io::KvPut {
                             key: self.key.clone(),
                             value,
@@ -292,7 +289,8 @@ impl IntrospectionLookup {
                         },
                     );
                 }
-                Stage::RecordVerdict { verdict, cached } => {
+                Stage::RecordVerdict(fresh) => {
+                    let (verdict, cached) = *fresh;
                     // Whatever the driver says, the write is its business now.
                     memory.remember(self.key.clone(), cached, self.now);
                     return Poll::Ready(Ok(verdict));
@@ -653,5 +651,374 @@ mod tests {
             ),
             None
         );
+    }
+
+    /// A scripted driver: answers each [`Io`] from fixed maps and records
+    /// every call, so the tests see exactly what the machine asked for.
+    #[derive(Default)]
+    struct Script {
+        /// Answers to GETs, by URL; an unlisted URL is a 404.
+        gets: HashMap<String, Result<FetchedDocument, FetchError>>,
+        /// The answer to every POST.
+        post: Option<Result<FetchedDocument, FetchError>>,
+        /// The shared store, read and written.
+        kv: HashMap<String, String>,
+        /// Answer every Io with the wrong kind of answer.
+        confused: bool,
+        calls: Vec<Io>,
+    }
+
+    impl Script {
+        fn answer(&mut self, io: &Io) -> IoAnswer {
+            if self.confused {
+                return match io {
+                    Io::Get { .. } | Io::PostForm { .. } => {
+                        IoAnswer::Kv(Some(active(NOW + 3600).1))
+                    }
+                    Io::KvGet { .. } | Io::KvPut { .. } | Io::Sleep { .. } => {
+                        IoAnswer::Fetched(Ok(document(active(NOW + 3600))))
+                    }
+                };
+            }
+            match io {
+                Io::Get { url, .. } => IoAnswer::Fetched(
+                    self.gets
+                        .get(url.as_str())
+                        .cloned()
+                        .unwrap_or(Ok(document((404, String::new())))),
+                ),
+                Io::PostForm { .. } => {
+                    IoAnswer::Fetched(self.post.clone().unwrap_or(Err(FetchError::Network)))
+                }
+                Io::KvGet { key } => IoAnswer::Kv(self.kv.get(key).cloned()),
+                Io::KvPut { key, value, .. } => {
+                    self.kv.insert(key.clone(), value.clone());
+                    IoAnswer::Done
+                }
+                Io::Sleep { .. } => IoAnswer::Done,
+            }
+        }
+
+        /// Runs a fresh lookup of `token` to its end; the calls it made are
+        /// those added to `self.calls`.
+        fn drive(
+            &mut self,
+            memory: &IntrospectionMemory,
+            config: &IntrospectionConfig,
+            token: &str,
+            now: i64,
+        ) -> Result<Verdict, IntrospectionUnavailable> {
+            let (issuers, audiences) = route();
+            let policy = IntrospectionPolicy {
+                issuers: &issuers,
+                audiences: &audiences,
+                leeway_seconds: 0,
+            };
+            let mut lookup = IntrospectionLookup::new(token, &policy, now);
+            for _ in 0..16 {
+                match lookup.step(memory, config, &policy, FetchLimits::default()) {
+                    Poll::Ready(result) => return result,
+                    Poll::Need(io) => {
+                        let answer = self.answer(&io);
+                        self.calls.push(io);
+                        lookup.resume(answer);
+                    }
+                }
+            }
+            panic!("the lookup never finished: {lookup:?}");
+        }
+
+        fn kinds(&self) -> Vec<&'static str> {
+            self.calls.iter().map(kind).collect()
+        }
+    }
+
+    fn kind(io: &Io) -> &'static str {
+        match io {
+            Io::Get { .. } => "Get",
+            Io::PostForm { .. } => "PostForm",
+            Io::KvGet { .. } => "KvGet",
+            Io::KvPut { .. } => "KvPut",
+            Io::Sleep { .. } => "Sleep",
+        }
+    }
+
+    fn route() -> ([String; 1], [String; 1]) {
+        (
+            ["https://as.example".to_owned()],
+            ["https://mcp.example/mcp".to_owned()],
+        )
+    }
+
+    fn document((status, body): (u16, String)) -> FetchedDocument {
+        FetchedDocument {
+            status,
+            body: body.into_bytes(),
+            ..FetchedDocument::default()
+        }
+    }
+
+    fn answering(post: (u16, String)) -> Script {
+        Script {
+            post: Some(Ok(document(post))),
+            ..Script::default()
+        }
+    }
+
+    const ENDPOINT: &str = "https://as.example/introspect";
+
+    #[test]
+    fn a_fresh_verdict_in_memory_needs_no_io() {
+        let memory = IntrospectionMemory::default();
+        let config = settings(Some(ENDPOINT));
+        let mut script = answering(active(NOW + 3600));
+        assert!(script.drive(&memory, &config, "t", NOW).unwrap().is_ok());
+        assert_eq!(script.kinds(), ["KvGet", "PostForm", "KvPut"]);
+        script.calls.clear();
+        assert!(script
+            .drive(&memory, &config, "t", NOW + 59)
+            .unwrap()
+            .is_ok());
+        assert!(script.calls.is_empty(), "{:?}", script.calls);
+        // Past its lifetime the memory is not trusted: the store is asked.
+        script.kv.clear();
+        assert!(script
+            .drive(&memory, &config, "t", NOW + 60)
+            .unwrap()
+            .is_ok());
+        assert_eq!(script.kinds(), ["KvGet", "PostForm", "KvPut"]);
+    }
+
+    #[test]
+    fn a_store_hit_needs_exactly_one_read_and_is_adopted() {
+        let config = settings(Some(ENDPOINT));
+        let mut script = answering(active(NOW + 3600));
+        script
+            .drive(&IntrospectionMemory::default(), &config, "t", NOW)
+            .unwrap()
+            .unwrap();
+        // Another isolate, with empty memory.
+        let memory = IntrospectionMemory::default();
+        script.calls.clear();
+        script.post = None;
+        assert!(script
+            .drive(&memory, &config, "t", NOW + 1)
+            .unwrap()
+            .is_ok());
+        assert_eq!(script.kinds(), ["KvGet"]);
+        script.calls.clear();
+        assert!(script
+            .drive(&memory, &config, "t", NOW + 2)
+            .unwrap()
+            .is_ok());
+        assert!(script.calls.is_empty(), "adopted into memory");
+    }
+
+    #[test]
+    fn a_miss_discovers_the_endpoint_then_posts_then_records() {
+        let memory = IntrospectionMemory::default();
+        let config = settings(None);
+        let mut script = answering(active(NOW + 3600));
+        // RFC 8414 metadata is missing (404); OpenID Connect Discovery names it.
+        script.gets.insert(
+            "https://as.example/.well-known/openid-configuration".into(),
+            Ok(document((
+                200,
+                format!(
+                    r#"{{"issuer":"https://as.example","introspection_endpoint":"{ENDPOINT}"}}"#
+                ),
+            ))),
+        );
+        assert!(script.drive(&memory, &config, "t", NOW).unwrap().is_ok());
+        assert_eq!(script.kinds(), ["KvGet", "Get", "Get", "PostForm", "KvPut"]);
+        let Io::Get { url, .. } = &script.calls[1] else {
+            unreachable!()
+        };
+        assert_eq!(
+            url.as_str(),
+            "https://as.example/.well-known/oauth-authorization-server"
+        );
+        let Io::PostForm {
+            url, authorization, ..
+        } = &script.calls[3]
+        else {
+            unreachable!()
+        };
+        assert_eq!(url.as_str(), ENDPOINT);
+        assert!(authorization
+            .as_deref()
+            .is_some_and(|a| a.starts_with("Basic ")));
+        let Io::KvPut { ttl_seconds, .. } = &script.calls[4] else {
+            unreachable!()
+        };
+        assert_eq!(*ttl_seconds, 60);
+        // The discovered endpoint is remembered by the isolate.
+        script.calls.clear();
+        script.kv.clear();
+        assert!(script.drive(&memory, &config, "u", NOW).unwrap().is_ok());
+        assert_eq!(script.kinds(), ["KvGet", "PostForm", "KvPut"]);
+    }
+
+    #[test]
+    fn undiscoverable_endpoints_and_several_issuers_are_no_endpoint() {
+        let memory = IntrospectionMemory::default();
+        let mut script = answering(active(NOW + 3600));
+        assert_eq!(
+            script.drive(&memory, &settings(None), "t", NOW),
+            Err(IntrospectionUnavailable::NoEndpoint)
+        );
+        assert_eq!(script.kinds(), ["KvGet", "Get", "Get"]);
+        // Several issuers: none speaks for the endpoint, so nothing is fetched.
+        let issuers = [
+            "https://a.example".to_owned(),
+            "https://b.example".to_owned(),
+        ];
+        let audiences = ["https://mcp.example/mcp".to_owned()];
+        let policy = IntrospectionPolicy {
+            issuers: &issuers,
+            audiences: &audiences,
+            leeway_seconds: 0,
+        };
+        let memory = IntrospectionMemory::default();
+        let mut lookup = IntrospectionLookup::new("t", &policy, NOW);
+        let config = settings(None);
+        let Poll::Need(Io::KvGet { .. }) =
+            lookup.step(&memory, &config, &policy, FetchLimits::default())
+        else {
+            panic!("the store comes first");
+        };
+        lookup.resume(IoAnswer::Kv(None));
+        assert!(matches!(
+            lookup.step(&memory, &config, &policy, FetchLimits::default()),
+            Poll::Ready(Err(IntrospectionUnavailable::NoEndpoint))
+        ));
+    }
+
+    #[test]
+    fn a_failure_backs_off_and_is_not_recorded() {
+        let memory = IntrospectionMemory::default();
+        let config = settings(Some(ENDPOINT));
+        let mut script = Script {
+            post: Some(Err(FetchError::TooLarge)),
+            ..Script::default()
+        };
+        assert_eq!(
+            script.drive(&memory, &config, "t", NOW),
+            Err(IntrospectionUnavailable::TooLarge)
+        );
+        assert_eq!(script.kinds(), ["KvGet", "PostForm"]);
+        script.calls.clear();
+        script.post = Some(Ok(document(active(NOW + 3600))));
+        // Within the backoff the store is still read, but no call is made.
+        assert_eq!(
+            script.drive(&memory, &config, "t", NOW + BACKOFF_SECONDS - 1),
+            Err(IntrospectionUnavailable::BackingOff)
+        );
+        assert_eq!(script.kinds(), ["KvGet"]);
+        script.calls.clear();
+        assert!(script
+            .drive(&memory, &config, "t", NOW + BACKOFF_SECONDS)
+            .unwrap()
+            .is_ok());
+        assert_eq!(script.kinds(), ["KvGet", "PostForm", "KvPut"]);
+    }
+
+    #[test]
+    fn the_token_appears_only_in_the_posted_body() {
+        const TOKEN: &str = "secret-opaque-token-4f1c";
+        let memory = IntrospectionMemory::default();
+        let mut script = answering(active(NOW + 3600));
+        script.gets.insert(
+            "https://as.example/.well-known/oauth-authorization-server".into(),
+            Ok(document((
+                200,
+                format!(
+                    r#"{{"issuer":"https://as.example","introspection_endpoint":"{ENDPOINT}"}}"#
+                ),
+            ))),
+        );
+        let issuers = ["https://as.example".to_owned()];
+        let audiences = ["https://mcp.example/mcp".to_owned()];
+        let policy = IntrospectionPolicy {
+            issuers: &issuers,
+            audiences: &audiences,
+            leeway_seconds: 0,
+        };
+        let lookup = IntrospectionLookup::new(TOKEN, &policy, NOW);
+        assert!(!format!("{lookup:?}").contains(TOKEN));
+        assert!(script
+            .drive(&memory, &settings(None), TOKEN, NOW)
+            .unwrap()
+            .is_ok());
+        assert_eq!(script.kinds(), ["KvGet", "Get", "PostForm", "KvPut"]);
+        for io in &script.calls {
+            match io {
+                Io::KvGet { key } => assert!(!key.contains(TOKEN)),
+                Io::KvPut { key, value, .. } => {
+                    assert!(!key.contains(TOKEN) && !value.contains(TOKEN));
+                }
+                Io::Get { url, .. } => assert!(!url.as_str().contains(TOKEN)),
+                Io::PostForm {
+                    url,
+                    body,
+                    authorization,
+                    ..
+                } => {
+                    assert!(body.contains(TOKEN));
+                    assert!(!url.as_str().contains(TOKEN));
+                    assert!(!authorization.as_deref().unwrap_or_default().contains(TOKEN));
+                }
+                Io::Sleep { .. } => panic!("nothing to wait for"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_confused_driver_fails_closed() {
+        // Every answer of the wrong kind: the store read is a miss, the
+        // fetches are network failures; never an active verdict.
+        let memory = IntrospectionMemory::default();
+        let mut script = Script {
+            confused: true,
+            ..Script::default()
+        };
+        assert_eq!(
+            script.drive(&memory, &settings(Some(ENDPOINT)), "t", NOW),
+            Err(IntrospectionUnavailable::Network)
+        );
+        assert_eq!(script.kinds(), ["KvGet", "PostForm"]);
+        let memory = IntrospectionMemory::default();
+        assert_eq!(
+            script.drive(&memory, &settings(None), "t", NOW),
+            Err(IntrospectionUnavailable::NoEndpoint)
+        );
+        // Steps without answers, and steps after the end, fail closed too.
+        let (issuers, audiences) = route();
+        let policy = IntrospectionPolicy {
+            issuers: &issuers,
+            audiences: &audiences,
+            leeway_seconds: 0,
+        };
+        let (memory, config) = (IntrospectionMemory::default(), settings(Some(ENDPOINT)));
+        let limits = FetchLimits::default();
+        let mut lookup = IntrospectionLookup::new("t", &policy, NOW);
+        assert!(matches!(
+            lookup.step(&memory, &config, &policy, limits),
+            Poll::Need(Io::KvGet { .. })
+        ));
+        assert!(matches!(
+            lookup.step(&memory, &config, &policy, limits),
+            Poll::Need(Io::PostForm { .. })
+        ));
+        assert!(matches!(
+            lookup.step(&memory, &config, &policy, limits),
+            Poll::Ready(Err(IntrospectionUnavailable::Network))
+        ));
+        lookup.resume(IoAnswer::Fetched(Ok(document(active(NOW + 3600)))));
+        assert!(matches!(
+            lookup.step(&memory, &config, &policy, limits),
+            Poll::Ready(Err(IntrospectionUnavailable::Network))
+        ));
+        assert!(memory.verdicts.borrow().is_empty());
     }
 }
