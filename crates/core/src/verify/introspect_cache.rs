@@ -108,9 +108,9 @@ pub struct IntrospectionLookup {
     answer: Option<IoAnswer>,
 }
 
-/// Where a lookup stands. The stages named after a question (all but
-/// [`Stage::MemoryFirst`], [`Stage::FindEndpoint`] and [`Stage::Spent`]) wait
-/// for the driver's answer to it.
+/// Where a lookup stands. All stages but [`Stage::MemoryFirst`],
+/// [`Stage::FindEndpoint`] and [`Stage::Spent`] wait for the driver's answer
+/// to the [`Io`] they asked for.
 #[derive(Debug)]
 enum Stage {
     /// Nothing consulted yet: a verdict still alive in memory needs no I/O.
@@ -945,6 +945,9 @@ mod tests {
             leeway_seconds: 0,
         };
         let lookup = IntrospectionLookup::new(TOKEN, &policy, NOW);
+        // Held by a JS driver across awaits: it must own all it keeps.
+        fn owned<T: 'static>(_: &T) {}
+        owned(&lookup);
         assert!(!format!("{lookup:?}").contains(TOKEN));
         assert!(script
             .drive(&memory, &settings(None), TOKEN, NOW)
