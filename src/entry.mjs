@@ -1,32 +1,44 @@
 // The worker's entry point (build/index.js), wrapping the module worker-build
-// generates (build/gate.mjs).
+// generates (build/gate.mjs): the one driver of the gate's request machine
+// on the edge.
 //
-// Fast path: the gate decides in synchronous passes (crates/core/src/flow/pass.rs through
-// src/fast.rs) and this module performs what a pass asks for in plain
-// JavaScript: a WebCrypto signature check, a KV read of a session's owner,
-// reading the body, and finally the forward itself with the headers the
-// pass built (the client's token removed). A request whose token is cached
-// costs one pass; a new token one pass and its check. Whatever a pass cannot
-// decide from isolate memory (a key set or introspection fetch, a key not
-// imported yet, a stale key set, a tools/list answer to filter) goes to the
-// full path, the Rust fetch handler, unchanged.
+// A request's decision is a sans-IO state machine in Rust
+// (crates/core/src/flow/machine.rs, through src/lib.rs). Each call into it
+// is synchronous: it runs the machine to the next thing it needs and returns
+// that need as a small array. This module performs it in plain JavaScript
+// (a KV read or write, a fetch with a deadline and a size cap, a timer, a
+// WebCrypto import or verify, reading the body, the forward, reading the
+// origin's body) and resumes the machine with the outcome, until the machine
+// hands over the answer. Nothing here decides anything: every answer, every
+// refusal and every log line is the machine's.
 //
 // Panics: a panic aborts the wasm instance (wasm32 has no unwinding on
-// stable Rust). During a pass it throws from that synchronous call; in the
-// full path the future serving the request never completes, so the Rust
-// panic hook (src/lib.rs) logs {"event":"panic"} and calls the listener
-// below, which fails every full-path request in flight. Either way the
-// request is answered with a generic 500 (the body of `Denial::Misconfigured`,
-// nothing of the panic) and a JSON log line, and nothing is forwarded: the
-// panicking request dies before it reaches the origin. The instance is
-// re-created (`new Gate`) before the next request, so the isolate keeps
-// serving.
+// stable Rust) and, every call being synchronous, throws from the very call
+// this module made. The request is answered with a generic 500 (the body of
+// the gate's own server error, fetched once at start) and a JSON log line,
+// and nothing is forwarded: the machine had not handed out a forward. The
+// instance is re-created (`new Gate`) before the next request; requests in
+// flight in the old instance fail closed at their next call.
 
 import Gate from './gate.mjs';
 
-// The fast path's calls into the gate (src/fast.rs). worker-build puts
-// the module's exported functions on the entry class's prototype.
-const { gatePass, gateSettle, gateClientHeaders } = Gate.prototype;
+const {
+  gateStart,
+  gateStep,
+  gateKv,
+  gateDone,
+  gateFetched,
+  gateVerdict,
+  gateImported,
+  gateBody,
+  gateOrigin,
+  gateOriginBody,
+  gateFilter,
+  gateEnd,
+  gateFailureBody,
+  gateProbePath,
+  gateProbeCases,
+} = Gate.prototype;
 
 /**
  * worker-build's record of whether the wasm instance died (gate.mjs sets it
@@ -35,161 +47,281 @@ const { gatePass, gateSettle, gateClientHeaders } = Gate.prototype;
  */
 const instanceState = globalThis.__worker_init_state;
 
-const FAILURE_BODY = JSON.stringify({ error: 'server_error', error_description: 'Internal error' });
+const FAILURE_BODY = gateFailureBody();
+/** Test builds only: the path of the signature probe (src/verify_probe.rs). */
+const PROBE_PATH = gateProbePath?.();
 
-/** Requests in flight in this isolate: the callbacks that fail each one. */
-const inFlight = new Set();
+// What the machine needs (src/lib.rs).
+const KV_GET = 0;
+const KV_PUT = 1;
+const FETCH = 2;
+const SLEEP = 3;
+const VERIFY = 4;
+const IMPORT = 5;
+const READ_BODY = 6;
+const FORWARD = 7;
+const READ_ORIGIN_BODY = 8;
+const RESPOND = 9;
+const DONE = 10;
+// How a RESPOND's body is given.
+const BODY_ORIGIN = 1;
+const BODY_FILTERED = 2;
 
-globalThis.__portcullisPanicked = () => {
-  for (const fail of inFlight) fail(new Error('panic'));
-};
-
-function failure() {
-  return new Response(FAILURE_BODY, {
-    status: 500,
-    headers: { 'content-type': 'application/json', 'cache-control': 'no-store' },
-  });
-}
-
-// A plain module-worker handler, not a WorkerEntrypoint class: workerd would
-// construct an instance of the class for every request, which showed in the
-// profile (bench/profile.mjs). `new Gate(...)` is kept for the full path:
-// worker-build's constructor hook is what re-creates the wasm instance after
-// a panic.
 export default {
   async fetch(request, env, ctx) {
     const started = Date.now();
+    let handle;
     try {
-      // A panic during an earlier pass left the instance dead: revive it.
+      // A panic during an earlier request left the instance dead: revive it.
       if (instanceState?.criticalError) new Gate(ctx, env);
-      return await serve(request, env, ctx, started);
+      if (PROBE_PATH !== undefined && new URL(request.url).pathname === PROBE_PATH) return await probe(request);
+      let headers = '';
+      for (const [name, value] of request.headers) headers += headers === '' ? `${name}\0${value}` : `\0${name}\0${value}`;
+      const next = gateStart(env, request.method, request.url, headers, started);
+      handle = next.shift();
+      return await drive(request, env, ctx, started, handle, next);
     } catch (error) {
       const panicked = error instanceof WebAssembly.RuntimeError;
       if (panicked && instanceState) instanceState.criticalError = true;
+      if (handle !== undefined && !panicked) gateEnd(handle);
       // The message is not logged: it may quote a value the gate was handling.
-      const reason = panicked || error?.message === 'panic' ? 'panic' : 'runtime_error';
       console.log(
         JSON.stringify({
           event: 'request',
           decision: 'deny',
-          reason,
+          reason: panicked ? 'panic' : 'runtime_error',
           status: 500,
           method: request.method,
           path: new URL(request.url).pathname,
           duration_ms: Date.now() - started,
         }),
       );
-      return failure();
+      return new Response(FAILURE_BODY, {
+        status: 500,
+        headers: { 'content-type': 'application/json', 'cache-control': 'no-store' },
+      });
     }
   },
 };
 
-// What a pass asks for (src/fast.rs, `Step`).
-const FULL = 0;
-const FORWARD = 1;
-const REPLY = 2;
-const VERIFY = 3;
-const SESSION = 4;
-const BODY = 5;
-const BIND = 6;
-/** More passes than any request needs; past it the full path serves it. */
-const MAX_PASSES = 8;
+/** Fails a request whose instance was re-created or died while it waited. */
+function alive(instance) {
+  if (instanceState && (instanceState.criticalError || instanceState.instanceId !== instance)) {
+    throw new Error('instance lost');
+  }
+}
 
-/**
- * The fast path: the gate decides in synchronous passes (src/fast.rs)
- * and this function performs what they ask (a WebCrypto check, a KV read,
- * reading the body, the forward itself). Whatever a pass cannot decide from
- * isolate memory goes to the full path (the Rust fetch handler).
- */
-async function serve(request, env, ctx, started) {
-  const { method, url } = request;
-  let headers = '';
-  for (const [name, value] of request.headers) headers += headers === '' ? `${name}\0${value}` : `\0${name}\0${value}`;
-  const answers = {
-    fingerprint: undefined,
-    verdict: false,
-    sessionRead: false,
-    sessionOwner: undefined,
-    body: undefined,
-    originFailed: false,
-    originSession: undefined,
-  };
-  const pass = () =>
-    gatePass(env, method, url, headers, started, answers.fingerprint, answers.verdict, answers.sessionRead, answers.sessionOwner, answers.body, answers.originFailed, answers.originSession);
-  for (let passes = 0; passes < MAX_PASSES; passes += 1) {
-    const next = pass();
+/** Runs the machine until it answers the client; background work goes on after. */
+async function drive(request, env, ctx, started, handle, next) {
+  const instance = instanceState?.instanceId;
+  let origin;
+  for (;;) {
     switch (next[0]) {
-      case FORWARD:
-        return forward(request, env, next, answers, pass, started);
-      case REPLY:
-        return reply(next[1], next[2], next[3], next[4], started);
-      case VERIFY: {
-        // What a good verdict leads to is done meanwhile when it is a read;
-        // a forward waits for the verdict and is handed out for a good one only.
-        const [, key, params, signature, data, fingerprint, then, detail] = next;
-        const check = crypto.subtle.verify(params, key, signature, data).catch(() => false);
-        answers.fingerprint = fingerprint;
-        if (then === BODY) {
-          [answers.verdict, answers.body] = await Promise.all([check, readBody(request)]);
-        } else if (then === SESSION) {
-          [answers.verdict, answers.sessionOwner] = await Promise.all([check, readSession(env, detail)]);
-          answers.sessionRead = true;
-        } else {
-          answers.verdict = await check;
+      case RESPOND: {
+        const [, status, headers, kind, body, line, background] = next;
+        const response = new Response(
+          kind === BODY_ORIGIN ? origin.body : kind === BODY_FILTERED ? filtered(origin.body, handle) : body === '' ? null : body,
+          { status, headers: headersOf(headers) },
+        );
+        console.log(`${line},"duration_ms":${Date.now() - started}}`);
+        if (background) ctx.waitUntil(runBackground(env, handle, instance));
+        return response;
+      }
+      case FORWARD: {
+        const { method } = request;
+        const body = next[3] ?? (method === 'GET' || method === 'HEAD' ? undefined : request.body);
+        try {
+          origin = await fetch(next[1], { method, headers: headersOf(next[2]), body, redirect: 'manual' });
+        } catch {
+          origin = undefined;
         }
-        if (then === FORWARD) {
-          const settled = gateSettle(env, detail, answers.verdict);
-          if (settled[0] === FORWARD) return forward(request, env, settled, answers, pass, started);
-        }
+        alive(instance);
+        next = origin === undefined ? gateOrigin(handle, 0, '') : gateOrigin(handle, origin.status, joined(origin.headers));
         break;
       }
-      case SESSION:
-        answers.sessionOwner = await readSession(env, next[1]);
-        answers.sessionRead = true;
+      case READ_BODY: {
+        const body = await readCapped(request.body, next[1]);
+        alive(instance);
+        next = body === TOO_LARGE || body === UNREADABLE ? gateBody(handle, undefined, body === TOO_LARGE) : gateBody(handle, body, false);
         break;
-      case BODY:
-        answers.body = await readBody(request);
+      }
+      case READ_ORIGIN_BODY: {
+        let body;
+        try {
+          body = new Uint8Array(await origin.arrayBuffer());
+        } catch {
+          body = undefined;
+        }
+        alive(instance);
+        next = gateOriginBody(handle, body);
         break;
+      }
+      case DONE:
+        throw new Error('finished without an answer');
       default:
-        return full(request, env, ctx, answers.body);
+        next = await perform(env, handle, next);
+        alive(instance);
     }
   }
-  return full(request, env, ctx, answers.body);
 }
 
-async function readBody(request) {
-  return new Uint8Array(await request.arrayBuffer());
+/** The needs a request and its background work share: KV, fetch, timers, WebCrypto. */
+async function perform(env, handle, next) {
+  switch (next[0]) {
+    case KV_GET: {
+      let value;
+      try {
+        value = (await env.JWKS_CACHE.get(next[1])) ?? undefined;
+      } catch {
+        value = undefined; // a store error is a miss
+      }
+      return gateKv(handle, value);
+    }
+    case KV_PUT:
+      try {
+        await env.JWKS_CACHE.put(next[1], next[2], { expirationTtl: next[3] });
+      } catch {
+        // A lost cache write costs a later fetch, nothing else.
+      }
+      return gateDone(handle);
+    case FETCH:
+      return fetchDocument(handle, next);
+    case SLEEP:
+      await new Promise((resolve) => setTimeout(resolve, next[1]));
+      return gateDone(handle);
+    case VERIFY:
+      return gateVerdict(handle, await verify(next[1], next[2], next[3], next[4]));
+    case IMPORT:
+      return gateImported(handle, await importKey(next[1], next[2]));
+    default:
+      throw new Error(`unexpected step ${next[0]}`);
+  }
 }
 
-/** The owner stored for a session (`undefined`: none). */
-async function readSession(env, key) {
-  return (await env.JWKS_CACHE.get(key)) ?? undefined;
+/** Stale-while-revalidate: the key set refresh after the answer. */
+async function runBackground(env, handle, instance) {
+  try {
+    let next = gateStep(handle);
+    while (next[0] !== DONE) {
+      next = await perform(env, handle, next);
+      alive(instance);
+    }
+    if (next[1] !== undefined) console.log(next[1]);
+  } catch {
+    // The refresh is retried by a later request; the instance may be gone.
+  }
+}
+
+function verify(key, params, signature, data) {
+  return crypto.subtle.verify(params, key, signature, data).catch(() => false);
+}
+
+function importKey(jwk, params) {
+  return crypto.subtle.importKey('jwk', jwk, params, false, ['verify']).catch(() => undefined);
+}
+
+const TOO_LARGE = Symbol('too large');
+const UNREADABLE = Symbol('unreadable');
+
+/** A body read whole, refused once it passes `max` bytes, whatever was declared. */
+async function readCapped(stream, max) {
+  if (stream === null) return new Uint8Array(0);
+  const chunks = [];
+  let length = 0;
+  const reader = stream.getReader();
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      length += value.byteLength;
+      if (length > max) {
+        reader.cancel().catch(() => {});
+        return TOO_LARGE;
+      }
+      chunks.push(value);
+    }
+  } catch {
+    return UNREADABLE;
+  }
+  if (chunks.length === 1) return chunks[0];
+  const body = new Uint8Array(length);
+  let at = 0;
+  for (const chunk of chunks) {
+    body.set(chunk, at);
+    at += chunk.byteLength;
+  }
+  return body;
 }
 
 /**
- * The Rust fetch handler, given the body if a pass already read it. Its
- * future lives in the wasm instance, so a panic there would leave it pending
- * for ever: it races the panic listener. (A panic during a pass throws from
- * that synchronous call instead.)
+ * GET (or POST a form to) a JSON document within a deadline and a size
+ * cap; redirects are returned, never followed (the machine decides).
  */
-async function full(request, env, ctx, body) {
-  const whole = body === undefined ? request : new Request(request.url, { method: request.method, headers: request.headers, body });
-  let fail;
-  const crashed = new Promise((_, reject) => {
-    fail = reject;
-  });
-  inFlight.add(fail);
+async function fetchDocument(handle, [, url, form, authorization, timeoutMs, maxBytes]) {
+  const signal = AbortSignal.timeout(timeoutMs);
   try {
-    return await Promise.race([new Gate(ctx, env).fetch(whole), crashed]);
-  } finally {
-    inFlight.delete(fail);
+    const headers = [['accept', 'application/json']];
+    if (form !== undefined) {
+      headers.push(['content-type', 'application/x-www-form-urlencoded']);
+      if (authorization !== undefined) headers.push(['authorization', authorization]);
+    }
+    const response = await fetch(url, { method: form === undefined ? 'GET' : 'POST', headers, body: form, redirect: 'manual', signal });
+    const declared = response.headers.get('content-length');
+    if (declared !== null && Number(declared) > maxBytes) {
+      response.body?.cancel().catch(() => {});
+      return gateFetched(handle, 3, 0);
+    }
+    const body = await readCapped(response.body, maxBytes);
+    if (body === TOO_LARGE) return gateFetched(handle, 3, 0);
+    if (body === UNREADABLE) return gateFetched(handle, signal.aborted ? 2 : 1, 0);
+    const header = (name) => response.headers.get(name) ?? undefined;
+    return gateFetched(handle, 0, response.status, body, header('cache-control'), header('expires'), header('date'), header('location'));
+  } catch {
+    return gateFetched(handle, signal.aborted ? 2 : 1, 0);
   }
+}
+
+/** The origin's body through the machine's `tools/list` filter. */
+function filtered(body, handle) {
+  return body.pipeThrough(
+    new TransformStream({
+      transform(chunk, controller) {
+        const out = gateFilter(handle, chunk);
+        if (out === undefined) throw new Error('filter lost');
+        if (out.length > 0) controller.enqueue(out);
+      },
+      flush(controller) {
+        const out = gateFilter(handle, undefined);
+        if (out !== undefined && out.length > 0) controller.enqueue(out);
+      },
+    }),
+  );
+}
+
+/** Test builds only: signature cases through this module's own import and verify. */
+async function probe(request) {
+  const verdicts = [];
+  for (const entry of gateProbeCases(await request.text())) {
+    if (typeof entry === 'string') {
+      verdicts.push(entry);
+      continue;
+    }
+    const [jwk, importParams, verifyParams, signature, data] = entry;
+    const key = await importKey(jwk, importParams);
+    verdicts.push(key !== undefined && (await verify(key, verifyParams, signature, data)) ? 'valid' : 'invalid');
+  }
+  return Response.json({ verdicts });
+}
+
+function joined(headers) {
+  let text = '';
+  for (const [name, value] of headers) text += text === '' ? `${name}\0${value}` : `\0${name}\0${value}`;
+  return text;
 }
 
 /**
  * `name\0value\0...` as `[name, value]` pairs. A sequence of pairs, not a
- * `Headers` filled by `append`: workerd takes the former much faster
- * (about a tenth of a forwarded request's cost, bench/ab.mjs).
+ * `Headers` filled by `append`: workerd takes the former much faster.
  */
 function headersOf(text) {
   const pairs = [];
@@ -197,54 +329,4 @@ function headersOf(text) {
   const fields = text.split('\0');
   for (let i = 0; i + 1 < fields.length; i += 2) pairs.push([fields[i], fields[i + 1]]);
   return pairs;
-}
-
-function logRequest(line, status, started) {
-  console.log(`${line},"status":${status},"duration_ms":${Date.now() - started}}`);
-}
-
-function reply(status, body, line, headers, started) {
-  logRequest(line, status, started);
-  return new Response(body === '' ? null : body, { status, headers: headersOf(headers) });
-}
-
-/**
- * Sends what the pass described to the origin and streams its answer back;
- * a session the origin issues is bound to the token's owner before the
- * client sees it.
- */
-async function forward(request, env, plan, answers, pass, started) {
-  const [, url, cors, line, headers] = plan;
-  const { method } = request;
-  const body = method === 'POST' ? answers.body : method === 'GET' || method === 'HEAD' ? undefined : request.body;
-  let response;
-  try {
-    response = await fetch(url, { method, headers: headersOf(headers), body, redirect: 'manual' });
-  } catch {
-    answers.originFailed = true;
-    const refusal = pass();
-    if (refusal[0] !== REPLY) throw new Error('origin failed');
-    return reply(refusal[1], refusal[2], refusal[3], refusal[4], started);
-  }
-  const session = response.headers.get('mcp-session-id');
-  if (session !== null) {
-    answers.originSession = session;
-    const bind = pass();
-    if (bind[0] !== BIND) {
-      // The decision changed (the token expired meanwhile, say): refuse
-      // rather than hand out a session nobody owns.
-      await response.body?.cancel();
-      if (bind[0] === REPLY) return reply(bind[1], bind[2], bind[3], bind[4], started);
-      throw new Error('session binding');
-    }
-    const [, key, owner, ttl] = bind;
-    if (key !== '' && (await env.JWKS_CACHE.get(key)) === null) {
-      await env.JWKS_CACHE.put(key, owner, { expirationTtl: ttl });
-    }
-  }
-  let origin = '';
-  for (const [name, value] of response.headers) origin += origin === '' ? `${name}\0${value}` : `\0${name}\0${value}`;
-  const client = new Response(response.body, { status: response.status, headers: headersOf(gateClientHeaders(origin, cors)) });
-  logRequest(line, response.status, started);
-  return client;
 }

@@ -1,13 +1,23 @@
-//! The Cloudflare Workers glue: the fetch handler and the runtime-backed
-//! implementations of the core's ports (outbound HTTP, Workers KV, clock,
-//! log). Deliberately thin: every decision is made by [`portcullis_core::flow::gate`].
+//! The Cloudflare Workers glue: the calls through which the JavaScript entry
+//! (src/entry.mjs), the one driver on the edge, runs a request's state
+//! machine ([`portcullis_core::flow::machine::Flow`]). Each call is
+//! synchronous and runs the machine to its next need, handed back as a small
+//! array; the entry performs it in plain JavaScript (KV, `fetch`, timers,
+//! WebCrypto, the body, the forward) and resumes the machine with the
+//! outcome. No future, no await and no I/O live on this side.
 //!
-//! Compiled only for `wasm32`, so the core can never come to depend on it.
+//! Why a JavaScript driver: in workerd each `await` of a Rust future and each
+//! object built through wasm-bindgen is a crossing between JavaScript and
+//! WebAssembly, and on a forwarded request those crossings, not the checks,
+//! were most of the gate's cost. Here a request costs one call per need.
+//!
+//! Machines live in a table of this isolate, named by a handle; header lists
+//! cross as one `name\0value\0...` text (field names and values never hold
+//! NUL). Compiled only for `wasm32`, so the core can never come to depend
+//! on it.
 
 #![cfg(target_arch = "wasm32")]
 
-mod fast;
-mod io;
 #[cfg(feature = "verify-probe")]
 mod verify_probe;
 mod webcrypto;
@@ -15,38 +25,21 @@ mod webcrypto;
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use serde::Serialize;
-use wasm_bindgen::JsValue;
-use worker::{console_log, event, ByteStream, Context, Date, Env, Headers, Response};
+use js_sys::{Array, Uint8Array};
+use wasm_bindgen::prelude::*;
+use worker::Env;
 
-use futures_util::StreamExt;
-use portcullis_core::authorize::sessions::{
-    is_valid_session_id, may_use_session, session_key, SessionOwner,
+use portcullis_core::config::{Bindings, Config};
+use portcullis_core::flow::machine::{
+    Answer, Body, BodyError, Check, Flow, Gate, Need, Request, Response, Step,
 };
-use portcullis_core::authorize::tool_filter::ToolListFilter;
-use portcullis_core::config::{binding, Bindings, Config, ConfigError, Route};
-use portcullis_core::flow::gate::{
-    authorize_rpc, decide, Decision, GateRequest, Outcome, RpcAudit, Verdict,
-};
-use portcullis_core::forward::origin::{client_response_headers, OriginRequest};
-use portcullis_core::forward::reply::{cors_headers, Denial, Reply};
-use portcullis_core::parse::jsonrpc::RpcError;
-use portcullis_core::verify::introspect_cache::{IntrospectionCache, IntrospectionMemory};
-use portcullis_core::verify::keys::KvStore;
-use portcullis_core::verify::keys::{JwksCache, KeyMemory, KeySourceError};
-use portcullis_core::verify::token_cache::VerifiedTokens;
-use worker::wasm_bindgen::JsCast;
-
-/// What an isolate keeps between requests.
-struct Isolate {
-    config: Result<Config, ConfigError>,
-    key_memory: Rc<KeyMemory>,
-    introspection_memory: IntrospectionMemory,
-    verified_tokens: VerifiedTokens,
-}
+use portcullis_core::forward::log::event_log;
+use portcullis_core::forward::reply::Denial;
+use portcullis_core::io::{FetchError, FetchedDocument, Io, IoAnswer};
 
 thread_local! {
-    static ISOLATE: RefCell<Option<Rc<Isolate>>> = const { RefCell::new(None) };
+    static GATE: RefCell<Option<Rc<Gate>>> = const { RefCell::new(None) };
+    static FLOWS: RefCell<Flows> = RefCell::new(Flows::default());
 }
 
 struct EnvBindings<'e>(&'e Env);
@@ -60,344 +53,47 @@ impl Bindings for EnvBindings<'_> {
     }
 }
 
-/// The isolate's state, parsing the configuration on first use. A bad
+/// The isolate's gate, parsing the configuration on first use. A bad
 /// configuration is logged once, naming every problem, and then refuses
 /// every request.
-fn isolate(env: &Env) -> Rc<Isolate> {
-    ISOLATE.with(|cell| {
+fn gate(env: &Env) -> Rc<Gate> {
+    GATE.with(|cell| {
         cell.borrow_mut()
             .get_or_insert_with(|| {
                 install_panic_hook();
                 let config = Config::parse(&EnvBindings(env));
                 if let Err(error) = &config {
-                    log_line(&ConfigLog {
-                        event: "config_invalid",
-                        problems: &error.to_string(),
-                    });
+                    let problems = error.to_string();
+                    log(&event_log("config_invalid", "problems", Some(&problems)));
                 }
-                Rc::new(Isolate {
-                    config,
-                    key_memory: Rc::new(KeyMemory::default()),
-                    introspection_memory: IntrospectionMemory::default(),
-                    verified_tokens: VerifiedTokens::default(),
-                })
+                Rc::new(Gate::new(config))
             })
             .clone()
     })
 }
 
-/// The function the JS entry point (src/entry.mjs) sets on the global
-/// object to learn of a panic.
-const PANIC_LISTENER: &str = "__portcullisPanicked";
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_namespace = console, js_name = log)]
+    fn log(line: &str);
+}
 
-/// Logs a panic as one JSON line, tells the JS entry point, then hands the
-/// panic to the hook worker's start function installed (which marks the
-/// instance for re-creation before the next request). The panic's message is
-/// left out of our line: it may quote whatever value was being handled.
-/// A panic aborts the wasm instance (`panic = "abort"` on wasm32), so the
-/// request it happened in can never be answered from Rust: the entry point
-/// answers it with a generic 500, and it is never forwarded.
+/// Logs a panic as one JSON line, then hands it to the hook worker's start
+/// function installed (which marks the instance for re-creation). The
+/// panic's message is left out: it may quote whatever value was being
+/// handled. A panic aborts the wasm instance (`panic = "abort"` on wasm32);
+/// every call here is synchronous, so it throws from the very call the
+/// entry made, which answers that request with a generic 500 and never
+/// forwards it.
 fn install_panic_hook() {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let location = info
             .location()
             .map(|at| format!("{}:{}", at.file(), at.line()));
-        log_line(&PanicLog {
-            event: "panic",
-            location: location.as_deref(),
-        });
-        let global = worker::js_sys::global();
-        if let Ok(listener) = worker::js_sys::Reflect::get(&global, &PANIC_LISTENER.into()) {
-            if let Some(listener) = listener.dyn_ref::<worker::js_sys::Function>() {
-                let _ = listener.call0(&global);
-            }
-        }
+        log(&event_log("panic", "location", location.as_deref()));
         previous(info);
     }));
-}
-
-#[derive(Serialize)]
-struct PanicLog<'a> {
-    event: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    location: Option<&'a str>,
-}
-
-/// A background key set refresh (stale-while-revalidate), so operators see
-/// an authorization server that stopped answering while stale keys still serve.
-#[derive(Serialize)]
-struct RefreshLog<'a> {
-    event: &'static str,
-    iss: &'a str,
-    outcome: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<&'static str>,
-}
-
-#[derive(Serialize)]
-struct ConfigLog<'a> {
-    event: &'static str,
-    problems: &'a str,
-}
-
-/// One structured line per request. Never the token.
-#[derive(Serialize)]
-struct RequestLog<'a> {
-    event: &'static str,
-    decision: Verdict,
-    reason: &'a str,
-    method: &'a str,
-    path: &'a str,
-    /// The path of the route (protected resource) the request was for.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    route: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    iss: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    sub: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    client_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    scopes: Option<String>,
-    /// JSON-RPC methods, tools and the scopes they required (POST bodies).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    rpc: Option<&'a RpcAudit>,
-    /// Absent only from the lines the fast path hands to the JS entry, which
-    /// adds both once the answer is known (src/entry.mjs).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    duration_ms: Option<f64>,
-}
-
-impl<'a> RequestLog<'a> {
-    fn of(
-        config: Option<&'a Config>,
-        decision: Option<&'a Decision>,
-        reason: &'a str,
-        method: &'a str,
-        path: &'a str,
-    ) -> Self {
-        let token = decision.and_then(|d| d.token.as_ref());
-        RequestLog {
-            event: "request",
-            decision: decision.map_or(Verdict::Deny, Decision::verdict),
-            reason,
-            method,
-            path,
-            route: decision
-                .and_then(|d| d.route)
-                .zip(config)
-                .and_then(|(index, config)| config.routes.get(index))
-                .map(|route| route.resource.path.as_str()),
-            iss: token.map(|t| t.issuer.as_str()),
-            sub: token.and_then(|t| t.subject.as_deref()),
-            client_id: token.and_then(|t| t.client_id.as_deref()),
-            scopes: token.map(|t| t.scopes.join(" ")),
-            rpc: decision.and_then(|d| d.audit.as_ref()),
-            status: None,
-            duration_ms: None,
-        }
-    }
-}
-
-/// The request's log line for the fast path, without its closing brace:
-/// the JS entry appends `status` and `duration_ms` and closes it.
-fn request_log(config: &Config, decision: &Decision, method: &str, path: &str) -> String {
-    let line = RequestLog::of(Some(config), Some(decision), decision.reason, method, path);
-    let mut text = serde_json::to_string(&line).unwrap_or_else(|_| String::from("{}"));
-    text.pop();
-    text
-}
-
-fn log_line<T: Serialize>(line: &T) {
-    if let Ok(text) = serde_json::to_string(line) {
-        console_log!("{text}");
-    }
-}
-
-/// The fetch handler. It takes the runtime's `Request` as is: worker's own
-/// `Request` parses `request.cf` whenever one is made, a cost per request the
-/// gate has no use for.
-#[event(fetch)]
-async fn fetch(request: web_sys::Request, env: Env, ctx: Context) -> worker::Result<Response> {
-    let started = Date::now().as_millis();
-    let method = request.method();
-    let url = url::Url::parse(&request.url());
-    let path = url
-        .as_ref()
-        .map(|url| url.path().to_owned())
-        .unwrap_or_default();
-    #[cfg(feature = "verify-probe")]
-    if path == verify_probe::PATH {
-        return verify_probe::answer(request.into()).await;
-    }
-    let isolate = isolate(&env);
-
-    let (decision, response) = match &isolate.config {
-        Ok(config) => match &url {
-            Ok(url) => {
-                let line = (method.as_str(), url);
-                handle(config, &isolate, request, line, &env, &ctx, started).await
-            }
-            Err(error) => (None, Err((*error).into())),
-        },
-        Err(_) => (None, reply_response(&Denial::Misconfigured.reply(None))),
-    };
-    let (response, status, reason) = match response {
-        Ok((response, status)) => (
-            response,
-            status,
-            decision.as_ref().map_or("misconfigured", |d| d.reason),
-        ),
-        // Anything the runtime throws becomes a generic 500; the detail stays in the log.
-        Err(error) => {
-            log_line(&ConfigLog {
-                event: "runtime_error",
-                problems: &error.to_string(),
-            });
-            let fallback = reply_response(&Denial::Misconfigured.reply(None)).map(|(r, _)| r);
-            (fallback?, 500, "runtime_error")
-        }
-    };
-    let mut response = response;
-    if let Some(origin) = decision.as_ref().and_then(|d| d.cors_origin.as_deref()) {
-        let headers = response.headers_mut();
-        for (name, value) in cors_headers(origin) {
-            let _ = if name == "vary" {
-                headers.append(name, &value)
-            } else {
-                headers.set(name, &value)
-            };
-        }
-    }
-    log_line(&RequestLog {
-        status: Some(status),
-        duration_ms: Some(Date::now().as_millis().saturating_sub(started) as f64),
-        ..RequestLog::of(
-            isolate.config.as_ref().ok(),
-            decision.as_ref(),
-            reason,
-            &method,
-            &path,
-        )
-    });
-    Ok(response)
-}
-
-type Answer = worker::Result<(Response, u16)>;
-
-async fn handle(
-    config: &Config,
-    isolate: &Isolate,
-    request: web_sys::Request,
-    (method, url): (&str, &url::Url),
-    env: &Env,
-    ctx: &Context,
-    started: u64,
-) -> (Option<Decision>, Answer) {
-    let headers: Vec<(String, String)> = Headers(request.headers()).entries().collect();
-    let gate_request = GateRequest {
-        method,
-        path: url.path(),
-        query: url.query(),
-        headers: &headers,
-    };
-    let store = match env.kv(binding::JWKS_CACHE) {
-        Ok(kv) => io::EdgeKv(kv),
-        Err(error) => return (None, Err(error)),
-    };
-    let cache = Rc::new(JwksCache::new(
-        Rc::clone(&isolate.key_memory),
-        io::EdgeHttp,
-        store,
-        config.key_cache,
-    ));
-    let now = i64::try_from(started / 1000).unwrap_or(i64::MAX);
-    let introspection_store = match env.kv(binding::JWKS_CACHE) {
-        Ok(kv) => io::EdgeKv(kv),
-        Err(error) => return (None, Err(error)),
-    };
-    let introspector = IntrospectionCache {
-        memory: &isolate.introspection_memory,
-        http: io::EdgeHttp,
-        store: introspection_store,
-        config: &config.introspection,
-        limits: config.key_cache.limits,
-    };
-    let decision = decide(
-        config,
-        &gate_request,
-        cache.as_ref(),
-        &introspector,
-        &webcrypto::WebCrypto,
-        &isolate.verified_tokens,
-        now,
-    )
-    .await;
-    // Stale key sets were served; refresh them after the response is sent.
-    for issuer in cache.take_pending_refreshes() {
-        let cache = Rc::clone(&cache);
-        ctx.wait_until(async move {
-            let result = cache.refresh(&issuer, now).await;
-            log_line(&RefreshLog {
-                event: "jwks_refresh",
-                iss: &issuer.issuer,
-                outcome: if result.is_ok() {
-                    "refreshed"
-                } else {
-                    "failed"
-                },
-                reason: result.err().map(KeySourceError::reason),
-            });
-        });
-    }
-    let mut decision = decision;
-    let route = decision.route.and_then(|index| config.routes.get(index));
-    let answer = match (decision.outcome.clone(), route) {
-        (Outcome::Reply(reply), _) => reply_response(&reply),
-        // A forward always has a route; refuse rather than guess.
-        (Outcome::Forward(_), None) => reply_response(&Denial::Misconfigured.reply(None)),
-        (Outcome::Forward(forward), Some(route)) => {
-            #[cfg(feature = "panic-probe")]
-            panic_probe(&headers);
-            let sessions = match env.kv(binding::JWKS_CACHE) {
-                Ok(kv) => io::EdgeKv(kv),
-                Err(error) => return (Some(decision), Err(error)),
-            };
-            match prepare_forward(
-                config,
-                route,
-                &gate_request_owned(method, url, &headers),
-                &request,
-                &sessions,
-                &mut decision,
-            )
-            .await
-            {
-                Err(denial) => {
-                    decision.refuse(&denial, route);
-                    reply_response(&denial.reply(Some(route)))
-                }
-                Ok(prepared) => {
-                    match forward_to_origin(
-                        request, &forward, prepared, config, route, &sessions, &decision,
-                    )
-                    .await
-                    {
-                        Ok(Ok(answer)) => Ok(answer),
-                        Ok(Err(denial)) => {
-                            decision.refuse(&denial, route);
-                            reply_response(&denial.reply(Some(route)))
-                        }
-                        Err(error) => Err(error),
-                    }
-                }
-            }
-        }
-    };
-    (Some(decision), answer)
 }
 
 /// Test builds only (feature `panic-probe`): panics where an authorized
@@ -412,231 +108,476 @@ fn panic_probe(headers: &[(String, String)]) {
     }
 }
 
-/// Rebuilds the gate's view of the request (the original borrowed headers
-/// went into `decide`).
-fn gate_request_owned<'a>(
-    method: &'a str,
-    url: &'a url::Url,
-    headers: &'a [(String, String)],
-) -> GateRequest<'a> {
-    GateRequest {
-        method,
-        path: url.path(),
-        query: url.query(),
-        headers,
-    }
+/// Most machines alive at once in an isolate; past it the oldest is dropped
+/// (its request then fails closed with a 500 at its next call). Long
+/// `tools/list` streams hold one each while they are filtered.
+const MAX_FLOWS: usize = 4096;
+
+/// A request's machine, and the signature check it waits on while the entry
+/// imports the key (`[IMPORT]`).
+struct Slot {
+    handle: u32,
+    flow: Flow,
+    import: Option<Check>,
 }
 
-/// What an authorized request carries to the origin besides its headers.
-struct Prepared {
-    /// The JSON-RPC body, read and authorized (POST only).
-    body: Option<Vec<u8>>,
-    /// Filter for `tools/list` responses.
-    tool_filter: Option<ToolListFilter>,
+/// The machines of the requests in flight, by handle. A handle carries a
+/// generation, so a dropped machine's handle never names a newer one.
+#[derive(Default)]
+struct Flows {
+    slots: Vec<Option<Slot>>,
+    free: Vec<usize>,
+    generation: u32,
+    order: std::collections::VecDeque<u32>,
 }
 
-/// The checks that need I/O after the token was verified: the session's
-/// owner (KV) and the JSON-RPC body of a POST.
-async fn prepare_forward(
-    config: &Config,
-    route: &Route,
-    gate_request: &GateRequest<'_>,
-    request: &web_sys::Request,
-    sessions: &io::EdgeKv,
-    decision: &mut Decision,
-) -> Result<Prepared, Denial> {
-    let Some(token) = decision.token.clone() else {
-        return Err(Denial::Misconfigured);
-    };
-    if let Some(session_id) = header(gate_request, "mcp-session-id") {
-        if !is_valid_session_id(&session_id) {
-            return Err(Denial::ForeignSession);
+impl Flows {
+    fn insert(&mut self, flow: Flow) -> u32 {
+        if self.order.len() >= MAX_FLOWS {
+            if let Some(oldest) = self.order.pop_front() {
+                self.remove(oldest);
+            }
         }
-        let stored = sessions
-            .get(&session_key(&route.resource.uri, &session_id))
-            .await;
-        if !may_use_session(stored.as_deref(), &token) {
-            return Err(Denial::ForeignSession);
-        }
-    }
-    if gate_request.method != "POST" {
-        return Ok(Prepared {
-            body: None,
-            tool_filter: None,
+        self.generation = self.generation.wrapping_add(1) & 0xFFFF;
+        let index = match self.free.pop() {
+            Some(index) => index,
+            None => {
+                self.slots.push(None);
+                self.slots.len() - 1
+            }
+        };
+        let handle = ((index as u32) << 16) | self.generation;
+        self.slots[index] = Some(Slot {
+            handle,
+            flow,
+            import: None,
         });
+        self.order.push_back(handle);
+        handle
     }
-    let declared =
-        header(gate_request, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|length| length > config.max_body_bytes as u64) {
-        return Err(Denial::PayloadTooLarge);
-    }
-    let body = read_capped(request, config.max_body_bytes).await?;
-    match authorize_rpc(route, gate_request, &token, &body) {
-        Ok(plan) => {
-            decision.audit = Some(plan.audit);
-            Ok(Prepared {
-                body: Some(body),
-                tool_filter: plan.tool_filter,
-            })
+
+    fn get(&mut self, handle: u32) -> Option<&mut Slot> {
+        match self.slots.get_mut((handle >> 16) as usize) {
+            Some(Some(slot)) if slot.handle == handle => Some(slot),
+            _ => None,
         }
-        Err((denial, audit)) => {
-            decision.audit = audit;
-            Err(denial)
+    }
+
+    fn remove(&mut self, handle: u32) {
+        if self.get(handle).is_some() {
+            let index = (handle >> 16) as usize;
+            self.slots[index] = None;
+            self.free.push(index);
+            self.order.retain(|held| *held != handle);
         }
     }
 }
 
-fn header(request: &GateRequest<'_>, name: &str) -> Option<String> {
-    request
+// What a step asks the entry to do: the first element of every array.
+const KV_GET: u8 = 0;
+const KV_PUT: u8 = 1;
+const FETCH: u8 = 2;
+const SLEEP: u8 = 3;
+const VERIFY: u8 = 4;
+const IMPORT: u8 = 5;
+const READ_BODY: u8 = 6;
+const FORWARD: u8 = 7;
+const READ_ORIGIN_BODY: u8 = 8;
+const RESPOND: u8 = 9;
+const DONE: u8 = 10;
+
+// How a RESPOND's body is given.
+const BODY_BYTES: u8 = 0;
+const BODY_ORIGIN: u8 = 1;
+const BODY_FILTERED: u8 = 2;
+
+/// Starts the machine for a request and runs it to its first step:
+/// `[handle, step...]`.
+#[wasm_bindgen(js_name = gateStart)]
+pub fn gate_start(env: Env, method: &str, url: &str, headers: &str, now_ms: f64) -> Array {
+    let gate = gate(&env);
+    let now = (now_ms / 1000.0) as i64;
+    let Some(request) = Request::from_url(method, url, pairs(headers)) else {
+        // The runtime always gives an absolute URL; refuse rather than guess.
+        let array = Array::new();
+        array.push(&0.into());
+        push_failure(&array);
+        return array;
+    };
+    let flow = Flow::new(gate, request, now);
+    let handle = FLOWS.with(|flows| flows.borrow_mut().insert(flow));
+    let array = Array::new();
+    array.push(&handle.into());
+    advance(handle, &array, None);
+    array
+}
+
+/// Steps the machine without an answer: after `[RESPOND, ...]` whose last
+/// element says background work follows.
+#[wasm_bindgen(js_name = gateStep)]
+pub fn gate_step(handle: u32) -> Array {
+    let array = Array::new();
+    advance(handle, &array, None);
+    array
+}
+
+/// Resumes after `[KV_GET]` with the value read (`undefined`: none, or the
+/// read failed).
+#[wasm_bindgen(js_name = gateKv)]
+pub fn gate_kv(handle: u32, value: Option<String>) -> Array {
+    resume(handle, Answer::Io(IoAnswer::Kv(value)))
+}
+
+/// Resumes after `[KV_PUT]` or `[SLEEP]`.
+#[wasm_bindgen(js_name = gateDone)]
+pub fn gate_done(handle: u32) -> Array {
+    resume(handle, Answer::Io(IoAnswer::Done))
+}
+
+/// Resumes after `[FETCH]`: `failure` 0 for an answer (the other
+/// arguments), 1 network, 2 timeout, 3 too large.
+#[allow(clippy::too_many_arguments)]
+#[wasm_bindgen(js_name = gateFetched)]
+pub fn gate_fetched(
+    handle: u32,
+    failure: u8,
+    status: u16,
+    body: Option<Vec<u8>>,
+    cache_control: Option<String>,
+    expires: Option<String>,
+    date: Option<String>,
+    location: Option<String>,
+) -> Array {
+    let outcome = match failure {
+        0 => Ok(FetchedDocument {
+            status,
+            body: body.unwrap_or_default(),
+            cache_control,
+            expires,
+            date,
+            location,
+        }),
+        2 => Err(FetchError::Timeout),
+        3 => Err(FetchError::TooLarge),
+        _ => Err(FetchError::Network),
+    };
+    resume(handle, Answer::Io(IoAnswer::Fetched(outcome)))
+}
+
+/// Resumes after `[VERIFY]` with WebCrypto's verdict.
+#[wasm_bindgen(js_name = gateVerdict)]
+pub fn gate_verdict(handle: u32, verified: bool) -> Array {
+    resume(handle, Answer::Verdict(verified))
+}
+
+/// After `[IMPORT]`: the imported `CryptoKey`, or `undefined` when
+/// WebCrypto refused the key (it then never verifies). Runs on to the
+/// `[VERIFY]` of the same check, or past its refusal.
+#[wasm_bindgen(js_name = gateImported)]
+pub fn gate_imported(handle: u32, key: JsValue) -> Array {
+    let check = FLOWS.with(|flows| flows.borrow_mut().get(handle)?.import.take());
+    let array = Array::new();
+    let Some(check) = check else {
+        push_failure(&array);
+        return array;
+    };
+    match webcrypto::store(&check, key) {
+        Some(imported) => push_verify(&array, imported, &check),
+        None => advance(handle, &array, Some(Answer::Verdict(false))),
+    }
+    array
+}
+
+/// Resumes after `[READ_BODY]`: the body, or `undefined` with `too_large`
+/// saying why it could not be read.
+#[wasm_bindgen(js_name = gateBody)]
+pub fn gate_body(handle: u32, body: Option<Vec<u8>>, too_large: bool) -> Array {
+    let body = match body {
+        Some(body) => Ok(body),
+        None if too_large => Err(BodyError::TooLarge),
+        None => Err(BodyError::Unreadable),
+    };
+    resume(handle, Answer::Body(body))
+}
+
+/// Resumes after `[FORWARD]` with the origin's status and header fields
+/// (`status` 0: the origin could not be reached).
+#[wasm_bindgen(js_name = gateOrigin)]
+pub fn gate_origin(handle: u32, status: u16, headers: &str) -> Array {
+    let origin = if status == 0 {
+        Err(())
+    } else {
+        Ok((status, pairs(headers)))
+    };
+    resume(handle, Answer::Origin(origin))
+}
+
+/// Resumes after `[READ_ORIGIN_BODY]` (`undefined`: it could not be read).
+#[wasm_bindgen(js_name = gateOriginBody)]
+pub fn gate_origin_body(handle: u32, body: Option<Vec<u8>>) -> Array {
+    resume(handle, Answer::OriginBody(body.ok_or(())))
+}
+
+/// One chunk of a filtered origin stream; `None` at its end gives what the
+/// filter held back.
+#[wasm_bindgen(js_name = gateFilter)]
+pub fn gate_filter(handle: u32, chunk: Option<Vec<u8>>) -> Option<Vec<u8>> {
+    FLOWS.with(|flows| {
+        let mut flows = flows.borrow_mut();
+        let flow = &mut flows.get(handle)?.flow;
+        let out = match chunk {
+            Some(chunk) => flow.filter_chunk(&chunk),
+            None => flow.filter_end(),
+        };
+        if flow.is_spent() {
+            flows.remove(handle);
+        }
+        Some(out)
+    })
+}
+
+/// Drops the machine: the request is answered and its background work done,
+/// or the driver gave up on it.
+#[wasm_bindgen(js_name = gateEnd)]
+pub fn gate_end(handle: u32) {
+    FLOWS.with(|flows| flows.borrow_mut().remove(handle));
+}
+
+/// The body of the generic 500 the entry answers with when the instance
+/// failed (a panic) or the runtime threw: taken from the one place every
+/// error answer is made.
+#[wasm_bindgen(js_name = gateFailureBody)]
+pub fn gate_failure_body() -> String {
+    Denial::Misconfigured.reply(None).body
+}
+
+fn resume(handle: u32, answer: Answer) -> Array {
+    let array = Array::new();
+    advance(handle, &array, Some(answer));
+    array
+}
+
+/// Resumes the machine with `answer`, if any, steps it and pushes the step
+/// onto `array`. An unknown handle (a machine dropped as the oldest, or a
+/// re-created instance) fails the request closed.
+fn advance(handle: u32, array: &Array, answer: Option<Answer>) {
+    let next = FLOWS.with(|flows| {
+        let mut flows = flows.borrow_mut();
+        let slot = flows.get(handle)?;
+        if let Some(answer) = answer {
+            slot.flow.resume(answer);
+        }
+        loop {
+            let step = slot.flow.step();
+            let Step::Need(Need::Verify(check)) = &step else {
+                let extra = match &step {
+                    Step::Need(Need::Forward(_)) => {
+                        Extra::Body(slot.flow.body().map(<[u8]>::to_vec))
+                    }
+                    Step::Respond(_) => Extra::Background(slot.flow.has_background()),
+                    _ => Extra::Body(None),
+                };
+                if slot.flow.is_spent() {
+                    flows.remove(handle);
+                }
+                return Some(Next::Step(step, extra));
+            };
+            match webcrypto::imported(check) {
+                // Refused before: answered here, without a round trip.
+                Some(None) => slot.flow.resume(Answer::Verdict(false)),
+                Some(Some(imported)) => return Some(Next::Verify(imported, check.clone())),
+                None => {
+                    slot.import = Some(check.clone());
+                    return Some(Next::Import(check.clone()));
+                }
+            }
+        }
+    });
+    match next {
+        None => push_failure(array),
+        Some(Next::Step(step, extra)) => push_step(array, step, extra),
+        Some(Next::Verify(imported, check)) => push_verify(array, imported, &check),
+        Some(Next::Import(check)) => {
+            let (jwk, params) = webcrypto::import_request(&check);
+            array.push(&IMPORT.into());
+            array.push(&jwk);
+            array.push(&params);
+        }
+    }
+}
+
+/// What [`advance`] found to hand out.
+enum Next {
+    Step(Step, Extra),
+    Verify(webcrypto::Imported, Check),
+    Import(Check),
+}
+
+/// What a step carries from the machine besides itself.
+enum Extra {
+    /// A forward's body, read earlier.
+    Body(Option<Vec<u8>>),
+    /// Whether background work follows an answer.
+    Background(bool),
+}
+
+/// `[VERIFY, key, params, signature, data]`.
+fn push_verify(array: &Array, imported: webcrypto::Imported, check: &Check) {
+    array.push(&VERIFY.into());
+    array.push(&imported.key);
+    array.push(&imported.verify_params);
+    array.push(&Uint8Array::from(check.signature.as_slice()).into());
+    array.push(&Uint8Array::from(check.message.as_slice()).into());
+}
+
+fn push_step(array: &Array, step: Step, extra: Extra) {
+    let push = |value: JsValue| {
+        array.push(&value);
+    };
+    match step {
+        Step::Need(Need::Io(io)) => match io {
+            Io::KvGet { key } => {
+                push(KV_GET.into());
+                push(key.into());
+            }
+            Io::KvPut {
+                key,
+                value,
+                ttl_seconds,
+            } => {
+                push(KV_PUT.into());
+                push(key.into());
+                push(value.into());
+                // Workers KV refuses expirations under 60 s.
+                push((ttl_seconds.max(60) as f64).into());
+            }
+            Io::Get { url, limits } => {
+                push(FETCH.into());
+                push(url.as_str().into());
+                push(JsValue::UNDEFINED);
+                push(JsValue::UNDEFINED);
+                push(limits.timeout_ms.into());
+                push((limits.max_bytes as f64).into());
+            }
+            Io::PostForm {
+                url,
+                body,
+                authorization,
+                limits,
+            } => {
+                push(FETCH.into());
+                push(url.as_str().into());
+                push(body.into());
+                push(authorization.map_or(JsValue::UNDEFINED, Into::into));
+                push(limits.timeout_ms.into());
+                push((limits.max_bytes as f64).into());
+            }
+            Io::Sleep { ms } => {
+                push(SLEEP.into());
+                push(ms.into());
+            }
+        },
+        // Handed out by `advance` as VERIFY or IMPORT.
+        Step::Need(Need::Verify(_)) => push_failure(array),
+        Step::Need(Need::ReadBody { max_bytes }) => {
+            push(READ_BODY.into());
+            push((max_bytes as f64).into());
+        }
+        Step::Need(Need::Forward(forward)) => {
+            #[cfg(feature = "panic-probe")]
+            panic_probe(&forward.headers);
+            push(FORWARD.into());
+            push(forward.url.as_str().into());
+            push(joined(&forward.headers).into());
+            let body = match extra {
+                Extra::Body(Some(body)) => Uint8Array::from(body.as_slice()).into(),
+                _ => JsValue::UNDEFINED,
+            };
+            push(body);
+        }
+        Step::Need(Need::ReadOriginBody) => push(READ_ORIGIN_BODY.into()),
+        Step::Respond(response) => {
+            push_response(array, response);
+            push(matches!(extra, Extra::Background(true)).into());
+        }
+        Step::Done(line) => {
+            push(DONE.into());
+            push(line.map_or(JsValue::UNDEFINED, Into::into));
+        }
+    }
+}
+
+/// `[RESPOND, status, headers, body kind, body, log]`; the caller adds
+/// whether background work follows.
+fn push_response(array: &Array, response: Response) {
+    let Response {
+        status,
+        headers,
+        body,
+        log,
+    } = response;
+    array.push(&RESPOND.into());
+    array.push(&status.into());
+    array.push(&joined(&headers).into());
+    match body {
+        Body::Bytes(bytes) => {
+            array.push(&BODY_BYTES.into());
+            array.push(&match String::from_utf8(bytes) {
+                Ok(text) => JsValue::from(text),
+                Err(bytes) => Uint8Array::from(bytes.as_bytes()).into(),
+            });
+        }
+        Body::Origin => {
+            array.push(&BODY_ORIGIN.into());
+            array.push(&JsValue::UNDEFINED);
+        }
+        Body::OriginFiltered => {
+            array.push(&BODY_FILTERED.into());
+            array.push(&JsValue::UNDEFINED);
+        }
+    }
+    array.push(&log.into());
+}
+
+/// A request whose machine is gone: a generic 500, never a forward.
+fn push_failure(array: &Array) {
+    let reply = Denial::Misconfigured.reply(None);
+    let headers: Vec<(String, String)> = reply
         .headers
         .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.clone())
-}
-
-/// Reads the request body, refusing it once it exceeds `max_bytes` (whatever
-/// `Content-Length` claimed).
-async fn read_capped(request: &web_sys::Request, max_bytes: usize) -> Result<Vec<u8>, Denial> {
-    let mut body = Vec::new();
-    let Some(stream) = request.body() else {
-        return Ok(body);
-    };
-    let mut stream = ByteStream::from(stream);
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|_| Denial::MalformedRpc(RpcError::NotJson))?;
-        if body.len() + chunk.len() > max_bytes {
-            return Err(Denial::PayloadTooLarge);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-/// A `Headers` holding `pairs`, in order.
-fn headers_of<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> worker::Result<Headers> {
-    let headers = Headers::new();
-    for (name, value) in pairs {
-        headers.append(name, value)?;
-    }
-    Ok(headers)
-}
-
-fn reply_response(reply: &Reply) -> Answer {
-    let headers = headers_of(
-        reply
-            .headers
-            .iter()
-            .map(|(name, value)| (*name, value.as_str())),
-    )?;
-    let builder = Response::builder()
-        .with_status(reply.status)
-        .with_headers(headers);
-    let response = if reply.body.is_empty() {
-        builder.empty()
-    } else {
-        builder.fixed(reply.body.clone().into_bytes())
-    };
-    Ok((response, reply.status))
-}
-
-/// Sends the described request to the origin and streams its answer back
-/// unbuffered, so Server-Sent Events arrive event by event; `tools/list`
-/// answers are filtered on the way (JSON whole, SSE event by event). Binds a
-/// session the origin issues to the token's owner before the client can
-/// use it.
-async fn forward_to_origin(
-    request: web_sys::Request,
-    forward: &OriginRequest,
-    prepared: Prepared,
-    config: &Config,
-    route: &Route,
-    sessions: &io::EdgeKv,
-    decision: &Decision,
-) -> worker::Result<Result<(Response, u16), Denial>> {
-    let headers = headers_of(
-        forward
-            .headers
-            .iter()
-            .map(|(name, value)| (name.as_str(), value.as_str())),
-    )?;
-    let method = request.method();
-    let body: Option<JsValue> = match prepared.body {
-        Some(body) => Some(worker::js_sys::Uint8Array::from(body.as_slice()).into()),
-        None if !matches!(method.as_str(), "GET" | "HEAD") => request.body().map(Into::into),
-        None => None,
-    };
-    // The runtime's response, not worker's wrapper, which would parse its
-    // `cf` (see io::send).
-    let Ok(origin_response) = io::send(&forward.url, &method, &headers, body.as_ref()).await else {
-        return Ok(Err(Denial::BadGateway));
-    };
-    let status = origin_response.status();
-    let origin_headers: Vec<(String, String)> =
-        Headers(origin_response.headers()).entries().collect();
-    if let (Some(token), Some(session_id)) = (
-        decision.token.as_ref(),
-        origin_headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case("mcp-session-id"))
-            .map(|(_, v)| v.as_str()),
-    ) {
-        if is_valid_session_id(session_id) {
-            let key = session_key(&route.resource.uri, session_id);
-            // First owner wins: a session is never re-bound to another token.
-            if sessions.get(&key).await.is_none() {
-                let owner = SessionOwner::of(token).to_json();
-                sessions.put(&key, &owner, config.session_ttl_seconds).await;
-            }
-        }
-    }
-    let client_headers = client_response_headers(&origin_headers);
-    let client_headers = headers_of(
-        client_headers
-            .iter()
-            .map(|(name, value)| (name.as_str(), value.as_str())),
-    )?;
-    let content_type = origin_headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("content-type"))
-        .map(|(_, v)| v.to_ascii_lowercase())
-        .unwrap_or_default();
-    let builder = Response::builder()
-        .with_status(status)
-        .with_headers(client_headers);
-    let filter = prepared
-        .tool_filter
-        .filter(|_| (200..300).contains(&status));
-    let response = match filter {
-        None => match origin_response.body() {
-            Some(stream) => builder.stream(stream),
-            None => builder.empty(),
+        .map(|(name, value)| ((*name).to_owned(), value.clone()))
+        .collect();
+    push_response(
+        array,
+        Response {
+            status: reply.status,
+            headers,
+            body: Body::Bytes(reply.body.into_bytes()),
+            log: String::from(
+                r#"{"event":"request","decision":"deny","reason":"runtime_error","status":500"#,
+            ),
         },
-        Some(filter) if content_type.starts_with("application/json") => {
-            let Ok(body) = io::read_all(&origin_response).await else {
-                return Ok(Err(Denial::BadGateway));
-            };
-            match filter.filter_json(&body) {
-                Ok(Some(filtered)) => builder.fixed(filtered),
-                Ok(None) => builder.fixed(body),
-                Err(_) => return Ok(Err(Denial::BadGateway)),
-            }
+    );
+}
+
+fn pairs(text: &str) -> Vec<(String, String)> {
+    let mut fields = text.split('\0');
+    let mut pairs = Vec::new();
+    while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+        pairs.push((name.to_owned(), value.to_owned()));
+    }
+    pairs
+}
+
+fn joined(pairs: &[(String, String)]) -> String {
+    let mut text = String::new();
+    for (name, value) in pairs {
+        if !text.is_empty() {
+            text.push('\0');
         }
-        Some(filter) if content_type.starts_with("text/event-stream") => {
-            let Some(stream) = origin_response.body() else {
-                return Ok(Err(Denial::BadGateway));
-            };
-            let stream = ByteStream::from(stream);
-            let sse = Rc::new(RefCell::new(filter.sse()));
-            let at_end = Rc::clone(&sse);
-            let filtered = stream
-                .map(move |chunk| chunk.map(|chunk| sse.borrow_mut().push(&chunk)))
-                .chain(futures_util::stream::once(async move {
-                    Ok(at_end.borrow_mut().finish())
-                }));
-            builder.from_stream(filtered)?
-        }
-        // A tools/list answer in a form the gate cannot filter is not passed on.
-        Some(_) => return Ok(Err(Denial::BadGateway)),
-    };
-    Ok(Ok((response, status)))
+        text.push_str(name);
+        text.push('\0');
+        text.push_str(value);
+    }
+    text
 }

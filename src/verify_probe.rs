@@ -1,21 +1,23 @@
 //! Test builds only (feature `verify-probe`): runs signature cases through
 //! the edge's own key loader ([`load_key`], what `KeySet::parse` runs per
-//! entry) and WebCrypto backend, so
+//! entry) and the entry's own WebCrypto import and verify calls, so
 //! tests/webcrypto.test.mjs can hold the deployed code path to the Wycheproof
 //! vectors and to the native backend's verdicts. Never in the deployed build
 //! (tests/supply-chain.test.mjs).
 
 use base64ct::{Base64UrlUnpadded, Encoding};
+use js_sys::{Array, Uint8Array};
 use serde::Deserialize;
 use serde_json::Value;
-use worker::{Request, Response};
+use wasm_bindgen::prelude::*;
 
-use super::webcrypto::WebCrypto;
+use super::webcrypto::import_request;
+use portcullis_core::flow::machine::Check;
 use portcullis_core::verify::jwk::{load_key, JwsAlgorithm, VerificationKey};
-use portcullis_core::verify::signature::{plausible, SignatureVerifier};
+use portcullis_core::verify::signature::plausible;
 
 /// Where the probe answers.
-pub const PATH: &str = "/__portcullis/verify-probe";
+const PATH: &str = "/__portcullis/verify-probe";
 
 #[derive(Deserialize)]
 struct Case {
@@ -25,33 +27,49 @@ struct Case {
     signature: String,
 }
 
-/// Answers `{"verdicts": [...]}` with one of `valid`, `invalid` or
-/// `key_refused` (the loader skipped the key) per case, in order.
-pub async fn answer(mut request: Request) -> worker::Result<Response> {
-    let cases: Vec<Case> = request.json().await?;
-    let mut verdicts = Vec::with_capacity(cases.len());
-    for case in &cases {
-        verdicts.push(verdict(case).await);
-    }
-    Response::from_json(&serde_json::json!({ "verdicts": verdicts }))
+/// The probe's path; the entry asks for it only when this export exists.
+#[wasm_bindgen(js_name = gateProbePath)]
+pub fn gate_probe_path() -> String {
+    PATH.to_owned()
 }
 
-async fn verdict(case: &Case) -> &'static str {
+/// The cases of a probe request: per case, a verdict decided without
+/// WebCrypto (`key_refused`: the loader skipped the key; `invalid`), or
+/// `[jwk, import params, verify params, signature, data]` for the entry to
+/// import and verify exactly as it does for a token.
+#[wasm_bindgen(js_name = gateProbeCases)]
+pub fn gate_probe_cases(body: &str) -> Array {
+    let cases: Vec<Case> = serde_json::from_str(body).unwrap_or_default();
+    cases.iter().map(case).collect()
+}
+
+fn case(case: &Case) -> JsValue {
     let Ok(VerificationKey { key, .. }) = load_key(&case.jwk) else {
-        return "key_refused";
+        return "key_refused".into();
     };
     let (Some(alg), Ok(message), Ok(signature)) = (
         JwsAlgorithm::from_name(&case.alg),
         Base64UrlUnpadded::decode_vec(&case.message),
         Base64UrlUnpadded::decode_vec(&case.signature),
     ) else {
-        return "invalid";
+        return "invalid".into();
     };
-    let verified =
-        plausible(alg, &key, &signature) && WebCrypto.verify(alg, &key, &message, &signature).await;
-    if verified {
-        "valid"
-    } else {
-        "invalid"
+    if !plausible(alg, &key, &signature) {
+        return "invalid".into();
     }
+    let check = Check {
+        alg,
+        key,
+        message,
+        signature,
+    };
+    let (jwk, import_params) = import_request(&check);
+    let verify_params = super::webcrypto::verify_params(alg);
+    let entry = Array::new();
+    entry.push(&jwk);
+    entry.push(&import_params);
+    entry.push(&verify_params);
+    entry.push(&Uint8Array::from(check.signature.as_slice()).into());
+    entry.push(&Uint8Array::from(check.message.as_slice()).into());
+    entry.into()
 }

@@ -1,62 +1,34 @@
-//! The WebCrypto signature backend: W3C Web Cryptography API §14.3.9
+//! The WebCrypto side of signature checks: W3C Web Cryptography API §14.3.9
 //! (`importKey`, JWK format per §16 and RFC 7517) and §14.3.4 (`verify`),
 //! with the JWS algorithm mappings of RFC 7518 §3.3–3.5 and RFC 8037 §3.1.
 //!
-//! workerd runs these in BoringSSL, natively, so a signature check costs what
-//! it costs a JavaScript worker using `jose`, not what RustCrypto costs
-//! compiled to WebAssembly. Imported `CryptoKey`s are kept per (algorithm,
-//! key material), so a key is imported once per isolate, not per request;
-//! a key WebCrypto refuses to import (an off-curve point, say) is remembered
-//! as refused and never verifies.
+//! The entry performs both calls (workerd runs them in BoringSSL, natively,
+//! so a check costs what it costs a JavaScript worker using `jose`); this
+//! module says what to import and keeps what was imported. `CryptoKey`s are
+//! kept per (algorithm, key material), so a key is imported once per
+//! isolate, not per request; a key WebCrypto refuses to import (an
+//! off-curve point, say) is remembered as refused and never verifies.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 
 use base64ct::{Base64UrlUnpadded, Encoding};
-use js_sys::{Array, Promise, Uint8Array, JSON};
+use js_sys::JSON;
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::JsFuture;
 
+use portcullis_core::flow::machine::Check;
 use portcullis_core::verify::jwk::{JwsAlgorithm, PublicKey};
-use portcullis_core::verify::signature::SignatureVerifier;
 
 /// Most imported keys kept, counting a key once per algorithm it was imported
 /// for; past this the cache starts over. Key sets hold at most 100 keys per
 /// issuer, so a gate with a handful of issuers never reaches it.
 const MAX_IMPORTED_KEYS: usize = 512;
 
-#[wasm_bindgen]
-extern "C" {
-    type SubtleCrypto;
-
-    #[wasm_bindgen(thread_local_v2, js_namespace = crypto, js_name = subtle)]
-    static SUBTLE: SubtleCrypto;
-
-    #[wasm_bindgen(method, catch, js_name = importKey)]
-    fn import_key(
-        this: &SubtleCrypto,
-        format: &str,
-        key_data: &JsValue,
-        algorithm: &JsValue,
-        extractable: bool,
-        usages: &Array,
-    ) -> Result<Promise, JsValue>;
-
-    #[wasm_bindgen(method, catch)]
-    fn verify(
-        this: &SubtleCrypto,
-        algorithm: &JsValue,
-        key: &JsValue,
-        signature: &Uint8Array,
-        data: &Uint8Array,
-    ) -> Result<Promise, JsValue>;
-}
-
 /// An imported key with the parameters `verify` takes for its algorithm.
 #[derive(Clone)]
-pub(super) struct Imported {
-    pub(super) key: JsValue,
-    pub(super) verify_params: JsValue,
+pub(crate) struct Imported {
+    pub(crate) key: JsValue,
+    pub(crate) verify_params: JsValue,
 }
 
 /// The isolate's imported keys, per key and then per algorithm (a key is
@@ -68,38 +40,13 @@ thread_local! {
     static IMPORTED: RefCell<KeyCache> = RefCell::new(HashMap::new());
 }
 
-/// Verifies with the runtime's `crypto.subtle`.
-pub struct WebCrypto;
-
-impl SignatureVerifier for WebCrypto {
-    async fn verify(
-        &self,
-        alg: JwsAlgorithm,
-        key: &PublicKey,
-        message: &[u8],
-        signature: &[u8],
-    ) -> bool {
-        let Some(imported) = imported(alg, key).await else {
-            return false;
-        };
-        // Copies, not views of wasm memory: memory growth while the promise
-        // is pending would detach a view.
-        let signature = Uint8Array::from(signature);
-        let message = Uint8Array::from(message);
-        let Ok(promise) = SUBTLE.with(|subtle| {
-            subtle.verify(&imported.verify_params, &imported.key, &signature, &message)
-        }) else {
-            return false;
-        };
-        JsFuture::from(promise)
-            .await
-            .is_ok_and(|verdict| verdict.as_bool() == Some(true))
-    }
+/// The key of `check` as already imported for its algorithm: `None` when it
+/// never was, `Some(None)` when WebCrypto refused it.
+pub(crate) fn imported(check: &Check) -> Option<Option<Imported>> {
+    lookup(check.alg, &check.key)
 }
 
-/// The key as already imported for `alg`: `None` when it never was,
-/// `Some(None)` when WebCrypto refused it. Never waits.
-pub(super) fn imported_already(alg: JwsAlgorithm, key: &PublicKey) -> Option<Option<Imported>> {
+fn lookup(alg: JwsAlgorithm, key: &PublicKey) -> Option<Option<Imported>> {
     IMPORTED.with(|cache| {
         cache.borrow().get(key).and_then(|per_alg| {
             per_alg
@@ -110,11 +57,25 @@ pub(super) fn imported_already(alg: JwsAlgorithm, key: &PublicKey) -> Option<Opt
     })
 }
 
-async fn imported(alg: JwsAlgorithm, key: &PublicKey) -> Option<Imported> {
-    if let Some(known) = imported_already(alg, key) {
-        return known;
-    }
-    let imported = import(alg, key).await;
+/// What the entry passes to `importKey`: the public JWK and the algorithm.
+pub(crate) fn import_request(check: &Check) -> (JsValue, JsValue) {
+    let (import_params, _) = parameters(check.alg);
+    let jwk = JSON::parse(&jwk(&check.key)).unwrap_or(JsValue::UNDEFINED);
+    let params = JSON::parse(&import_params).unwrap_or(JsValue::UNDEFINED);
+    (jwk, params)
+}
+
+/// Keeps what `importKey` gave for the key of `check` (`undefined`:
+/// refused) and returns it ready to verify with.
+pub(crate) fn store(check: &Check, key: JsValue) -> Option<Imported> {
+    store_for(check.alg, &check.key, key)
+}
+
+fn store_for(alg: JwsAlgorithm, key: &PublicKey, imported: JsValue) -> Option<Imported> {
+    let imported = (!imported.is_undefined() && !imported.is_null()).then(|| Imported {
+        key: imported,
+        verify_params: verify_params(alg),
+    });
     IMPORTED.with(|cache| {
         let mut cache = cache.borrow_mut();
         if cache.values().map(Vec::len).sum::<usize>() >= MAX_IMPORTED_KEYS {
@@ -128,17 +89,9 @@ async fn imported(alg: JwsAlgorithm, key: &PublicKey) -> Option<Imported> {
     imported
 }
 
-async fn import(alg: JwsAlgorithm, key: &PublicKey) -> Option<Imported> {
-    let (import_params, verify_params) = parameters(alg);
-    let import_params = JSON::parse(&import_params).ok()?;
-    let verify_params = JSON::parse(&verify_params).ok()?;
-    let jwk = JSON::parse(&jwk(key)).ok()?;
-    let usages = Array::of1(&JsValue::from_str("verify"));
-    let promise = SUBTLE
-        .with(|subtle| subtle.import_key("jwk", &jwk, &import_params, false, &usages))
-        .ok()?;
-    let key = JsFuture::from(promise).await.ok()?;
-    Some(Imported { key, verify_params })
+/// The parameters `verify` takes for `alg`.
+pub(crate) fn verify_params(alg: JwsAlgorithm) -> JsValue {
+    JSON::parse(&parameters(alg).1).unwrap_or(JsValue::UNDEFINED)
 }
 
 /// The `importKey` and `verify` algorithm parameters for a JWS algorithm

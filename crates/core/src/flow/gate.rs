@@ -1,35 +1,25 @@
-//! The gate's decision for one request: route it, read its credentials,
-//! verify the token, check scopes, and either answer it or describe the
-//! request to send to the origin. Pure apart from the key source, with `now`
-//! passed in; the Workers glue only performs the I/O this describes.
-//!
-//! Order matters for what a prober can learn and what the origin can see:
-//! unknown paths and methods are refused before credentials are read, and
-//! nothing reaches the origin unless every check passed.
+//! The pieces of a request's decision that need no I/O: which resource a
+//! path names (RFC 9728 §3.1 metadata paths, the protected resources of MCP
+//! authorization), what the JSON-RPC body of a POST may ask for (MCP
+//! authorization "Scope Challenge Handling", Streamable HTTP routing
+//! headers), and the record of the decision the log line is made from.
+//! [`crate::flow::machine`] runs them in order for one request.
 
 use serde::Serialize;
 
 use crate::authorize::tool_filter::ToolListFilter;
-use crate::config::{Config, Route, TokenFormat};
-use crate::forward::origin::{origin_headers, origin_url, OriginRequest};
-use crate::forward::reply::{
-    mcp_preflight_reply, metadata_preflight_reply, metadata_reply, Denial, Reply,
-};
-use crate::parse::bearer::{extract_bearer, CredentialCarriers};
+use crate::config::{Config, Route};
+use crate::forward::origin::OriginRequest;
+use crate::forward::reply::{Denial, Reply};
 use crate::parse::jsonrpc::{check_routing_headers, parse_body, TOOLS_CALL, TOOLS_LIST};
-use crate::verify::introspect::{looks_like_jwt, IntrospectionPolicy};
-use crate::verify::introspect_cache::Introspector;
-use crate::verify::jwt::{verify_with, AccessToken, ClaimsPolicy, TokenError, UnverifiedJwt};
-use crate::verify::keys::{KeyDemand, KeySource};
-use crate::verify::signature::SignatureVerifier;
-use crate::verify::token_cache::{TokenKey, TokenMemory};
+use crate::verify::jwt::AccessToken;
 
 /// Methods forwarded to the origin (MCP Streamable HTTP transport).
 pub const FORWARDED_METHODS: &str = "GET, POST, DELETE";
 
 /// The parts of an incoming request the gate reads.
 #[derive(Debug, Clone, Copy)]
-pub struct GateRequest<'a> {
+pub struct RequestHead<'a> {
     /// HTTP method, upper case.
     pub method: &'a str,
     /// URL path, as the runtime parsed it.
@@ -40,19 +30,31 @@ pub struct GateRequest<'a> {
     pub headers: &'a [(String, String)],
 }
 
-impl GateRequest<'_> {
-    fn header_values(&self, name: &str) -> Vec<&str> {
+impl<'a> RequestHead<'a> {
+    /// Every value of the field `name`, in order.
+    pub fn header_values(&self, name: &str) -> Vec<&'a str> {
         self.headers
             .iter()
             .filter(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
             .collect()
     }
+
+    /// The first value of the field `name`.
+    pub fn header(&self, name: &str) -> Option<&'a str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
 }
 
-/// What to do with the request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What was done with the request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Outcome {
+    /// Nothing yet.
+    #[default]
+    Undecided,
     /// Answer it from the gate.
     Reply(Reply),
     /// Send this to the origin and stream its answer back.
@@ -60,7 +62,7 @@ pub enum Outcome {
 }
 
 /// The outcome plus what the structured log should say about it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Decision {
     /// What to do.
     pub outcome: Outcome,
@@ -89,60 +91,38 @@ pub enum Verdict {
 }
 
 impl Decision {
-    fn deny(denial: Denial, route: Option<(usize, &Route)>) -> Self {
-        Decision {
-            outcome: Outcome::Reply(denial.reply(route.map(|(_, route)| route))),
-            reason: denial.reason(),
-            token: None,
-            audit: None,
-            cors_origin: None,
-            route: route.map(|(index, _)| index),
-        }
-    }
-
-    /// Turns an allowed decision into a refusal found after it (session,
-    /// body), keeping the token and audit for the log.
-    pub fn refuse(&mut self, denial: &Denial, route: &Route) {
-        self.outcome = Outcome::Reply(denial.reply(Some(route)));
-        self.reason = denial.reason();
-    }
-
-    fn serve(reply: Reply, reason: &'static str, route: Option<usize>) -> Self {
-        Decision {
-            outcome: Outcome::Reply(reply),
-            reason,
-            token: None,
-            audit: None,
-            cors_origin: None,
-            route,
-        }
-    }
-
     /// Allow, deny or serve.
     pub fn verdict(&self) -> Verdict {
         match &self.outcome {
             Outcome::Forward(_) => Verdict::Allow,
             Outcome::Reply(reply) if reply.status < 400 => Verdict::Serve,
-            Outcome::Reply(_) => Verdict::Deny,
+            Outcome::Reply(_) | Outcome::Undecided => Verdict::Deny,
         }
     }
 }
 
-enum Target<'c, 'p> {
-    Metadata(usize, &'c Route),
+/// What a path names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The protected resource metadata of the route at this index.
+    Metadata(usize),
+    /// The protected resource of the route at `index`; what follows the
+    /// route's path starts at byte `suffix` of the path.
     Protected {
+        /// Index in [`Config::routes`].
         index: usize,
-        route: &'c Route,
-        suffix: &'p str,
+        /// Byte offset of the sub-path below the resource.
+        suffix: usize,
     },
+    /// Nothing the gate serves.
     Unknown,
 }
 
 /// Routes by path: a route's metadata, or the longest route path covering
 /// the request (MCP authorization: each protected resource is its own).
-fn target<'c, 'p>(config: &'c Config, path: &'p str) -> Target<'c, 'p> {
+pub fn target(config: &Config, path: &str) -> Target {
     if let Some(index) = config.route_for_metadata(path) {
-        return Target::Metadata(index, &config.routes[index]);
+        return Target::Metadata(index);
     }
     if has_path_trickery(path) || path.starts_with("/.well-known/") {
         return Target::Unknown;
@@ -150,8 +130,7 @@ fn target<'c, 'p>(config: &'c Config, path: &'p str) -> Target<'c, 'p> {
     match config.route_for(path) {
         Some((index, suffix)) => Target::Protected {
             index,
-            route: &config.routes[index],
-            suffix,
+            suffix: path.len() - suffix.len(),
         },
         None => Target::Unknown,
     }
@@ -167,144 +146,6 @@ fn has_path_trickery(path: &str) -> bool {
         || path
             .split('/')
             .any(|segment| segment == "." || segment == "..")
-}
-
-/// Decides what to do with `request` at time `now` (seconds since the epoch).
-pub async fn decide<K: KeySource, I: Introspector, V: SignatureVerifier, T: TokenMemory>(
-    config: &Config,
-    request: &GateRequest<'_>,
-    keys: &K,
-    introspector: &I,
-    signatures: &V,
-    tokens: &T,
-    now: i64,
-) -> Decision {
-    let (index, route, suffix) = match target(config, request.path) {
-        Target::Unknown => return Decision::deny(Denial::NotFound, None),
-        Target::Metadata(index, route) => {
-            let at = Some((index, route));
-            return match request.method {
-                "GET" | "HEAD" => Decision::serve(metadata_reply(route), "metadata", Some(index)),
-                "OPTIONS" => Decision::serve(metadata_preflight_reply(), "preflight", Some(index)),
-                _ => Decision::deny(
-                    Denial::MethodNotAllowed {
-                        allow: "GET, HEAD, OPTIONS",
-                    },
-                    at,
-                ),
-            };
-        }
-        Target::Protected {
-            index,
-            route,
-            suffix,
-        } => (index, route, suffix),
-    };
-    let at = Some((index, route));
-    // MCP transport: validate Origin (DNS rebinding); browsers from allowed
-    // origins get CORS headers on every answer, refusals included.
-    let origin = request
-        .header_values("origin")
-        .first()
-        .map(|o| (*o).to_owned());
-    if let Some(origin) = &origin {
-        if !config
-            .allowed_origins
-            .iter()
-            .any(|allowed| allowed == origin)
-        {
-            return Decision::deny(Denial::OriginNotAllowed, at);
-        }
-        if request.method == "OPTIONS" {
-            let mut decision =
-                Decision::serve(mcp_preflight_reply(origin), "preflight", Some(index));
-            decision.cors_origin = Some(origin.clone());
-            return decision;
-        }
-    }
-    let mut decision = authorize(
-        config,
-        (index, route),
-        request,
-        suffix,
-        keys,
-        introspector,
-        signatures,
-        tokens,
-        now,
-    )
-    .await;
-    decision.cors_origin = origin;
-    decision
-}
-
-/// The protected resource: method, credentials, route-level scopes.
-#[allow(clippy::too_many_arguments)]
-async fn authorize<K: KeySource, I: Introspector, V: SignatureVerifier, T: TokenMemory>(
-    config: &Config,
-    (index, route): (usize, &Route),
-    request: &GateRequest<'_>,
-    suffix: &str,
-    keys: &K,
-    introspector: &I,
-    signatures: &V,
-    tokens: &T,
-    now: i64,
-) -> Decision {
-    if !matches!(request.method, "GET" | "POST" | "DELETE") {
-        return Decision::deny(
-            Denial::MethodNotAllowed {
-                allow: FORWARDED_METHODS,
-            },
-            Some((index, route)),
-        );
-    }
-    let token = match authenticate(
-        config,
-        route,
-        request,
-        keys,
-        introspector,
-        signatures,
-        tokens,
-        now,
-    )
-    .await
-    {
-        Ok(token) => token,
-        Err(denial) => return Decision::deny(denial, Some((index, route))),
-    };
-    // A POST's scopes are decided with its body (`authorize_rpc`), so that one
-    // challenge can name everything the operation needs.
-    let missing = route
-        .required_scopes
-        .iter()
-        .any(|scope| !token.has_scope(scope));
-    if missing && request.method != "POST" {
-        let denial = Denial::InsufficientScope {
-            required: route.required_scopes.clone(),
-        };
-        return Decision {
-            token: Some(token),
-            ..Decision::deny(denial, Some((index, route)))
-        };
-    }
-    let forward = OriginRequest {
-        url: origin_url(&route.origin, suffix, request.query),
-        headers: origin_headers(
-            request.headers,
-            &token,
-            route.origin_authorization.as_deref(),
-        ),
-    };
-    Decision {
-        outcome: Outcome::Forward(forward),
-        reason: "authorized",
-        token: Some(token),
-        audit: None,
-        cors_origin: None,
-        route: Some(index),
-    }
 }
 
 /// What an authorized JSON-RPC body asks for, for the request log.
@@ -333,7 +174,7 @@ pub struct RpcPlan {
 /// The refusal carries the audit record when the body could be read.
 pub fn authorize_rpc(
     route: &Route,
-    request: &GateRequest<'_>,
+    request: &RequestHead<'_>,
     token: &AccessToken,
     body: &[u8],
 ) -> Result<RpcPlan, (Denial, Option<RpcAudit>)> {
@@ -378,109 +219,6 @@ pub fn authorize_rpc(
         held: token.scopes.clone(),
     });
     Ok(RpcPlan { audit, tool_filter })
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn authenticate<K: KeySource, I: Introspector, V: SignatureVerifier, T: TokenMemory>(
-    config: &Config,
-    route: &Route,
-    request: &GateRequest<'_>,
-    keys: &K,
-    introspector: &I,
-    signatures: &V,
-    tokens: &T,
-    now: i64,
-) -> Result<AccessToken, Denial> {
-    let authorization = request.header_values("authorization");
-    let content_type = request.header_values("content-type");
-    let carriers = CredentialCarriers {
-        authorization: &authorization,
-        query: request.query,
-        content_type: content_type.first().copied(),
-        max_authorization_bytes: config.max_authorization_bytes,
-    };
-    let raw = extract_bearer(&carriers)
-        .map_err(Denial::BadRequest)?
-        .ok_or(Denial::NoCredentials)?;
-    let introspect = match config.introspection.format {
-        TokenFormat::Jwt => false,
-        TokenFormat::Opaque => true,
-        TokenFormat::Auto => !looks_like_jwt(raw),
-    };
-    let leeway = i64::try_from(config.leeway_seconds).unwrap_or(0);
-    if introspect {
-        let policy = IntrospectionPolicy {
-            issuers: &route.issuers,
-            audiences: &route.audiences,
-            leeway_seconds: leeway,
-        };
-        return introspector
-            .introspect(raw, &policy, now)
-            .await
-            .map_err(Denial::IntrospectionUnavailable)?
-            .map_err(Denial::InactiveToken);
-    }
-    let binding = route.check_binding.as_str();
-    let key = TokenKey::of(raw, binding);
-    if let Some((cached, kid)) = tokens.get(&key, now, leeway) {
-        // Honoured only while the issuer's current set still holds the key;
-        // asking for the set also keeps it refreshed.
-        if let Some(issuer) = config
-            .issuer(&cached.issuer)
-            .filter(|issuer| route.trusts(&issuer.issuer))
-        {
-            let held = keys
-                .key_set(issuer, KeyDemand::Current, now)
-                .await
-                .map_err(Denial::KeysUnavailable)?;
-            if kid.as_deref().is_some_and(|kid| held.has_kid(kid)) {
-                return Ok(cached);
-            }
-        }
-        tokens.forget(&key);
-    }
-    if let Some(error) = tokens.refusal(&key, now) {
-        return Err(Denial::InvalidToken(error));
-    }
-    let token = UnverifiedJwt::parse(raw, &config.algorithms).map_err(Denial::InvalidToken)?;
-    if config.require_at_jwt_typ {
-        token
-            .require_access_token_type()
-            .map_err(Denial::InvalidToken)?;
-    }
-    let issuer = token
-        .issuer()
-        .filter(|iss| route.trusts(iss))
-        .and_then(|iss| config.issuer(iss))
-        .ok_or(Denial::InvalidToken(TokenError::UntrustedIssuer))?;
-    let mut key_set = keys
-        .key_set(issuer, KeyDemand::Current, now)
-        .await
-        .map_err(Denial::KeysUnavailable)?;
-    if !token.has_candidate_key(&key_set) {
-        // Perhaps the issuer rotated keys since the set was cached.
-        key_set = keys
-            .key_set(issuer, KeyDemand::UnknownKid, now)
-            .await
-            .map_err(Denial::KeysUnavailable)?;
-    }
-    let policy = ClaimsPolicy {
-        issuer: &issuer.issuer,
-        audiences: &route.audiences,
-        leeway_seconds: config.leeway_seconds,
-        max_lifetime_seconds: config.max_token_lifetime_seconds,
-    };
-    let verified = verify_with(&token, &key_set, &policy, now, signatures).await;
-    let verified = verified.map_err(|error| {
-        tokens.remember_refusal(&key, error, now);
-        Denial::InvalidToken(error)
-    })?;
-    // A token without `kid` is not remembered: nothing would tell when the key
-    // that verified it leaves the set, so it is verified on every request.
-    if token.kid().is_some() {
-        tokens.insert(&key, &verified, token.kid(), now);
-    }
-    Ok(verified)
 }
 
 #[cfg(test)]

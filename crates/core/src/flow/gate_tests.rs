@@ -1,24 +1,37 @@
-use std::cell::{Cell, RefCell};
+//! The decision, run through the request machine and its scripted driver
+//! ([`crate::flow::script`]): routes, credentials, tokens, scopes and
+//! bodies, as the edge decides them.
+
+use std::cell::Cell;
 use std::rc::Rc;
 
 use serde_json::json;
 
 use super::*;
+use crate::flow::machine::{Gate, Request};
+use crate::flow::script::Script;
+use crate::forward::reply::Denial;
+use crate::io::FetchError;
 use crate::parse::bearer::BearerError;
 use crate::parse::jsonrpc::RpcError;
-use crate::testkit::{config, good_claims, jwks_json, key_set, mint, mint_raw, with, NOW};
-use crate::verify::introspect_cache::NoIntrospection;
+use crate::testkit::{config, good_claims, jwks_json, mint, mint_raw, with, NOW};
+use crate::verify::introspect_cache::IntrospectionMemory;
 use crate::verify::jwk::{JwsAlgorithm, KeySet};
-use crate::verify::keys::TrustedIssuer;
-use crate::verify::keys::{FetchError, KeySourceError};
-use crate::verify::signature::RustCrypto;
+use crate::verify::jwt::TokenError;
+use crate::verify::keys::KeyMemory;
 use crate::verify::token_cache::{TokenKey, VerifiedTokens};
 
-/// Serves the test key set, or fails, and counts demands.
+/// The issuers' JWKS endpoints the test configurations name.
+const JWKS_URLS: [&str; 2] = [
+    "https://auth.example.com/jwks",
+    "https://partner.example.com/jwks",
+];
+
+/// Whether the issuers serve their key sets, and how often they were asked.
 struct FakeKeys {
     available: bool,
+    /// Key set fetches.
     current: Cell<usize>,
-    unknown_kid: Cell<usize>,
 }
 
 impl FakeKeys {
@@ -26,7 +39,6 @@ impl FakeKeys {
         FakeKeys {
             available: true,
             current: Cell::new(0),
-            unknown_kid: Cell::new(0),
         }
     }
     fn down() -> Self {
@@ -35,26 +47,27 @@ impl FakeKeys {
             ..Self::up()
         }
     }
-}
 
-impl KeySource for FakeKeys {
-    async fn key_set(
-        &self,
-        _issuer: &TrustedIssuer,
-        demand: KeyDemand,
-        _now: i64,
-    ) -> Result<Rc<KeySet>, KeySourceError> {
-        let counter = if demand == KeyDemand::Current {
-            &self.current
-        } else {
-            &self.unknown_kid
-        };
-        counter.set(counter.get() + 1);
-        if self.available {
-            Ok(Rc::new(key_set()))
-        } else {
-            Err(KeySourceError::Fetch(FetchError::Network))
+    /// A script serving the key sets (or failing), with a JSON-RPC body
+    /// every route may receive.
+    fn script(&self) -> Script {
+        let mut script = Script::default();
+        for url in JWKS_URLS {
+            if self.available {
+                script.serve(url, &jwks_json());
+            } else {
+                script
+                    .documents
+                    .insert(url.to_owned(), Err(FetchError::Network));
+            }
         }
+        script.body = Ok(br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#.to_vec());
+        script
+    }
+
+    fn count(&self, script: &Script) {
+        let fetched: usize = JWKS_URLS.iter().map(|url| script.fetches(url)).sum();
+        self.current.set(self.current.get() + fetched);
     }
 }
 
@@ -63,8 +76,8 @@ fn request<'a>(
     path: &'a str,
     query: Option<&'a str>,
     headers: &'a [(String, String)],
-) -> GateRequest<'a> {
-    GateRequest {
+) -> RequestHead<'a> {
+    RequestHead {
         method,
         path,
         query,
@@ -72,26 +85,46 @@ fn request<'a>(
     }
 }
 
+fn owned(req: &RequestHead<'_>) -> Request {
+    Request {
+        method: req.method.to_owned(),
+        path: req.path.to_owned(),
+        query: req.query.map(str::to_owned),
+        headers: req.headers.to_vec(),
+    }
+}
+
 fn bearer(token: &str) -> Vec<(String, String)> {
     vec![("Authorization".to_owned(), format!("Bearer {token}"))]
 }
 
-fn run(config: &Config, req: &GateRequest<'_>, keys: &FakeKeys) -> Decision {
-    pollster::block_on(decide(
-        config,
-        req,
-        keys,
-        &NoIntrospection,
-        &RustCrypto,
-        &VerifiedTokens::with_capacity(0),
-        NOW,
-    ))
+/// A gate with cold caches that remembers no verified token.
+fn cold_gate(config: &Config) -> Rc<Gate> {
+    Rc::new(Gate {
+        config: Ok(config.clone()),
+        keys: Rc::new(KeyMemory::default()),
+        introspection: IntrospectionMemory::default(),
+        tokens: VerifiedTokens::with_capacity(0),
+    })
+}
+
+/// Runs `req` on `gate` at `now`; the decision as the log records it.
+fn run_on(gate: &Rc<Gate>, req: &RequestHead<'_>, keys: &FakeKeys, now: i64) -> Decision {
+    let mut script = keys.script();
+    let run = script.run(gate, owned(req), now);
+    keys.count(&script);
+    run.decision
+}
+
+fn run(config: &Config, req: &RequestHead<'_>, keys: &FakeKeys) -> Decision {
+    run_on(&cold_gate(config), req, keys, NOW)
 }
 
 fn reply(decision: &Decision) -> &Reply {
     match &decision.outcome {
         Outcome::Reply(reply) => reply,
         Outcome::Forward(forward) => panic!("unexpected forward to {}", forward.url),
+        Outcome::Undecided => panic!("undecided: {}", decision.reason),
     }
 }
 
@@ -322,18 +355,29 @@ fn invalid_tokens_get_invalid_token() {
 
 #[test]
 fn unknown_kid_triggers_one_refresh() {
-    let keys = FakeKeys::up();
     let token = mint_raw(
         JwsAlgorithm::EdDsa,
         r#"{"alg":"EdDSA","kid":"new"}"#,
         &good_claims().to_string(),
     );
-    run(
-        &config(&[]),
-        &request("POST", "/mcp", None, &bearer(&token)),
+    let req_headers = bearer(&token);
+    let req = request("POST", "/mcp", None, &req_headers);
+    // A set this request fetched itself is as fresh as it gets: no second fetch.
+    let keys = FakeKeys::up();
+    assert_eq!(run(&config(&[]), &req, &keys).reason, "unknown_key");
+    assert_eq!(keys.current.get(), 1);
+    // A set held from before (past the cooldown) is fetched again, once.
+    let gate = cold_gate(&config(&[]));
+    let good = bearer(&mint(JwsAlgorithm::EdDsa, &good_claims()));
+    run_on(
+        &gate,
+        &request("GET", "/mcp", None, &good),
         &keys,
+        NOW - 100,
     );
-    assert_eq!((keys.current.get(), keys.unknown_kid.get()), (1, 1));
+    let keys = FakeKeys::up();
+    assert_eq!(run_on(&gate, &req, &keys, NOW).reason, "unknown_key");
+    assert_eq!(keys.current.get(), 1);
 }
 
 #[test]
@@ -528,70 +572,49 @@ fn tools_list_gets_a_filter_only_when_the_policy_can_hide_tools() {
 
 #[test]
 fn verified_tokens_are_reused_until_exp_while_their_key_is_held() {
-    let config = config(&[]);
+    // Key sets usable for 60 s fresh plus 60 s stale.
+    let config = config(&[
+        ("JWKS_CACHE_TTL_SECONDS", "60"),
+        ("JWKS_MAX_STALE_SECONDS", "60"),
+    ]);
     let token = mint(JwsAlgorithm::Es256, &good_claims());
     let headers = bearer(&token);
     let req = request("GET", "/mcp", None, &headers);
-    let cache = VerifiedTokens::default();
+    let gate = Rc::new(Gate::new(Ok(config)));
     let keys = FakeKeys::up();
-    let run_cached = |keys: &FakeKeys, now: i64| {
-        pollster::block_on(decide(
-            &config,
-            &req,
-            keys,
-            &NoIntrospection,
-            &RustCrypto,
-            &cache,
-            now,
-        ))
-    };
-    assert_eq!(run_cached(&keys, NOW).reason, "authorized");
-    assert_eq!(cache.len(), 1);
-    assert_eq!(run_cached(&keys, NOW + 1).reason, "authorized");
-    // Keys unavailable: a cached token is not waved through.
-    assert_eq!(reply(&run_cached(&FakeKeys::down(), NOW)).status, 503);
+    assert_eq!(run_on(&gate, &req, &keys, NOW).reason, "authorized");
+    assert_eq!(gate.tokens.len(), 1);
+    let mut script = keys.script();
+    script.run(&gate, owned(&req), NOW + 1);
+    assert_eq!(script.checks(), 0, "a reused token is not checked again");
+    // Keys unavailable once the held set is past its stale age: a cached
+    // token is not waved through.
+    let decision = run_on(&gate, &req, &FakeKeys::down(), NOW + 200);
+    assert_eq!(reply(&decision).status, 503);
     // Past exp: the cached verification no longer counts.
-    assert_eq!(run_cached(&keys, NOW + 1_000_000).reason, "token_expired");
+    assert_eq!(
+        run_on(&gate, &req, &keys, NOW + 1_000_000).reason,
+        "token_expired"
+    );
 }
 
 #[test]
 fn tokens_without_kid_stop_verifying_once_their_key_leaves_the_set() {
-    /// Serves whatever set the test holds now.
-    struct Rotating(RefCell<Rc<KeySet>>);
-    impl KeySource for Rotating {
-        async fn key_set(
-            &self,
-            _issuer: &TrustedIssuer,
-            _demand: KeyDemand,
-            _now: i64,
-        ) -> Result<Rc<KeySet>, KeySourceError> {
-            Ok(Rc::clone(&self.0.borrow()))
-        }
-    }
     let config = config(&[]);
     let header = json!({"alg": "ES256", "typ": "at+jwt"});
+    // Valid for an hour: the set goes stale (600 s) while the token lives.
+    let claims = with(&good_claims(), json!({"exp": NOW + 3600}));
     let token = mint_raw(
         JwsAlgorithm::Es256,
         &header.to_string(),
-        &good_claims().to_string(),
+        &claims.to_string(),
     );
     let headers = bearer(&token);
     let req = request("GET", "/mcp", None, &headers);
-    let cache = VerifiedTokens::default();
-    let keys = Rotating(RefCell::new(Rc::new(key_set())));
-    let run_cached = || {
-        pollster::block_on(decide(
-            &config,
-            &req,
-            &keys,
-            &NoIntrospection,
-            &RustCrypto,
-            &cache,
-            NOW,
-        ))
-    };
-    assert_eq!(run_cached().reason, "authorized");
-    assert_eq!(run_cached().reason, "authorized");
+    let gate = Rc::new(Gate::new(Ok(config)));
+    let keys = FakeKeys::up();
+    assert_eq!(run_on(&gate, &req, &keys, NOW).reason, "authorized");
+    assert_eq!(run_on(&gate, &req, &keys, NOW).reason, "authorized");
     // The issuer withdraws the P-256 key: nothing names it in the token, so a
     // remembered verification could not tell; the token must be checked again.
     let mut document: serde_json::Value = serde_json::from_str(&jwks_json()).unwrap();
@@ -599,8 +622,16 @@ fn tokens_without_kid_stop_verifying_once_their_key_leaves_the_set() {
         .as_array_mut()
         .unwrap()
         .retain(|key| key["kid"] != "ec");
-    *keys.0.borrow_mut() = Rc::new(KeySet::parse(document.to_string().as_bytes()).unwrap());
-    let decision = run_cached();
+    let mut withdrawn = keys.script();
+    withdrawn.serve(JWKS_URLS[0], &document.to_string());
+    assert!(KeySet::parse(document.to_string().as_bytes()).is_ok());
+    // Past the set's freshness (600 s by default) the withdrawn set is fetched.
+    let decision = withdrawn.run(&gate, owned(&req), NOW + 700).decision;
+    let decision = match decision.reason {
+        // The stale set answered and was refreshed after the answer.
+        "authorized" => withdrawn.run(&gate, owned(&req), NOW + 701).decision,
+        _ => decision,
+    };
     assert_eq!(
         (reply(&decision).status, decision.reason),
         (401, "unknown_key")
@@ -618,22 +649,19 @@ fn a_replayed_bad_signature_costs_one_check() {
     };
     let headers = bearer(&forged);
     let req = request("GET", "/mcp", None, &headers);
-    let cache = VerifiedTokens::default();
+    let gate = Rc::new(Gate::new(Ok(config.clone())));
     let keys = FakeKeys::up();
+    let mut checks = 0;
     for _ in 0..3 {
-        let decision = pollster::block_on(decide(
-            &config,
-            &req,
-            &keys,
-            &NoIntrospection,
-            &RustCrypto,
-            &cache,
-            NOW,
-        ));
+        let mut script = keys.script();
+        let decision = script.run(&gate, owned(&req), NOW).decision;
         assert_eq!(decision.reason, "bad_signature");
+        checks += script.checks();
     }
+    assert_eq!(checks, 1);
     assert_eq!(
-        cache.refusal(&TokenKey::of(&forged, &config.routes[0].check_binding), NOW),
+        gate.tokens
+            .refusal(&TokenKey::of(&forged, &config.routes[0].check_binding), NOW),
         Some(TokenError::BadSignature)
     );
 }
@@ -790,20 +818,10 @@ fn each_route_serves_its_own_metadata_and_challenge() {
 fn a_token_for_one_route_is_refused_at_another_even_when_cached() {
     let config = routed_config();
     let keys = FakeKeys::up();
-    let tokens = VerifiedTokens::default();
+    let gate = Rc::new(Gate::new(Ok(config.clone())));
     let billing_token = for_route("/billing");
     let headers = bearer(&billing_token);
-    let decide_at = |path: &str| {
-        pollster::block_on(decide(
-            &config,
-            &request("GET", path, None, &headers),
-            &keys,
-            &NoIntrospection,
-            &RustCrypto,
-            &tokens,
-            NOW,
-        ))
-    };
+    let decide_at = |path: &str| run_on(&gate, &request("GET", path, None, &headers), &keys, NOW);
     for _ in 0..2 {
         let allowed = decide_at("/billing");
         let Outcome::Forward(forward) = &allowed.outcome else {

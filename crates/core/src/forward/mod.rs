@@ -1,4 +1,6 @@
 //! What leaves the gate: the request the origin receives (without the
-//! client's token), and every answer the gate gives itself.
+//! client's token), every answer the gate gives itself, and the log line
+//! that records it.
+pub mod log;
 pub mod origin;
 pub mod reply;

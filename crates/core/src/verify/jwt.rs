@@ -16,8 +16,8 @@ use base64ct::{Base64UrlUnpadded, Encoding};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-use crate::verify::jwk::{JwsAlgorithm, KeySet, VerificationKey};
-use crate::verify::signature::{plausible, SignatureVerifier};
+use crate::verify::jwk::{JwsAlgorithm, KeySet, PublicKey, VerificationKey};
+use crate::verify::signature::plausible;
 
 /// Most keys a token without `kid` is tried against.
 pub const MAX_KEYS_TRIED_WITHOUT_KID: usize = 3;
@@ -172,8 +172,8 @@ fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, 
 }
 
 /// A token that parsed but is not yet trusted.
-pub struct UnverifiedJwt<'t> {
-    signing_input: &'t str,
+pub struct UnverifiedJwt {
+    signing_input: String,
     signature: Vec<u8>,
     alg: JwsAlgorithm,
     kid: Option<String>,
@@ -181,11 +181,11 @@ pub struct UnverifiedJwt<'t> {
     claims: RawClaims,
 }
 
-impl<'t> UnverifiedJwt<'t> {
+impl UnverifiedJwt {
     /// Parses a compact JWS and checks its header against the allow-list.
     /// Nothing here is trusted yet; the claims are read only to learn which
     /// issuer's keys to verify with.
-    pub fn parse(token: &'t str, allowed: &[JwsAlgorithm]) -> Result<Self, TokenError> {
+    pub fn parse(token: &str, allowed: &[JwsAlgorithm]) -> Result<Self, TokenError> {
         let mut segments = token.split('.');
         let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) = (
             segments.next(),
@@ -222,7 +222,7 @@ impl<'t> UnverifiedJwt<'t> {
         let claims_json = decode_segment(payload_b64)?;
         let claims: RawClaims = json_object(&claims_json)?;
         let signature = decode_segment(signature_b64)?;
-        let signing_input = &token[..header_b64.len() + 1 + payload_b64.len()];
+        let signing_input = token[..header_b64.len() + 1 + payload_b64.len()].to_owned();
         Ok(Self {
             signing_input,
             signature,
@@ -266,6 +266,42 @@ impl<'t> UnverifiedJwt<'t> {
     /// does not, a caller may refresh the key set once before giving up.
     pub fn has_candidate_key(&self, keys: &KeySet) -> bool {
         keys.candidates(self.kid(), self.alg).next().is_some()
+    }
+
+    /// The JWS signing input (RFC 7515 §5.2 step 8): what the signature covers.
+    pub fn signing_input(&self) -> &str {
+        &self.signing_input
+    }
+
+    /// The decoded signature.
+    pub fn signature(&self) -> &[u8] {
+        &self.signature
+    }
+
+    /// The keys the signature is to be checked with, in order: from the
+    /// issuer the policy trusts, matching `kid` and `alg`, at most
+    /// [`MAX_KEYS_TRIED_WITHOUT_KID`] when the token names no key, and only
+    /// those a signature of this length could come from. Empty means no
+    /// check can succeed (`BadSignature`); an error means none may be tried.
+    pub fn signature_candidates(
+        &self,
+        keys: &KeySet,
+        policy: &ClaimsPolicy<'_>,
+    ) -> Result<Vec<PublicKey>, TokenError> {
+        Ok(candidate_keys(self, keys, policy)?
+            .filter(|key| plausible(self.alg, &key.key, &self.signature))
+            .map(|key| key.key.clone())
+            .collect())
+    }
+
+    /// The claims, checked against `policy` at `now`, once a signature check
+    /// with one of [`UnverifiedJwt::signature_candidates`] succeeded.
+    pub fn verified_claims(
+        &self,
+        policy: &ClaimsPolicy<'_>,
+        now: i64,
+    ) -> Result<AccessToken, TokenError> {
+        check_claims(&self.claims, policy, now)
     }
 }
 
@@ -341,32 +377,12 @@ impl AccessToken {
     }
 }
 
-/// Verifies `token` with `keys` (the key set of the issuer it names) and
-/// `backend`, then checks its claims at time `now` (seconds since the epoch).
-pub async fn verify_with<V: SignatureVerifier>(
-    token: &UnverifiedJwt<'_>,
-    keys: &KeySet,
-    policy: &ClaimsPolicy<'_>,
-    now: i64,
-    backend: &V,
-) -> Result<AccessToken, TokenError> {
-    let message = token.signing_input.as_bytes();
-    for key in candidate_keys(token, keys, policy)? {
-        if plausible(token.alg, &key.key, &token.signature)
-            && backend
-                .verify(token.alg, &key.key, message, &token.signature)
-                .await
-        {
-            return check_claims(&token.claims, policy, now);
-        }
-    }
-    Err(TokenError::BadSignature)
-}
-
-/// [`verify_with`] the native RustCrypto backend, synchronously.
+/// Verifies `token` with `keys` (the key set of the issuer it names) and the
+/// native RustCrypto backend, then checks its claims at `now`: the reference
+/// the tests and fuzzers hold the edge's WebCrypto checks to.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn verify(
-    token: &UnverifiedJwt<'_>,
+    token: &UnverifiedJwt,
     keys: &KeySet,
     policy: &ClaimsPolicy<'_>,
     now: i64,
@@ -385,7 +401,7 @@ pub fn verify(
 /// policy trusts, matching `kid` and `alg`, and at most
 /// [`MAX_KEYS_TRIED_WITHOUT_KID`] when the token names no key.
 fn candidate_keys<'k>(
-    token: &'k UnverifiedJwt<'_>,
+    token: &'k UnverifiedJwt,
     keys: &'k KeySet,
     policy: &ClaimsPolicy<'_>,
 ) -> Result<impl Iterator<Item = &'k VerificationKey> + 'k, TokenError> {

@@ -1,12 +1,14 @@
 //! JWS signature verification (RFC 7515 §5.2 step 8) for RSASSA-PKCS1-v1_5
 //! and RSASSA-PSS (RFC 7518 §3.3, §3.5), ECDSA P-256 (RFC 7518 §3.4) and
-//! Ed25519 (RFC 8037 §3.1), behind one trait with two backends:
+//! Ed25519 (RFC 8037 §3.1). The request machine names each check as a need
+//! (`crate::flow::machine::Check`) and one of two backends answers it:
 //!
 //! - natively, the RustCrypto implementations through jwt-compact
-//!   ([`RustCrypto`]): the tests' reference and the fuzzers' path;
-//! - on the edge, the runtime's WebCrypto (`crypto.subtle.verify`, in
-//!   `src/webcrypto.rs`), which runs BoringSSL natively in workerd and
-//!   is several times faster than the same code compiled to WebAssembly.
+//!   ([`verify_signature`]): the tests' reference and the fuzzers' path;
+//! - on the edge, the runtime's WebCrypto (`crypto.subtle.verify`, called
+//!   by `src/entry.mjs` with the keys `src/webcrypto.rs` keeps), which runs
+//!   BoringSSL natively in workerd and is several times faster than the
+//!   same code compiled to WebAssembly.
 //!
 //! The gate decides everything else before a backend is asked: the key was
 //! chosen by the key set and the allow-list (never by `alg` alone), it fits
@@ -15,21 +17,6 @@
 
 use crate::verify::jwk::{JwsAlgorithm, PublicKey};
 
-/// Answers whether one signature verifies.
-#[allow(async_fn_in_trait)]
-pub trait SignatureVerifier {
-    /// Whether `signature` over `message` verifies with `key` under `alg`. A
-    /// key the backend cannot build (off-curve point, bad encoding) never
-    /// verifies.
-    async fn verify(
-        &self,
-        alg: JwsAlgorithm,
-        key: &PublicKey,
-        message: &[u8],
-        signature: &[u8],
-    ) -> bool;
-}
-
 /// Whether the signature is worth handing to a backend: the key fits the
 /// algorithm and the signature has the length that key's signatures have.
 pub fn plausible(alg: JwsAlgorithm, key: &PublicKey, signature: &[u8]) -> bool {
@@ -37,32 +24,15 @@ pub fn plausible(alg: JwsAlgorithm, key: &PublicKey, signature: &[u8]) -> bool {
 }
 
 #[cfg(not(target_arch = "wasm32"))]
-pub use native::{rsa_scheme, verify_signature, RustCrypto};
+pub use native::{rsa_scheme, verify_signature};
 
 #[cfg(not(target_arch = "wasm32"))]
 mod native {
     use jwt_compact::alg::{Ed25519, Es256, Rsa, RsaPublicKey};
     use jwt_compact::{Algorithm, AlgorithmSignature};
 
-    use super::{plausible, SignatureVerifier};
+    use super::plausible;
     use crate::verify::jwk::{JwsAlgorithm, PublicKey};
-
-    /// The RustCrypto backend (`rsa`, `p256`, `ed25519-dalek` via
-    /// jwt-compact). Synchronous; the trait's future is always ready.
-    #[derive(Debug, Clone, Copy, Default)]
-    pub struct RustCrypto;
-
-    impl SignatureVerifier for RustCrypto {
-        async fn verify(
-            &self,
-            alg: JwsAlgorithm,
-            key: &PublicKey,
-            message: &[u8],
-            signature: &[u8],
-        ) -> bool {
-            verify_signature(alg, key, message, signature)
-        }
-    }
 
     /// Verifies one JWS signature with jwt-compact's implementation of
     /// `alg`. Returns false for a key that does not fit the algorithm or

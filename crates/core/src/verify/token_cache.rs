@@ -45,40 +45,6 @@ impl Default for VerifiedTokens {
     }
 }
 
-/// What a decision reads and writes about tokens checked before: the
-/// isolate's [`VerifiedTokens`], or a view of it that holds writes back
-/// while a signature verdict is still out (`crate::flow::pass`).
-pub trait TokenMemory {
-    /// See [`VerifiedTokens::get`].
-    fn get(&self, key: &TokenKey, now: i64, leeway: i64) -> Option<(AccessToken, Option<String>)>;
-    /// See [`VerifiedTokens::refusal`].
-    fn refusal(&self, key: &TokenKey, now: i64) -> Option<TokenError>;
-    /// See [`VerifiedTokens::remember_refusal`].
-    fn remember_refusal(&self, key: &TokenKey, error: TokenError, now: i64);
-    /// See [`VerifiedTokens::forget`].
-    fn forget(&self, key: &TokenKey);
-    /// See [`VerifiedTokens::insert`].
-    fn insert(&self, key: &TokenKey, token: &AccessToken, kid: Option<&str>, now: i64);
-}
-
-impl TokenMemory for VerifiedTokens {
-    fn get(&self, key: &TokenKey, now: i64, leeway: i64) -> Option<(AccessToken, Option<String>)> {
-        VerifiedTokens::get(self, key, now, leeway)
-    }
-    fn refusal(&self, key: &TokenKey, now: i64) -> Option<TokenError> {
-        VerifiedTokens::refusal(self, key, now)
-    }
-    fn remember_refusal(&self, key: &TokenKey, error: TokenError, now: i64) {
-        VerifiedTokens::remember_refusal(self, key, error, now);
-    }
-    fn forget(&self, key: &TokenKey) {
-        VerifiedTokens::forget(self, key);
-    }
-    fn insert(&self, key: &TokenKey, token: &AccessToken, kid: Option<&str>, now: i64) {
-        VerifiedTokens::insert(self, key, token, kid, now);
-    }
-}
-
 /// The key of a token checked against a binding (the route's issuers and
 /// audiences): a token accepted for one audience is never found for another.
 /// Computed once per request (a SHA-256 of the whole token is not free in

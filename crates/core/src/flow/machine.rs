@@ -1,0 +1,1154 @@
+//! One request from arrival to answer, as a single sans-IO state machine.
+//!
+//! The machine holds no futures and performs no I/O. [`Flow::step`] either
+//! names the one thing it needs next ([`Need`]: a KV read or write, a
+//! document fetch, a pause, a signature check, the request body, the
+//! forward, the origin's body), hands over the answer for the client
+//! ([`Step::Respond`]), or says it is finished ([`Step::Done`]). The driver
+//! performs the need and gives the outcome back with [`Flow::resume`], then
+//! steps again. Time is an input, given once when the request arrives. The
+//! same machine is driven on the edge by the JavaScript entry and natively by
+//! the scripted driver the tests use, so there is one decision path.
+//!
+//! The order of the checks is what a prober may learn and what the origin
+//! may see (MCP authorization 2025-06-18 / 2025-11-25 / 2026-07-28, "Access
+//! Token Usage" and "Token Handling"; RFC 6750 §3; MCP Streamable HTTP
+//! transport, "Security Warning" and "Session Management"):
+//! 1. route (metadata, a protected resource, or 404), `Origin` and CORS
+//!    preflights, then the method;
+//! 2. the bearer token (RFC 6750 §2.1): introspected (RFC 7662), or a JWS
+//!    (RFC 7515, RFC 9068) found in the verified-token cache or verified
+//!    against its issuer's key set (RFC 7517), one signature check at a time;
+//! 3. route scopes; the session's owner; the JSON-RPC body of a POST and the
+//!    scopes its messages need;
+//! 4. the forward, without the client's token; the binding of a session the
+//!    origin opens; the answer, with `tools/list` filtered.
+//!
+//! Invariants the code relies on:
+//! - [`Need::Forward`] is only ever produced after every check passed, from
+//!   a token whose signature verdict (or introspection verdict) was good.
+//! - The verified-token cache is written only after a good verdict has been
+//!   resumed into the machine; nothing is remembered on the strength of a
+//!   verdict still outstanding. Refusals are remembered only once decided.
+//! - Isolate memory is touched only inside `step` and `resume`, which run to
+//!   completion: a request abandoned between two steps leaves no half-made
+//!   write behind (the key set lookup clears its in-flight mark on drop).
+
+use std::rc::Rc;
+
+use crate::authorize::sessions::{is_valid_session_id, may_use_session, session_key, SessionOwner};
+use crate::authorize::tool_filter::{SseToolFilter, ToolListFilter};
+use crate::config::{Config, ConfigError, Route, TokenFormat};
+use crate::flow::gate::{
+    authorize_rpc, target, Decision, Outcome, RequestHead, Target, FORWARDED_METHODS,
+};
+use crate::forward::log::request_log;
+use crate::forward::origin::{client_response_headers, origin_headers, origin_url, OriginRequest};
+use crate::forward::reply::{
+    mcp_preflight_reply, metadata_preflight_reply, metadata_reply, with_cors, Denial, Reply,
+};
+use crate::io::{Io, IoAnswer, Poll};
+use crate::parse::bearer::{extract_bearer, CredentialCarriers};
+use crate::verify::introspect::{looks_like_jwt, IntrospectionPolicy};
+use crate::verify::introspect_cache::{IntrospectionLookup, IntrospectionMemory};
+use crate::verify::jwk::{JwsAlgorithm, KeySet, PublicKey};
+use crate::verify::jwt::{AccessToken, ClaimsPolicy, TokenError, UnverifiedJwt};
+use crate::verify::keys::{KeyDemand, KeyMemory, KeySetLookup, KeySetRefresh, TrustedIssuer};
+use crate::verify::token_cache::{TokenKey, VerifiedTokens};
+
+/// What an isolate keeps between requests: the configuration, parsed once,
+/// and the caches every request reads and writes.
+pub struct Gate {
+    /// The configuration, or why it is refused (then every request is).
+    pub config: Result<Config, ConfigError>,
+    /// Key sets per issuer.
+    pub keys: Rc<KeyMemory>,
+    /// Introspection verdicts.
+    pub introspection: IntrospectionMemory,
+    /// Verified tokens and remembered refusals.
+    pub tokens: VerifiedTokens,
+}
+
+impl Gate {
+    /// A gate over `config` with empty caches.
+    pub fn new(config: Result<Config, ConfigError>) -> Self {
+        Gate {
+            config,
+            keys: Rc::new(KeyMemory::default()),
+            introspection: IntrospectionMemory::default(),
+            tokens: VerifiedTokens::default(),
+        }
+    }
+}
+
+/// The request as it arrived, owned by the machine.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// HTTP method, upper case.
+    pub method: String,
+    /// URL path, as the runtime parsed it.
+    pub path: String,
+    /// Raw query, without `?`.
+    pub query: Option<String>,
+    /// Header fields; names in any case.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Request {
+    /// Splits `url` (absolute, as the runtime gives it) into path and query.
+    /// `None` when it does not parse.
+    pub fn from_url(method: &str, url: &str, headers: Vec<(String, String)>) -> Option<Self> {
+        let parsed = url::Url::parse(url).ok()?;
+        Some(Request {
+            method: method.to_owned(),
+            path: parsed.path().to_owned(),
+            query: parsed.query().map(str::to_owned),
+            headers,
+        })
+    }
+
+    fn head(&self) -> RequestHead<'_> {
+        RequestHead {
+            method: &self.method,
+            path: &self.path,
+            query: self.query.as_deref(),
+            headers: &self.headers,
+        }
+    }
+}
+
+/// A signature to check: the key was chosen by the issuer's key set and the
+/// allow-list, never by the token's `alg` alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// Algorithm.
+    pub alg: JwsAlgorithm,
+    /// The key.
+    pub key: PublicKey,
+    /// The JWS signing input.
+    pub message: Vec<u8>,
+    /// The signature.
+    pub signature: Vec<u8>,
+}
+
+/// What the machine needs next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Need {
+    /// A fetch, a KV read or write, or a pause (for a key set or an
+    /// introspection verdict); answered with [`Answer::Io`].
+    Io(Io),
+    /// Check a signature; answered with [`Answer::Verdict`].
+    Verify(Check),
+    /// Read the request body, refusing it past `max_bytes` whatever its
+    /// `Content-Length` said; answered with [`Answer::Body`].
+    ReadBody {
+        /// The cap.
+        max_bytes: usize,
+    },
+    /// Send this to the origin (with the body read for [`Need::ReadBody`],
+    /// if any, else the client's own body for methods that carry one);
+    /// answered with [`Answer::Origin`].
+    Forward(OriginRequest),
+    /// Read the origin's whole body (a JSON `tools/list` answer to filter);
+    /// answered with [`Answer::OriginBody`].
+    ReadOriginBody,
+}
+
+/// What the driver resumes the machine with.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    /// The outcome of a [`Need::Io`].
+    Io(IoAnswer),
+    /// Whether the signature of a [`Need::Verify`] verified.
+    Verdict(bool),
+    /// The body, or why it could not be had.
+    Body(Result<Vec<u8>, BodyError>),
+    /// The origin's status and header fields, or `Err` when it could not be
+    /// reached.
+    Origin(Result<(u16, Vec<(String, String)>), ()>),
+    /// The origin's whole body, or `Err` when it could not be read.
+    OriginBody(Result<Vec<u8>, ()>),
+}
+
+/// Why the request body could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    /// Past the cap.
+    TooLarge,
+    /// The stream failed.
+    Unreadable,
+}
+
+/// The body of the answer to the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Body {
+    /// These bytes (possibly empty).
+    Bytes(Vec<u8>),
+    /// The origin's body, streamed through untouched.
+    Origin,
+    /// The origin's body streamed through [`Flow::filter_chunk`] and
+    /// [`Flow::filter_end`] (a `tools/list` answer as Server-Sent Events).
+    OriginFiltered,
+}
+
+/// The answer to the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Header fields, CORS included.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Body,
+    /// The request's log line, without `duration_ms` and the closing brace
+    /// (the driver measures the duration and closes the line).
+    pub log: String,
+}
+
+/// What to do next.
+#[derive(Debug)]
+pub enum Step {
+    /// Perform this, then [`Flow::resume`] with its answer.
+    Need(Need),
+    /// Answer the client with this; then keep stepping (background work may
+    /// follow, off the request's path).
+    Respond(Response),
+    /// Nothing more to do; a log line for background work, if any was done.
+    Done(Option<String>),
+}
+
+/// The stage a request is in.
+enum State {
+    /// Nothing decided yet.
+    Arrived,
+    /// Waiting for an introspection verdict.
+    Introspecting(Box<IntrospectionLookup>),
+    /// A cached verification is honoured only while the issuer's current set
+    /// still holds its key.
+    ConfirmingCachedKey {
+        lookup: KeySetLookup,
+        cached: AccessToken,
+        kid: Option<String>,
+    },
+    /// Fetching (or reading) the key set the token names.
+    FindingKeys {
+        lookup: KeySetLookup,
+        demand: KeyDemand,
+        token: Box<UnverifiedJwt>,
+        issuer: TrustedIssuer,
+    },
+    /// One signature check is out, for `candidates[next]`.
+    Verifying {
+        token: Box<UnverifiedJwt>,
+        issuer: String,
+        candidates: Vec<PublicKey>,
+        next: usize,
+    },
+    /// The token is good: the checks after it.
+    Admitting,
+    /// The session's owner is being read.
+    ReadingSession,
+    /// The body is being read.
+    ReadingBody,
+    /// The forward is out.
+    Forwarding,
+    /// The origin opened a session: reading whether it is bound already.
+    CheckingSession { key: String, head: OriginHead },
+    /// Binding the session to the token's owner.
+    BindingSession { head: OriginHead },
+    /// Reading the origin's JSON `tools/list` answer to filter it.
+    ReadingOriginBody { head: OriginHead },
+    /// The answer is given; running a background key set refresh.
+    Refreshing(KeySetRefresh),
+    /// Finished.
+    Finished,
+}
+
+/// The origin's answer head, kept while the session is bound.
+struct OriginHead {
+    status: u16,
+    headers: Vec<(String, String)>,
+}
+
+/// One request's machine.
+pub struct Flow {
+    gate: Rc<Gate>,
+    request: Request,
+    now: i64,
+    state: State,
+    /// What the log line says; its outcome becomes the answer.
+    record: Decision,
+    /// The token cache key (JWTs only).
+    token_key: Option<TokenKey>,
+    /// The bearer token (JWTs only; empty before it is read). Never logged.
+    raw_token: String,
+    /// Whether this request fetched the issuer's set already.
+    fetched_keys: bool,
+    /// A stale set was served: refresh it after answering.
+    refresh: Option<TrustedIssuer>,
+    /// The forward, built once the token is good.
+    forward: Option<OriginRequest>,
+    /// The body, once read (POST).
+    body: Option<Vec<u8>>,
+    /// The session's stored owner, once read.
+    session_owner: Option<Option<String>>,
+    /// Filters the origin's `tools/list` answer.
+    tool_filter: Option<ToolListFilter>,
+    /// The streaming form of `tool_filter`, once answering with SSE.
+    sse: Option<SseToolFilter>,
+    /// A step to hand out before stepping further (the answer, once made).
+    ready: Option<Step>,
+}
+
+impl Flow {
+    /// A machine for `request`, arrived at `now` (seconds since the epoch).
+    pub fn new(gate: Rc<Gate>, request: Request, now: i64) -> Self {
+        Flow {
+            gate,
+            request,
+            now,
+            state: State::Arrived,
+            record: Decision::default(),
+            token_key: None,
+            raw_token: String::new(),
+            fetched_keys: false,
+            refresh: None,
+            forward: None,
+            body: None,
+            session_owner: None,
+            tool_filter: None,
+            sse: None,
+            ready: None,
+        }
+    }
+
+    /// What the decision was, for tests and the log: the route, the token,
+    /// the audit of the body, the reason, and what was sent or answered.
+    pub fn decision(&self) -> &Decision {
+        &self.record
+    }
+
+    /// The body read for [`Need::ReadBody`], to send with [`Need::Forward`].
+    pub fn body(&self) -> Option<&[u8]> {
+        self.body.as_deref()
+    }
+
+    /// Whether background work follows the answer (a key set refresh).
+    pub fn has_background(&self) -> bool {
+        self.refresh.is_some()
+    }
+
+    /// Whether the machine has nothing left to do: answered, background work
+    /// done, no filtered stream still running through it.
+    pub fn is_spent(&self) -> bool {
+        matches!(self.state, State::Finished)
+            && self.ready.is_none()
+            && self.refresh.is_none()
+            && self.sse.is_none()
+    }
+
+    /// Filters one chunk of a [`Body::OriginFiltered`] stream.
+    pub fn filter_chunk(&mut self, chunk: &[u8]) -> Vec<u8> {
+        match &mut self.sse {
+            Some(sse) => sse.push(chunk),
+            None => chunk.to_vec(),
+        }
+    }
+
+    /// What a [`Body::OriginFiltered`] stream holds back at its end.
+    pub fn filter_end(&mut self) -> Vec<u8> {
+        self.sse
+            .take()
+            .map(|mut sse| sse.finish())
+            .unwrap_or_default()
+    }
+
+    /// The next step. Call [`Flow::resume`] after each [`Step::Need`].
+    pub fn step(&mut self) -> Step {
+        if let Some(step) = self.ready.take() {
+            return step;
+        }
+        let gate = Rc::clone(&self.gate);
+        let config = match &gate.config {
+            Ok(config) => config,
+            Err(_) if matches!(self.state, State::Arrived) => {
+                return self.finish_with(Denial::Misconfigured)
+            }
+            Err(_) => return Step::Done(None),
+        };
+        loop {
+            // A stage may decide the answer while moving on (a refusal found
+            // once the token is known): hand it out before anything else.
+            if let Some(step) = self.ready.take() {
+                return step;
+            }
+            match std::mem::replace(&mut self.state, State::Finished) {
+                State::Arrived => {
+                    if let Some(step) = self.arrive(config) {
+                        return step;
+                    }
+                }
+                State::Introspecting(mut lookup) => {
+                    let route = self.route(config);
+                    let policy = introspection_policy(config, route);
+                    match lookup.step(
+                        &gate.introspection,
+                        &config.introspection,
+                        &policy,
+                        config.key_cache.limits,
+                    ) {
+                        Poll::Need(io) => {
+                            self.state = State::Introspecting(lookup);
+                            return Step::Need(Need::Io(io));
+                        }
+                        Poll::Ready(Err(error)) => {
+                            return self.refuse(config, Denial::IntrospectionUnavailable(error))
+                        }
+                        Poll::Ready(Ok(Err(refusal))) => {
+                            return self.refuse(config, Denial::InactiveToken(refusal))
+                        }
+                        Poll::Ready(Ok(Ok(token))) => self.authenticated(config, token),
+                    }
+                }
+                State::ConfirmingCachedKey {
+                    mut lookup,
+                    cached,
+                    kid,
+                } => match lookup.step() {
+                    Poll::Need(io) => {
+                        self.state = State::ConfirmingCachedKey {
+                            lookup,
+                            cached,
+                            kid,
+                        };
+                        return Step::Need(Need::Io(io));
+                    }
+                    Poll::Ready(Err(error)) => {
+                        return self.refuse(config, Denial::KeysUnavailable(error))
+                    }
+                    Poll::Ready(Ok(set)) => {
+                        self.after_lookup(&lookup);
+                        if kid.as_deref().is_some_and(|kid| set.has_kid(kid)) {
+                            self.authenticated(config, cached);
+                        } else {
+                            if let Some(key) = &self.token_key {
+                                gate.tokens.forget(key);
+                            }
+                            if let Some(step) = self.check_fresh_token(config) {
+                                return step;
+                            }
+                        }
+                    }
+                },
+                State::FindingKeys {
+                    mut lookup,
+                    demand,
+                    token,
+                    issuer,
+                } => match lookup.step() {
+                    Poll::Need(io) => {
+                        self.state = State::FindingKeys {
+                            lookup,
+                            demand,
+                            token,
+                            issuer,
+                        };
+                        return Step::Need(Need::Io(io));
+                    }
+                    Poll::Ready(Err(error)) => {
+                        return self.refuse(config, Denial::KeysUnavailable(error))
+                    }
+                    Poll::Ready(Ok(set)) => {
+                        self.after_lookup(&lookup);
+                        if demand == KeyDemand::Current && !token.has_candidate_key(&set) {
+                            // Perhaps the issuer rotated keys since the set was cached.
+                            let demand = KeyDemand::UnknownKid;
+                            let lookup = self.key_lookup(config, &issuer, demand);
+                            self.state = State::FindingKeys {
+                                lookup,
+                                demand,
+                                token,
+                                issuer,
+                            };
+                            continue;
+                        }
+                        if let Some(step) = self.start_verifying(config, token, issuer, &set) {
+                            return step;
+                        }
+                    }
+                },
+                State::Verifying {
+                    token,
+                    issuer,
+                    candidates,
+                    next,
+                } => {
+                    // Resumed without a verdict (a driver bug): refuse.
+                    let _ = (token, issuer, candidates, next);
+                    return self.token_refused(config, TokenError::BadSignature);
+                }
+                State::Admitting => {
+                    if let Some(step) = self.admit(config) {
+                        return step;
+                    }
+                }
+                State::ReadingSession | State::ReadingBody | State::ReadingOriginBody { .. } => {
+                    // Stepped without the answer it waits for: refuse.
+                    return self.finish_with(Denial::Misconfigured);
+                }
+                State::Forwarding => return self.finish_with(Denial::BadGateway),
+                State::CheckingSession { key, head } => {
+                    // Stepped without the read: treat as unbound (first owner
+                    // wins; the write below is a no-op if one exists already
+                    // in a later read), never as bound to this token.
+                    let _ = key;
+                    return self.answer_from_origin(config, head);
+                }
+                State::BindingSession { head } => return self.answer_from_origin(config, head),
+                State::Refreshing(mut refresh) => match refresh.step() {
+                    Poll::Need(io) => {
+                        self.state = State::Refreshing(refresh);
+                        return Step::Need(Need::Io(io));
+                    }
+                    Poll::Ready(result) => {
+                        let issuer = self.refresh.take().map(|i| i.issuer).unwrap_or_default();
+                        return Step::Done(Some(crate::forward::log::refresh_log(
+                            &issuer,
+                            result.err().map(|e| e.reason()),
+                        )));
+                    }
+                },
+                State::Finished => {
+                    if let Some(issuer) = self.refresh.clone() {
+                        self.state = State::Refreshing(KeySetRefresh::new(
+                            Rc::clone(&gate.keys),
+                            config.key_cache,
+                            issuer,
+                            self.now,
+                        ));
+                        continue;
+                    }
+                    return Step::Done(None);
+                }
+            }
+        }
+    }
+
+    /// Gives the machine the answer to the need its last step named.
+    pub fn resume(&mut self, answer: Answer) {
+        let gate = Rc::clone(&self.gate);
+        let Ok(config) = &gate.config else {
+            return;
+        };
+        match (std::mem::replace(&mut self.state, State::Finished), answer) {
+            (State::Introspecting(mut lookup), Answer::Io(io)) => {
+                lookup.resume(io);
+                self.state = State::Introspecting(lookup);
+            }
+            (
+                State::ConfirmingCachedKey {
+                    mut lookup,
+                    cached,
+                    kid,
+                },
+                Answer::Io(io),
+            ) => {
+                lookup.resume(io);
+                self.state = State::ConfirmingCachedKey {
+                    lookup,
+                    cached,
+                    kid,
+                };
+            }
+            (
+                State::FindingKeys {
+                    mut lookup,
+                    demand,
+                    token,
+                    issuer,
+                },
+                Answer::Io(io),
+            ) => {
+                lookup.resume(io);
+                self.state = State::FindingKeys {
+                    lookup,
+                    demand,
+                    token,
+                    issuer,
+                };
+            }
+            (State::Refreshing(mut refresh), Answer::Io(io)) => {
+                refresh.resume(io);
+                self.state = State::Refreshing(refresh);
+            }
+            (
+                State::Verifying {
+                    token,
+                    issuer,
+                    candidates,
+                    next,
+                },
+                Answer::Verdict(verified),
+            ) => {
+                if let Some(step) = self.verdict(config, token, issuer, candidates, next, verified)
+                {
+                    self.ready = Some(step);
+                }
+            }
+            (State::ReadingSession, Answer::Io(io)) => {
+                self.session_owner = Some(io.into_kv());
+                self.state = State::Admitting;
+            }
+            (State::ReadingBody, Answer::Body(body)) => match body {
+                Ok(body) if body.len() <= config.max_body_bytes => {
+                    self.body = Some(body);
+                    self.state = State::Admitting;
+                }
+                Ok(_) | Err(BodyError::TooLarge) => {
+                    self.ready = Some(self.refuse(config, Denial::PayloadTooLarge));
+                }
+                Err(BodyError::Unreadable) => {
+                    let denial = Denial::MalformedRpc(crate::parse::jsonrpc::RpcError::NotJson);
+                    self.ready = Some(self.refuse(config, denial));
+                }
+            },
+            (State::Forwarding, Answer::Origin(origin)) => {
+                self.ready = Some(match origin {
+                    Ok((status, headers)) => self.origin_answered(config, status, headers),
+                    Err(()) => self.refuse(config, Denial::BadGateway),
+                });
+            }
+            (State::CheckingSession { key, head }, Answer::Io(io)) => {
+                if io.into_kv().is_some() {
+                    // First owner wins: a session is never re-bound.
+                    self.ready = Some(self.answer_from_origin(config, head));
+                    return;
+                }
+                let owner = self
+                    .record
+                    .token
+                    .as_ref()
+                    .map(|token| SessionOwner::of(token).to_json())
+                    .unwrap_or_default();
+                self.state = State::BindingSession { head };
+                self.ready = Some(Step::Need(Need::Io(Io::KvPut {
+                    key,
+                    value: owner,
+                    ttl_seconds: config.session_ttl_seconds.max(60),
+                })));
+            }
+            (State::BindingSession { head }, Answer::Io(_)) => {
+                self.ready = Some(self.answer_from_origin(config, head));
+            }
+            (State::ReadingOriginBody { head }, Answer::OriginBody(body)) => {
+                self.ready = Some(self.filtered_json(config, head, body));
+            }
+            // An answer that fits no need: a driver bug. Nothing is forwarded.
+            (_, _) => self.ready = Some(self.refuse(config, Denial::Misconfigured)),
+        }
+    }
+
+    fn route<'c>(&self, config: &'c Config) -> Option<&'c Route> {
+        self.record.route.and_then(|index| config.routes.get(index))
+    }
+
+    /// Routing, `Origin`, the method and the credentials: everything decided
+    /// from the request alone and isolate memory.
+    fn arrive(&mut self, config: &Config) -> Option<Step> {
+        let (index, suffix) = match target(config, &self.request.path) {
+            Target::Unknown => return Some(self.refuse(config, Denial::NotFound)),
+            Target::Metadata(index) => {
+                self.record.route = Some(index);
+                let route = &config.routes[index];
+                return Some(match self.request.method.as_str() {
+                    "GET" | "HEAD" => self.serve(config, metadata_reply(route), "metadata"),
+                    "OPTIONS" => self.serve(config, metadata_preflight_reply(), "preflight"),
+                    _ => self.refuse(
+                        config,
+                        Denial::MethodNotAllowed {
+                            allow: "GET, HEAD, OPTIONS",
+                        },
+                    ),
+                });
+            }
+            Target::Protected { index, suffix } => (index, suffix),
+        };
+        self.record.route = Some(index);
+        let route = &config.routes[index];
+        // MCP transport: validate Origin (DNS rebinding); browsers from
+        // allowed origins get CORS headers on every answer, refusals included.
+        if let Some(origin) = self.request.head().header("origin").map(str::to_owned) {
+            if !config.allowed_origins.contains(&origin) {
+                return Some(self.refuse(config, Denial::OriginNotAllowed));
+            }
+            if self.request.method == "OPTIONS" {
+                let reply = mcp_preflight_reply(&origin);
+                self.record.cors_origin = Some(origin);
+                return Some(self.serve(config, reply, "preflight"));
+            }
+            self.record.cors_origin = Some(origin);
+        }
+        if !matches!(self.request.method.as_str(), "GET" | "POST" | "DELETE") {
+            let denial = Denial::MethodNotAllowed {
+                allow: FORWARDED_METHODS,
+            };
+            return Some(self.refuse(config, denial));
+        }
+        let head = self.request.head();
+        self.forward = Some(OriginRequest {
+            url: origin_url(&route.origin, &self.request.path[suffix..], head.query),
+            headers: Vec::new(),
+        });
+        let authorization = head.header_values("authorization");
+        let carriers = CredentialCarriers {
+            authorization: &authorization,
+            query: head.query,
+            content_type: head.header("content-type"),
+            max_authorization_bytes: config.max_authorization_bytes,
+        };
+        let raw = match extract_bearer(&carriers) {
+            Err(error) => Err(Denial::BadRequest(error)),
+            Ok(None) => Err(Denial::NoCredentials),
+            Ok(Some(raw)) => Ok(raw.to_owned()),
+        };
+        let raw = match raw {
+            Ok(raw) => raw,
+            Err(denial) => return Some(self.refuse(config, denial)),
+        };
+        let introspect = match config.introspection.format {
+            TokenFormat::Jwt => false,
+            TokenFormat::Opaque => true,
+            TokenFormat::Auto => !looks_like_jwt(&raw),
+        };
+        if introspect {
+            let policy = introspection_policy(config, Some(route));
+            self.state =
+                State::Introspecting(Box::new(IntrospectionLookup::new(&raw, &policy, self.now)));
+            return None;
+        }
+        let key = TokenKey::of(&raw, &route.check_binding);
+        self.token_key = Some(key);
+        self.raw_token = raw;
+        let leeway = i64::try_from(config.leeway_seconds).unwrap_or(0);
+        if let Some((cached, kid)) = self.gate.tokens.get(&key, self.now, leeway) {
+            let issuer = config
+                .issuer(&cached.issuer)
+                .filter(|issuer| route.trusts(&issuer.issuer))
+                .cloned();
+            if let Some(issuer) = issuer {
+                // Asking for the set also keeps it refreshed.
+                let lookup = self.key_lookup(config, &issuer, KeyDemand::Current);
+                self.state = State::ConfirmingCachedKey {
+                    lookup,
+                    cached,
+                    kid,
+                };
+                return None;
+            }
+            self.gate.tokens.forget(&key);
+        }
+        self.check_fresh_token(config)
+    }
+
+    /// A JWT not (or no longer) in the cache: a remembered refusal, or parse
+    /// it and find its issuer's keys.
+    fn check_fresh_token(&mut self, config: &Config) -> Option<Step> {
+        let key = self.token_key?;
+        if let Some(error) = self.gate.tokens.refusal(&key, self.now) {
+            return Some(self.refuse(config, Denial::InvalidToken(error)));
+        }
+        let parsed = UnverifiedJwt::parse(&self.raw_token, &config.algorithms).and_then(|token| {
+            if config.require_at_jwt_typ {
+                token.require_access_token_type()?;
+            }
+            Ok(token)
+        });
+        let token = match parsed {
+            Ok(token) => token,
+            Err(error) => return Some(self.refuse(config, Denial::InvalidToken(error))),
+        };
+        let route = self.route(config)?;
+        let issuer = token
+            .issuer()
+            .filter(|iss| route.trusts(iss))
+            .and_then(|iss| config.issuer(iss))
+            .cloned();
+        let Some(issuer) = issuer else {
+            let denial = Denial::InvalidToken(TokenError::UntrustedIssuer);
+            return Some(self.refuse(config, denial));
+        };
+        let demand = KeyDemand::Current;
+        let lookup = self.key_lookup(config, &issuer, demand);
+        self.state = State::FindingKeys {
+            lookup,
+            demand,
+            token: Box::new(token),
+            issuer,
+        };
+        None
+    }
+
+    fn key_lookup(
+        &self,
+        config: &Config,
+        issuer: &TrustedIssuer,
+        demand: KeyDemand,
+    ) -> KeySetLookup {
+        KeySetLookup::new(
+            Rc::clone(&self.gate.keys),
+            config.key_cache,
+            issuer.clone(),
+            demand,
+            self.now,
+            self.fetched_keys,
+        )
+    }
+
+    fn after_lookup(&mut self, lookup: &KeySetLookup) {
+        self.fetched_keys |= lookup.fetched();
+        if let Some(issuer) = lookup.refresh_due() {
+            self.refresh = Some(issuer);
+        }
+    }
+
+    /// Picks the keys the signature may be checked with and asks for the
+    /// first check.
+    fn start_verifying(
+        &mut self,
+        config: &Config,
+        token: Box<UnverifiedJwt>,
+        issuer: TrustedIssuer,
+        set: &KeySet,
+    ) -> Option<Step> {
+        let route = self.route(config)?;
+        let policy = claims_policy(config, route, &issuer.issuer);
+        let candidates = match token.signature_candidates(set, &policy) {
+            Ok(candidates) => candidates,
+            Err(error) => return Some(self.token_refused(config, error)),
+        };
+        Some(self.ask_verdict(config, token, issuer.issuer, candidates, 0))
+    }
+
+    fn ask_verdict(
+        &mut self,
+        config: &Config,
+        token: Box<UnverifiedJwt>,
+        issuer: String,
+        candidates: Vec<PublicKey>,
+        next: usize,
+    ) -> Step {
+        let Some(key) = candidates.get(next) else {
+            return self.token_refused(config, TokenError::BadSignature);
+        };
+        let check = Check {
+            alg: token.algorithm(),
+            key: key.clone(),
+            message: token.signing_input().as_bytes().to_vec(),
+            signature: token.signature().to_vec(),
+        };
+        self.state = State::Verifying {
+            token,
+            issuer,
+            candidates,
+            next,
+        };
+        Step::Need(Need::Verify(check))
+    }
+
+    fn verdict(
+        &mut self,
+        config: &Config,
+        token: Box<UnverifiedJwt>,
+        issuer: String,
+        candidates: Vec<PublicKey>,
+        next: usize,
+        verified: bool,
+    ) -> Option<Step> {
+        if !verified {
+            return Some(self.ask_verdict(config, token, issuer, candidates, next + 1));
+        }
+        let route = self.route(config)?;
+        let policy = claims_policy(config, route, &issuer);
+        match token.verified_claims(&policy, self.now) {
+            Err(error) => Some(self.token_refused(config, error)),
+            Ok(verified) => {
+                // A token without `kid` is not remembered: nothing would tell
+                // when the key that verified it leaves the set.
+                if let (Some(key), Some(kid)) = (&self.token_key, token.kid()) {
+                    self.gate.tokens.insert(key, &verified, Some(kid), self.now);
+                }
+                self.authenticated(config, verified);
+                None
+            }
+        }
+    }
+
+    /// A JWT refused after its key set was found: remembered, so a replay
+    /// costs no second check.
+    fn token_refused(&mut self, config: &Config, error: TokenError) -> Step {
+        if let Some(key) = &self.token_key {
+            self.gate.tokens.remember_refusal(key, error, self.now);
+        }
+        self.refuse(config, Denial::InvalidToken(error))
+    }
+
+    /// The token is good: route scopes, then the forward's headers.
+    fn authenticated(&mut self, config: &Config, token: AccessToken) {
+        let Some(route) = self.route(config) else {
+            self.ready = Some(self.refuse(config, Denial::Misconfigured));
+            return;
+        };
+        // A POST's scopes are decided with its body, so that one challenge
+        // can name everything the operation needs.
+        let missing = route
+            .required_scopes
+            .iter()
+            .any(|scope| !token.has_scope(scope));
+        if missing && self.request.method != "POST" {
+            let denial = Denial::InsufficientScope {
+                required: route.required_scopes.clone(),
+            };
+            self.record.token = Some(token);
+            self.ready = Some(self.refuse(config, denial));
+            return;
+        }
+        if let Some(forward) = &mut self.forward {
+            forward.headers = origin_headers(
+                &self.request.headers,
+                &token,
+                route.origin_authorization.as_deref(),
+            );
+        }
+        self.record.token = Some(token);
+        self.record.reason = "authorized";
+        self.state = State::Admitting;
+    }
+
+    /// The checks after the token: the session belongs to the token's owner;
+    /// a POST's body is JSON-RPC the token may send. Then the forward.
+    fn admit(&mut self, config: &Config) -> Option<Step> {
+        let route = self.route(config)?;
+        let Some(token) = self.record.token.clone() else {
+            return Some(self.refuse(config, Denial::Misconfigured));
+        };
+        if let Some(session_id) = self.request.head().header("mcp-session-id") {
+            if !is_valid_session_id(session_id) {
+                return Some(self.refuse(config, Denial::ForeignSession));
+            }
+            let Some(stored) = &self.session_owner else {
+                let key = session_key(&route.resource.uri, session_id);
+                self.state = State::ReadingSession;
+                return Some(Step::Need(Need::Io(Io::KvGet { key })));
+            };
+            if !may_use_session(stored.as_deref(), &token) {
+                return Some(self.refuse(config, Denial::ForeignSession));
+            }
+        }
+        if self.request.method == "POST" {
+            let Some(body) = &self.body else {
+                let declared = self
+                    .request
+                    .head()
+                    .header("content-length")
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+                if declared.is_some_and(|length| length > config.max_body_bytes as u64) {
+                    return Some(self.refuse(config, Denial::PayloadTooLarge));
+                }
+                self.state = State::ReadingBody;
+                return Some(Step::Need(Need::ReadBody {
+                    max_bytes: config.max_body_bytes,
+                }));
+            };
+            match authorize_rpc(route, &self.request.head(), &token, body) {
+                Ok(plan) => {
+                    self.record.audit = Some(plan.audit);
+                    self.tool_filter = plan.tool_filter;
+                }
+                Err((denial, audit)) => {
+                    self.record.audit = audit;
+                    return Some(self.refuse(config, denial));
+                }
+            }
+        }
+        let forward = self.forward.clone()?;
+        self.record.outcome = Outcome::Forward(forward.clone());
+        self.state = State::Forwarding;
+        Some(Step::Need(Need::Forward(forward)))
+    }
+
+    /// The origin answered: bind the session it opened, then answer.
+    fn origin_answered(
+        &mut self,
+        config: &Config,
+        status: u16,
+        headers: Vec<(String, String)>,
+    ) -> Step {
+        let session = headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("mcp-session-id"))
+            .map(|(_, value)| value.clone());
+        let head = OriginHead { status, headers };
+        match (session, self.route(config)) {
+            (Some(session_id), Some(route))
+                if self.record.token.is_some() && is_valid_session_id(&session_id) =>
+            {
+                let key = session_key(&route.resource.uri, &session_id);
+                self.state = State::CheckingSession {
+                    key: key.clone(),
+                    head,
+                };
+                Step::Need(Need::Io(Io::KvGet { key }))
+            }
+            _ => self.answer_from_origin(config, head),
+        }
+    }
+
+    /// The client's answer from the origin's, `tools/list` filtered.
+    fn answer_from_origin(&mut self, config: &Config, head: OriginHead) -> Step {
+        let filter = self
+            .tool_filter
+            .take()
+            .filter(|_| (200..300).contains(&head.status));
+        let Some(filter) = filter else {
+            return self.respond_from_origin(config, &head, Body::Origin);
+        };
+        let content_type = head
+            .headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+            .map(|(_, value)| value.to_ascii_lowercase())
+            .unwrap_or_default();
+        if content_type.starts_with("application/json") {
+            self.tool_filter = Some(filter);
+            self.state = State::ReadingOriginBody { head };
+            return Step::Need(Need::ReadOriginBody);
+        }
+        if content_type.starts_with("text/event-stream") {
+            self.sse = Some(filter.sse());
+            return self.respond_from_origin(config, &head, Body::OriginFiltered);
+        }
+        // A tools/list answer in a form the gate cannot filter is not passed on.
+        self.refuse(config, Denial::BadGateway)
+    }
+
+    fn filtered_json(
+        &mut self,
+        config: &Config,
+        head: OriginHead,
+        body: Result<Vec<u8>, ()>,
+    ) -> Step {
+        let (Some(filter), Ok(body)) = (self.tool_filter.take(), body) else {
+            return self.refuse(config, Denial::BadGateway);
+        };
+        match filter.filter_json(&body) {
+            Ok(Some(filtered)) => self.respond_from_origin(config, &head, Body::Bytes(filtered)),
+            Ok(None) => self.respond_from_origin(config, &head, Body::Bytes(body)),
+            Err(_) => self.refuse(config, Denial::BadGateway),
+        }
+    }
+
+    fn respond_from_origin(&mut self, config: &Config, head: &OriginHead, body: Body) -> Step {
+        let mut headers = client_response_headers(&head.headers);
+        if let Some(origin) = &self.record.cors_origin {
+            with_cors(&mut headers, origin);
+        }
+        self.state = State::Finished;
+        Step::Respond(Response {
+            status: head.status,
+            headers,
+            log: self.log_line(config, head.status),
+            body,
+        })
+    }
+
+    /// Answers with a gate reply (metadata, preflight).
+    fn serve(&mut self, config: &Config, reply: Reply, reason: &'static str) -> Step {
+        self.record.reason = reason;
+        self.reply(Some(config), reply)
+    }
+
+    /// Refuses: the one way a refusal becomes an answer.
+    fn refuse(&mut self, config: &Config, denial: Denial) -> Step {
+        let reply = denial.reply(self.route(config));
+        self.record.reason = denial.reason();
+        self.reply(Some(config), reply)
+    }
+
+    /// Refuses where no configuration can be read.
+    fn finish_with(&mut self, denial: Denial) -> Step {
+        let config = self.gate.config.as_ref().ok().cloned();
+        match &config {
+            Some(config) => self.refuse(config, denial),
+            None => {
+                let reply = denial.reply(None);
+                self.record.reason = denial.reason();
+                self.reply(None, reply)
+            }
+        }
+    }
+
+    fn reply(&mut self, config: Option<&Config>, reply: Reply) -> Step {
+        let mut headers: Vec<(String, String)> = reply
+            .headers
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), value.clone()))
+            .collect();
+        if let Some(origin) = &self.record.cors_origin {
+            with_cors(&mut headers, origin);
+        }
+        let status = reply.status;
+        let body = Body::Bytes(reply.body.clone().into_bytes());
+        self.record.outcome = Outcome::Reply(reply);
+        self.state = State::Finished;
+        let log = match config {
+            Some(config) => self.log_line(config, status),
+            None => request_log(
+                None,
+                &self.record,
+                &self.request.method,
+                &self.request.path,
+                status,
+            ),
+        };
+        Step::Respond(Response {
+            status,
+            headers,
+            body,
+            log,
+        })
+    }
+
+    fn log_line(&self, config: &Config, status: u16) -> String {
+        request_log(
+            Some(config),
+            &self.record,
+            &self.request.method,
+            &self.request.path,
+            status,
+        )
+    }
+}
+
+fn introspection_policy<'c>(
+    config: &'c Config,
+    route: Option<&'c Route>,
+) -> IntrospectionPolicy<'c> {
+    IntrospectionPolicy {
+        issuers: route.map_or(&[][..], |route| &route.issuers),
+        audiences: route.map_or(&[][..], |route| &route.audiences),
+        leeway_seconds: i64::try_from(config.leeway_seconds).unwrap_or(0),
+    }
+}
+
+fn claims_policy<'c>(config: &'c Config, route: &'c Route, issuer: &'c str) -> ClaimsPolicy<'c> {
+    ClaimsPolicy {
+        issuer,
+        audiences: &route.audiences,
+        leeway_seconds: config.leeway_seconds,
+        max_lifetime_seconds: config.max_token_lifetime_seconds,
+    }
+}
+
+#[cfg(test)]
+#[path = "machine_tests.rs"]
+mod tests;

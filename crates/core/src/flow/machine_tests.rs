@@ -1,0 +1,361 @@
+//! The machine through the scripted driver: one test per need it can name
+//! and per refusal, each asserting what reached the origin.
+
+use std::rc::Rc;
+
+use serde_json::json;
+
+use super::*;
+use crate::flow::script::{Run, Script, Verdicts};
+use crate::io::FetchError;
+use crate::testkit::{config, good_claims, jwks_json, mint, mint_raw, with, NOW};
+
+const JWKS: &str = "https://auth.example.com/jwks";
+const CALL: &str =
+    r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"lookup","arguments":{}}}"#;
+
+fn gate(extra: &[(&str, &str)]) -> Rc<Gate> {
+    Rc::new(Gate::new(Ok(config(extra))))
+}
+
+fn script() -> Script {
+    let mut script = Script::default();
+    script.serve(JWKS, &jwks_json());
+    script.body = Ok(CALL.as_bytes().to_vec());
+    script
+}
+
+fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> Request {
+    Request {
+        method: method.to_owned(),
+        path: path.to_owned(),
+        query: None,
+        headers: headers
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect(),
+    }
+}
+
+fn post(token: &str) -> Request {
+    let bearer = format!("Bearer {token}");
+    request(
+        "POST",
+        "/mcp",
+        &[
+            ("authorization", &bearer),
+            ("content-type", "application/json"),
+        ],
+    )
+}
+
+fn token() -> String {
+    mint(JwsAlgorithm::EdDsa, &good_claims())
+}
+
+fn header<'r>(run: &'r Run, name: &str) -> Option<&'r str> {
+    run.response
+        .headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// Asserts a refusal: the status, the log reason, nothing forwarded.
+fn refused(run: &Run, status: u16, reason: &str) {
+    assert_eq!(run.response.status, status, "{:?}", run.decision.reason);
+    assert_eq!(run.decision.reason, reason);
+    assert!(run.forwarded.is_none(), "forwarded: {:?}", run.forwarded);
+    assert!(run
+        .response
+        .log
+        .contains(&format!(r#""reason":"{reason}""#)));
+}
+
+#[test]
+fn a_good_token_is_forwarded_after_its_key_set_its_check_and_its_body() {
+    let gate = gate(&[]);
+    let mut script = script();
+    let token = token();
+    let run = script.run(&gate, post(&token), NOW);
+    assert_eq!(run.response.status, 200);
+    assert_eq!(run.decision.reason, "authorized");
+    let (forward, body) = run.forwarded.as_ref().expect("forwarded");
+    assert_eq!(body.as_deref(), Some(CALL.as_bytes()));
+    assert!(
+        !format!("{forward:?}").contains(&token),
+        "the token reached the origin"
+    );
+    assert_eq!(run.response.body, Body::Origin);
+    assert_eq!(run.body, b"{}");
+    // The needs, in order: the store's copy of the set, the set, the store
+    // write, the check, the body, the forward.
+    let kinds: Vec<&str> = script
+        .needs
+        .iter()
+        .map(|need| match need {
+            Need::Io(Io::KvGet { .. }) => "kv_get",
+            Need::Io(Io::KvPut { .. }) => "kv_put",
+            Need::Io(Io::Get { .. }) => "get",
+            Need::Io(_) => "io",
+            Need::Verify(_) => "verify",
+            Need::ReadBody { .. } => "body",
+            Need::Forward(_) => "forward",
+            Need::ReadOriginBody => "origin_body",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["kv_get", "get", "kv_put", "verify", "body", "forward"]
+    );
+    assert!(run
+        .response
+        .log
+        .starts_with(r#"{"event":"request","decision":"allow""#));
+    assert!(!run.response.log.contains(&token));
+}
+
+#[test]
+fn a_reused_token_needs_only_its_body_and_the_forward() {
+    let gate = gate(&[]);
+    let token = token();
+    script().run(&gate, post(&token), NOW);
+    let mut again = script();
+    let run = again.run(&gate, post(&token), NOW + 1);
+    assert_eq!(run.response.status, 200);
+    assert_eq!(again.checks(), 0);
+    assert_eq!(again.needs.len(), 2, "{:?}", again.needs);
+}
+
+#[test]
+fn a_bad_signature_is_refused_remembered_and_never_forwarded() {
+    let gate = gate(&[]);
+    let mut script = script();
+    script.verdicts = Verdicts::Fixed(false);
+    let token = token();
+    let run = script.run(&gate, post(&token), NOW);
+    refused(&run, 401, "bad_signature");
+    assert!(header(&run, "www-authenticate")
+        .unwrap()
+        .contains("invalid_token"));
+    // Nothing was remembered as verified: a good verdict later still checks.
+    let mut honest = crate::flow::script::Script::default();
+    honest.serve(JWKS, &jwks_json());
+    honest.body = Ok(CALL.as_bytes().to_vec());
+    let again = honest.run(&gate, post(&token), NOW + 1);
+    refused(&again, 401, "bad_signature");
+    assert_eq!(
+        honest.checks(),
+        0,
+        "the refusal is remembered, not re-checked"
+    );
+}
+
+#[test]
+fn no_verified_token_survives_a_bad_verdict() {
+    let gate = gate(&[]);
+    let token = token();
+    let mut bad = script();
+    bad.verdicts = Verdicts::Fixed(false);
+    bad.run(&gate, post(&token), NOW);
+    let key = crate::verify::token_cache::TokenKey::of(
+        &token,
+        &gate.config.as_ref().unwrap().routes[0].check_binding,
+    );
+    assert!(gate.tokens.get(&key, NOW, 0).is_none());
+}
+
+#[test]
+fn no_token_gets_the_discovery_challenge_without_any_io() {
+    let gate = gate(&[]);
+    let mut script = script();
+    let run = script.run(&gate, request("POST", "/mcp", &[]), NOW);
+    refused(&run, 401, "no_credentials");
+    assert!(script.needs.is_empty());
+    assert!(header(&run, "www-authenticate")
+        .unwrap()
+        .contains("resource_metadata="));
+}
+
+#[test]
+fn unavailable_keys_are_503() {
+    let gate = gate(&[]);
+    let mut script = script();
+    script
+        .documents
+        .insert(JWKS.to_owned(), Err(FetchError::Network));
+    let run = script.run(&gate, post(&token()), NOW);
+    refused(&run, 503, "jwks_fetch_failed");
+    assert_eq!(header(&run, "retry-after"), Some("30"));
+}
+
+#[test]
+fn an_expired_token_is_refused_after_its_check() {
+    let gate = gate(&[]);
+    let mut script = script();
+    let claims = with(
+        &good_claims(),
+        json!({"exp": NOW - 3600, "iat": NOW - 7200}),
+    );
+    let run = script.run(&gate, post(&mint(JwsAlgorithm::EdDsa, &claims)), NOW);
+    refused(&run, 401, "token_expired");
+}
+
+#[test]
+fn a_body_past_the_cap_is_413_and_its_declared_length_is_refused_before_reading() {
+    let gate = gate(&[("MCP_MAX_BODY_BYTES", "1024")]);
+    let mut oversized = script();
+    oversized.body = Ok(vec![b' '; 2048]);
+    let run = oversized.run(&gate, post(&token()), NOW);
+    refused(&run, 413, "body_too_large");
+    let mut declared = script();
+    let bearer = format!("Bearer {}", token());
+    let run = declared.run(
+        &gate,
+        request(
+            "POST",
+            "/mcp",
+            &[("authorization", &bearer), ("content-length", "4096")],
+        ),
+        NOW + 1,
+    );
+    refused(&run, 413, "body_too_large");
+    assert!(!declared
+        .needs
+        .iter()
+        .any(|need| matches!(need, Need::ReadBody { .. })));
+}
+
+#[test]
+fn an_unreadable_body_is_refused() {
+    let gate = gate(&[]);
+    let mut script = script();
+    script.body = Err(BodyError::Unreadable);
+    let run = script.run(&gate, post(&token()), NOW);
+    refused(&run, 400, "body_not_json");
+}
+
+#[test]
+fn a_missing_tool_scope_is_403_with_the_scope_named() {
+    let gate = gate(&[("MCP_TOOL_SCOPES", r#"{"lookup":["invoices:read"]}"#)]);
+    let mut script = script();
+    let run = script.run(&gate, post(&token()), NOW);
+    refused(&run, 403, "insufficient_scope");
+    assert!(header(&run, "www-authenticate")
+        .unwrap()
+        .contains(r#"scope="invoices:read""#));
+    assert!(run.response.log.contains(r#""tools":["lookup"]"#));
+}
+
+#[test]
+fn a_session_of_another_subject_is_refused_after_its_owner_is_read() {
+    let gate = gate(&[]);
+    let mut first = script();
+    first.origin = Ok((200, vec![("mcp-session-id".into(), "s-1".into())]));
+    let run = first.run(&gate, post(&token()), NOW);
+    assert_eq!(run.response.status, 200);
+    assert_eq!(
+        first
+            .kv
+            .keys()
+            .filter(|k| k.starts_with("session:"))
+            .count(),
+        1
+    );
+    // Another subject presents the session.
+    let other = mint(
+        JwsAlgorithm::EdDsa,
+        &with(&good_claims(), json!({"sub": "user-2"})),
+    );
+    let mut second = script();
+    second.kv = first.kv.clone();
+    let bearer = format!("Bearer {other}");
+    let run = second.run(
+        &gate,
+        request(
+            "POST",
+            "/mcp",
+            &[("authorization", &bearer), ("mcp-session-id", "s-1")],
+        ),
+        NOW + 1,
+    );
+    refused(&run, 404, "foreign_session");
+}
+
+#[test]
+fn an_unreachable_origin_is_502() {
+    let gate = gate(&[]);
+    let mut script = script();
+    script.origin = Err(());
+    let run = script.run(&gate, post(&token()), NOW);
+    assert_eq!(run.response.status, 502);
+    assert_eq!(run.decision.reason, "bad_gateway");
+}
+
+#[test]
+fn a_filtered_tools_list_hides_tools_in_json_and_in_sse() {
+    let gate = gate(&[("MCP_TOOL_SCOPES", r#"{"void":["invoices:write"]}"#)]);
+    let list = r#"{"jsonrpc":"2.0","id":7,"method":"tools/list"}"#;
+    let answer =
+        r#"{"jsonrpc":"2.0","id":7,"result":{"tools":[{"name":"lookup"},{"name":"void"}]}}"#;
+    let mut json = script();
+    json.body = Ok(list.as_bytes().to_vec());
+    json.origin_body = answer.as_bytes().to_vec();
+    let run = json.run(&gate, post(&token()), NOW);
+    assert_eq!(run.response.status, 200);
+    let text = String::from_utf8(run.body.clone()).unwrap();
+    assert!(text.contains("lookup") && !text.contains("void"), "{text}");
+    let mut sse = script();
+    sse.body = Ok(list.as_bytes().to_vec());
+    sse.origin = Ok((
+        200,
+        vec![("content-type".into(), "text/event-stream".into())],
+    ));
+    sse.origin_body = format!("event: message\ndata: {answer}\n\n").into_bytes();
+    let run = sse.run(&gate, post(&token()), NOW + 1);
+    assert_eq!(run.response.body, Body::OriginFiltered);
+    let text = String::from_utf8(run.body.clone()).unwrap();
+    assert!(text.contains("lookup") && !text.contains("void"), "{text}");
+}
+
+#[test]
+fn a_kid_unknown_to_a_fetched_set_is_not_fetched_again() {
+    let gate = gate(&[]);
+    let mut script = script();
+    let token = mint_raw(
+        JwsAlgorithm::EdDsa,
+        r#"{"alg":"EdDSA","kid":"new"}"#,
+        &good_claims().to_string(),
+    );
+    let run = script.run(&gate, post(&token), NOW);
+    refused(&run, 401, "unknown_key");
+    assert_eq!(script.fetches(JWKS), 1);
+}
+
+#[test]
+fn a_misconfigured_gate_refuses_everything_with_500() {
+    let error = crate::config::Config::parse(&crate::testkit::MapBindings(Default::default()))
+        .expect_err("an empty configuration is refused");
+    let gate = Rc::new(Gate::new(Err(error)));
+    let mut script = script();
+    let run = script.run(&gate, post(&token()), NOW);
+    refused(&run, 500, "misconfigured");
+    assert!(script.needs.is_empty());
+}
+
+#[test]
+fn a_confused_driver_never_gets_a_forward() {
+    // Resumed with answers that fit no need, the machine refuses.
+    let gate = gate(&[]);
+    let mut flow = Flow::new(Rc::clone(&gate), post(&token()), NOW);
+    let mut forwarded = false;
+    for _ in 0..50 {
+        match flow.step() {
+            Step::Need(Need::Forward(_)) => forwarded = true,
+            Step::Need(_) => flow.resume(Answer::Verdict(true)),
+            Step::Respond(_) => {}
+            Step::Done(_) => break,
+        }
+    }
+    assert!(!forwarded);
+}

@@ -1,0 +1,190 @@
+//! The native driver of the request machine: performs every [`Need`] from a
+//! script (a key-value map for Workers KV, canned documents per URL, the
+//! request body, the origin's answer) and checks signatures with the native
+//! RustCrypto backend. The tests and the fuzz target run the very machine
+//! the edge runs through it, so it is the reference for every decision.
+//! Native only: the edge is driven by the JavaScript entry.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use crate::flow::gate::Decision;
+use crate::flow::machine::{Answer, Body, BodyError, Flow, Gate, Need, Request, Response, Step};
+use crate::forward::origin::OriginRequest;
+use crate::io::{FetchError, FetchedDocument, Io, IoAnswer};
+use crate::verify::signature::verify_signature;
+
+/// How signature checks are answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdicts {
+    /// By the native backend.
+    Native,
+    /// Always this.
+    Fixed(bool),
+}
+
+/// What the outside world answers, and what the machine did with it.
+#[derive(Debug)]
+pub struct Script {
+    /// Workers KV.
+    pub kv: HashMap<String, String>,
+    /// Documents by URL; a URL not here answers 404.
+    pub documents: HashMap<String, Result<FetchedDocument, FetchError>>,
+    /// Signature verdicts.
+    pub verdicts: Verdicts,
+    /// The request body.
+    pub body: Result<Vec<u8>, BodyError>,
+    /// The origin's status and header fields (`Err`: unreachable).
+    pub origin: Result<(u16, Vec<(String, String)>), ()>,
+    /// The origin's body.
+    pub origin_body: Vec<u8>,
+    /// Every need the machine named, in order.
+    pub needs: Vec<Need>,
+}
+
+impl Default for Script {
+    fn default() -> Self {
+        Script {
+            kv: HashMap::new(),
+            documents: HashMap::new(),
+            verdicts: Verdicts::Native,
+            body: Ok(Vec::new()),
+            origin: Ok((
+                200,
+                vec![("content-type".into(), "application/json".into())],
+            )),
+            origin_body: b"{}".to_vec(),
+            needs: Vec::new(),
+        }
+    }
+}
+
+/// One request, run to its end.
+#[derive(Debug)]
+pub struct Run {
+    /// The answer the client got.
+    pub response: Response,
+    /// The decision record (route, token, audit, reason, outcome).
+    pub decision: Decision,
+    /// What was sent to the origin, with the body, if anything.
+    pub forwarded: Option<(OriginRequest, Option<Vec<u8>>)>,
+    /// The client's body bytes, filtered stream included.
+    pub body: Vec<u8>,
+    /// A background log line, if background work ran.
+    pub background: Option<String>,
+}
+
+/// Most steps one request may take before the driver calls it a loop.
+const MAX_STEPS: usize = 1_000;
+
+impl Script {
+    /// Serves `body` at `url` with status 200.
+    pub fn serve(&mut self, url: &str, body: &str) {
+        self.documents.insert(
+            url.to_owned(),
+            Ok(FetchedDocument {
+                status: 200,
+                body: body.as_bytes().to_vec(),
+                ..FetchedDocument::default()
+            }),
+        );
+    }
+
+    /// How many times the machine fetched `url`.
+    pub fn fetches(&self, url: &str) -> usize {
+        self.needs
+            .iter()
+            .filter(|need| match need {
+                Need::Io(Io::Get { url: asked, .. })
+                | Need::Io(Io::PostForm { url: asked, .. }) => asked.as_str() == url,
+                _ => false,
+            })
+            .count()
+    }
+
+    /// How many signature checks the machine asked for.
+    pub fn checks(&self) -> usize {
+        self.needs
+            .iter()
+            .filter(|need| matches!(need, Need::Verify(_)))
+            .count()
+    }
+
+    /// Runs `request` through a new machine of `gate` at `now`.
+    pub fn run(&mut self, gate: &Rc<Gate>, request: Request, now: i64) -> Run {
+        let mut flow = Flow::new(Rc::clone(gate), request, now);
+        let mut response = None;
+        let mut forwarded = None;
+        let mut body = Vec::new();
+        for _ in 0..MAX_STEPS {
+            let need = match flow.step() {
+                Step::Need(need) => need,
+                Step::Respond(answer) => {
+                    assert!(response.is_none(), "the machine answered twice");
+                    body = match &answer.body {
+                        Body::Bytes(bytes) => bytes.clone(),
+                        Body::Origin => self.origin_body.clone(),
+                        Body::OriginFiltered => {
+                            let mut out = flow.filter_chunk(&self.origin_body);
+                            out.extend(flow.filter_end());
+                            out
+                        }
+                    };
+                    response = Some(answer);
+                    continue;
+                }
+                Step::Done(background) => {
+                    let response = response.expect("the machine finished without an answer");
+                    return Run {
+                        decision: flow.decision().clone(),
+                        response,
+                        forwarded,
+                        body,
+                        background,
+                    };
+                }
+            };
+            self.needs.push(need.clone());
+            let answer = match need {
+                Need::Io(io) => Answer::Io(self.perform(io)),
+                Need::Verify(check) => Answer::Verdict(match self.verdicts {
+                    Verdicts::Native => {
+                        verify_signature(check.alg, &check.key, &check.message, &check.signature)
+                    }
+                    Verdicts::Fixed(verdict) => verdict,
+                }),
+                Need::ReadBody { max_bytes } => Answer::Body(match &self.body {
+                    Ok(body) if body.len() > max_bytes => Err(BodyError::TooLarge),
+                    other => other.clone(),
+                }),
+                Need::Forward(request) => {
+                    assert!(forwarded.is_none(), "the machine forwarded twice");
+                    forwarded = Some((request, flow.body().map(<[u8]>::to_vec)));
+                    Answer::Origin(self.origin.clone())
+                }
+                Need::ReadOriginBody => Answer::OriginBody(Ok(self.origin_body.clone())),
+            };
+            flow.resume(answer);
+        }
+        panic!("the machine took more than {MAX_STEPS} steps");
+    }
+
+    fn perform(&mut self, io: Io) -> IoAnswer {
+        match io {
+            Io::Get { url, .. } | Io::PostForm { url, .. } => {
+                IoAnswer::Fetched(self.documents.get(url.as_str()).cloned().unwrap_or(Ok(
+                    FetchedDocument {
+                        status: 404,
+                        ..FetchedDocument::default()
+                    },
+                )))
+            }
+            Io::KvGet { key } => IoAnswer::Kv(self.kv.get(&key).cloned()),
+            Io::KvPut { key, value, .. } => {
+                self.kv.insert(key, value);
+                IoAnswer::Done
+            }
+            Io::Sleep { .. } => IoAnswer::Done,
+        }
+    }
+}

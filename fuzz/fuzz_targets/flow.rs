@@ -1,0 +1,228 @@
+//! Drives the request machine (crates/core/src/flow/machine.rs) with
+//! arbitrary requests and arbitrary answers to every need it names: key
+//! sets, KV values, fetch failures, signature verdicts, bodies and origin
+//! answers all come from the input. Two requests run against one gate, so
+//! what the first leaves in isolate memory meets the second. Asserts:
+//! - no input panics;
+//! - a request is forwarded only after a good signature verdict in its own
+//!   run, or with a token the gate verified (a good verdict) before;
+//! - a token whose every verdict was bad is never remembered as verified.
+#![no_main]
+
+use std::rc::Rc;
+
+use base64ct::{Base64UrlUnpadded, Encoding};
+use ed25519_dalek::{Signer, SigningKey};
+use libfuzzer_sys::fuzz_target;
+use portcullis_core::config::{Bindings, Config};
+use portcullis_core::flow::machine::{Answer, BodyError, Flow, Gate, Need, Request, Step};
+use portcullis_core::io::{FetchError, FetchedDocument, Io, IoAnswer};
+use portcullis_core::verify::token_cache::TokenKey;
+
+const NOW: i64 = 1_767_225_600;
+const ISSUER: &str = "https://auth.example.com";
+const JWKS: &str = "https://auth.example.com/jwks";
+
+struct Vars;
+
+impl Bindings for Vars {
+    fn text(&self, name: &str) -> Option<String> {
+        let value = match name {
+            "MCP_RESOURCE" => "https://mcp.example.com/mcp",
+            "MCP_ORIGIN" => "http://origin.internal:8080/mcp",
+            "OAUTH_ISSUER" => ISSUER,
+            "OAUTH_JWKS_URI" => JWKS,
+            "MCP_TOOL_SCOPES" => r#"{"void":["invoices:write"]}"#,
+            // JWTs only: an introspection verdict is a good verdict of its own.
+            "OAUTH_TOKEN_FORMAT" => "jwt",
+            _ => return None,
+        };
+        Some(value.to_owned())
+    }
+    fn has_kv_namespace(&self, _: &str) -> bool {
+        true
+    }
+}
+
+fn signing_key() -> SigningKey {
+    SigningKey::from_bytes(&[9u8; 32])
+}
+
+fn jwks() -> String {
+    let x = Base64UrlUnpadded::encode_string(signing_key().verifying_key().as_bytes());
+    format!(r#"{{"keys":[{{"kty":"OKP","crv":"Ed25519","kid":"ed","x":"{x}"}}]}}"#)
+}
+
+/// Reads the input a byte or a slice at a time; zeros once it runs out.
+struct Input<'a>(&'a [u8]);
+
+impl<'a> Input<'a> {
+    fn byte(&mut self) -> u8 {
+        match self.0.split_first() {
+            Some((first, rest)) => {
+                self.0 = rest;
+                *first
+            }
+            None => 0,
+        }
+    }
+    fn bytes(&mut self) -> &'a [u8] {
+        let len = usize::from(self.byte()).min(self.0.len());
+        let (taken, rest) = self.0.split_at(len);
+        self.0 = rest;
+        taken
+    }
+    fn text(&mut self) -> String {
+        String::from_utf8_lossy(self.bytes()).into_owned()
+    }
+}
+
+fn token(input: &mut Input<'_>) -> String {
+    match input.byte() % 3 {
+        // Claims from the input, signed with the key the JWKS holds.
+        0 | 1 => {
+            let claims = if input.byte() % 2 == 0 {
+                format!(
+                    r#"{{"iss":"{ISSUER}","aud":"https://mcp.example.com/mcp","sub":"u","exp":{},"scope":"{}"}}"#,
+                    NOW + i64::from(input.byte()) - 64,
+                    input.text().replace(['"', '\\'], "")
+                )
+            } else {
+                input.text()
+            };
+            let header = r#"{"alg":"EdDSA","kid":"ed","typ":"at+jwt"}"#;
+            let signing_input = format!(
+                "{}.{}",
+                Base64UrlUnpadded::encode_string(header.as_bytes()),
+                Base64UrlUnpadded::encode_string(claims.as_bytes())
+            );
+            let signature = signing_key().sign(signing_input.as_bytes());
+            format!(
+                "{signing_input}.{}",
+                Base64UrlUnpadded::encode_string(&signature.to_bytes())
+            )
+        }
+        _ => input.text(),
+    }
+}
+
+fn request(input: &mut Input<'_>, token: &str) -> Request {
+    let method = ["GET", "POST", "DELETE", "OPTIONS", "PUT"][usize::from(input.byte() % 5)];
+    let path = ["/mcp", "/mcp/x", "/.well-known/oauth-protected-resource/mcp", "/other"]
+        [usize::from(input.byte() % 4)];
+    let mut headers = vec![("authorization".to_owned(), format!("Bearer {token}"))];
+    for _ in 0..input.byte() % 4 {
+        let name = ["mcp-session-id", "content-length", "origin", "mcp-method", "mcp-name", "authorization"]
+            [usize::from(input.byte() % 6)];
+        headers.push((name.to_owned(), input.text()));
+    }
+    Request {
+        method: method.to_owned(),
+        path: path.to_owned(),
+        query: None,
+        headers,
+    }
+}
+
+fn document(input: &mut Input<'_>) -> Result<FetchedDocument, FetchError> {
+    match input.byte() % 6 {
+        0 => Err(FetchError::Network),
+        1 => Err(FetchError::Timeout),
+        2 => Ok(FetchedDocument {
+            status: 200,
+            body: input.bytes().to_vec(),
+            ..FetchedDocument::default()
+        }),
+        3 => Ok(FetchedDocument {
+            status: 302,
+            location: Some(input.text()),
+            ..FetchedDocument::default()
+        }),
+        _ => Ok(FetchedDocument {
+            status: 200,
+            body: jwks().into_bytes(),
+            cache_control: Some(input.text()),
+            ..FetchedDocument::default()
+        }),
+    }
+}
+
+/// Runs one request; returns whether it was forwarded and whether any
+/// verdict it was given was good.
+fn run(gate: &Rc<Gate>, request: Request, input: &mut Input<'_>) -> (bool, bool) {
+    let mut flow = Flow::new(Rc::clone(gate), request, NOW + i64::from(input.byte()));
+    let (mut forwarded, mut good_verdict) = (false, false);
+    for _ in 0..200 {
+        let answer = match flow.step() {
+            Step::Done(_) => break,
+            Step::Respond(_) => continue,
+            Step::Need(need) => match need {
+                Need::Io(Io::Get { .. } | Io::PostForm { .. }) => {
+                    Answer::Io(IoAnswer::Fetched(document(input)))
+                }
+                Need::Io(Io::KvGet { .. }) => Answer::Io(IoAnswer::Kv(match input.byte() % 3 {
+                    0 => None,
+                    _ => Some(input.text()),
+                })),
+                Need::Io(_) => Answer::Io(IoAnswer::Done),
+                Need::Verify(_) => {
+                    let verdict = input.byte() % 2 == 0;
+                    good_verdict |= verdict;
+                    Answer::Verdict(verdict)
+                }
+                Need::ReadBody { .. } => Answer::Body(match input.byte() % 4 {
+                    0 => Err(BodyError::TooLarge),
+                    1 => Err(BodyError::Unreadable),
+                    _ => Ok(input.bytes().to_vec()),
+                }),
+                Need::Forward(_) => {
+                    forwarded = true;
+                    Answer::Origin(match input.byte() % 3 {
+                        0 => Err(()),
+                        _ => Ok((
+                            200,
+                            vec![
+                                ("content-type".to_owned(), input.text()),
+                                ("mcp-session-id".to_owned(), input.text()),
+                            ],
+                        )),
+                    })
+                }
+                Need::ReadOriginBody => Answer::OriginBody(Ok(input.bytes().to_vec())),
+            },
+        };
+        // Now and then, a confused driver: the wrong kind of answer.
+        let answer = if input.byte() == 0xFF {
+            Answer::Verdict(true)
+        } else {
+            answer
+        };
+        flow.resume(answer);
+    }
+    (forwarded, good_verdict)
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut input = Input(data);
+    let config = Config::parse(&Vars).expect("harness configuration parses");
+    let binding = config.routes[0].check_binding.clone();
+    let gate = Rc::new(Gate::new(Ok(config)));
+    let token = token(&mut input);
+    let key = TokenKey::of(&token, &binding);
+    let mut ever_good = false;
+    for _ in 0..2 {
+        let request = request(&mut input, &token);
+        let (forwarded, good) = run(&gate, request, &mut input);
+        ever_good |= good;
+        assert!(
+            !forwarded || ever_good,
+            "forwarded without a good verdict, now or before"
+        );
+        if !ever_good {
+            assert!(
+                gate.tokens.get(&key, NOW + 300, 600).is_none(),
+                "a token no verdict vouched for is remembered as verified"
+            );
+        }
+    }
+});
