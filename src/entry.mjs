@@ -115,6 +115,8 @@ function alive(instance) {
 async function drive(request, env, ctx, started, handle, next) {
   const instance = instanceState?.instanceId;
   let origin;
+  /** The body as read for the machine: the bytes it authorized are the bytes forwarded. */
+  let read;
   for (;;) {
     switch (next[0]) {
       case RESPOND: {
@@ -129,7 +131,7 @@ async function drive(request, env, ctx, started, handle, next) {
       }
       case FORWARD: {
         const { method } = request;
-        const body = next[3] ?? (method === 'GET' || method === 'HEAD' ? undefined : request.body);
+        const body = read ?? (method === 'GET' || method === 'HEAD' ? undefined : request.body);
         try {
           origin = await fetch(next[1], { method, headers: headersOf(next[2]), body, redirect: 'manual' });
         } catch {
@@ -142,7 +144,12 @@ async function drive(request, env, ctx, started, handle, next) {
       case READ_BODY: {
         const body = await readCapped(request.body, next[1]);
         alive(instance);
-        next = body === TOO_LARGE || body === UNREADABLE ? gateBody(handle, undefined, body === TOO_LARGE) : gateBody(handle, body, false);
+        if (body === TOO_LARGE || body === UNREADABLE) {
+          next = gateBody(handle, undefined, body === TOO_LARGE);
+        } else {
+          read = body;
+          next = gateBody(handle, body, false);
+        }
         break;
       }
       case READ_ORIGIN_BODY: {

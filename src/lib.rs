@@ -370,17 +370,11 @@ fn advance(handle: u32, array: &Array, answer: Option<Answer>) {
         loop {
             let step = slot.flow.step();
             let Step::Need(Need::Verify(check)) = &step else {
-                let extra = match &step {
-                    Step::Need(Need::Forward(_)) => {
-                        Extra::Body(slot.flow.body().map(<[u8]>::to_vec))
-                    }
-                    Step::Respond(_) => Extra::Background(slot.flow.has_background()),
-                    _ => Extra::Body(None),
-                };
+                let background = matches!(step, Step::Respond(_)) && slot.flow.has_background();
                 if slot.flow.is_spent() {
                     flows.remove(handle);
                 }
-                return Some(Next::Step(step, extra));
+                return Some(Next::Step(step, background));
             };
             match webcrypto::imported(check) {
                 // Refused before: answered here, without a round trip.
@@ -395,7 +389,7 @@ fn advance(handle: u32, array: &Array, answer: Option<Answer>) {
     });
     match next {
         None => push_failure(array),
-        Some(Next::Step(step, extra)) => push_step(array, step, extra),
+        Some(Next::Step(step, background)) => push_step(array, step, background),
         Some(Next::Verify(imported, check)) => push_verify(array, imported, &check),
         Some(Next::Import(check)) => {
             let (jwk, params) = webcrypto::import_request(&check);
@@ -406,19 +400,12 @@ fn advance(handle: u32, array: &Array, answer: Option<Answer>) {
     }
 }
 
-/// What [`advance`] found to hand out.
+/// What [`advance`] found to hand out (a step, and whether background
+/// work follows it).
 enum Next {
-    Step(Step, Extra),
+    Step(Step, bool),
     Verify(webcrypto::Imported, Check),
     Import(Check),
-}
-
-/// What a step carries from the machine besides itself.
-enum Extra {
-    /// A forward's body, read earlier.
-    Body(Option<Vec<u8>>),
-    /// Whether background work follows an answer.
-    Background(bool),
 }
 
 /// `[VERIFY, key, params, signature, data]`.
@@ -430,7 +417,7 @@ fn push_verify(array: &Array, imported: webcrypto::Imported, check: &Check) {
     array.push(&Uint8Array::from(check.message.as_slice()).into());
 }
 
-fn push_step(array: &Array, step: Step, extra: Extra) {
+fn push_step(array: &Array, step: Step, background: bool) {
     let push = |value: JsValue| {
         array.push(&value);
     };
@@ -486,19 +473,16 @@ fn push_step(array: &Array, step: Step, extra: Extra) {
         Step::Need(Need::Forward(forward)) => {
             #[cfg(feature = "panic-probe")]
             panic_probe(&forward.headers);
+            // The body goes as the entry read it for `[READ_BODY]`: the very
+            // bytes the machine authorized.
             push(FORWARD.into());
             push(forward.url.as_str().into());
             push(joined(&forward.headers).into());
-            let body = match extra {
-                Extra::Body(Some(body)) => Uint8Array::from(body.as_slice()).into(),
-                _ => JsValue::UNDEFINED,
-            };
-            push(body);
         }
         Step::Need(Need::ReadOriginBody) => push(READ_ORIGIN_BODY.into()),
         Step::Respond(response) => {
             push_response(array, response);
-            push(matches!(extra, Extra::Background(true)).into());
+            push(background.into());
         }
         Step::Done(line) => {
             push(DONE.into());
