@@ -108,12 +108,22 @@ fn token(input: &mut Input<'_>) -> String {
 
 fn request(input: &mut Input<'_>, token: &str) -> Request {
     let method = ["GET", "POST", "DELETE", "OPTIONS", "PUT"][usize::from(input.byte() % 5)];
-    let path = ["/mcp", "/mcp/x", "/.well-known/oauth-protected-resource/mcp", "/other"]
-        [usize::from(input.byte() % 4)];
+    let path = [
+        "/mcp",
+        "/mcp/x",
+        "/.well-known/oauth-protected-resource/mcp",
+        "/other",
+    ][usize::from(input.byte() % 4)];
     let mut headers = vec![("authorization".to_owned(), format!("Bearer {token}"))];
     for _ in 0..input.byte() % 4 {
-        let name = ["mcp-session-id", "content-length", "origin", "mcp-method", "mcp-name", "authorization"]
-            [usize::from(input.byte() % 6)];
+        let name = [
+            "mcp-session-id",
+            "content-length",
+            "origin",
+            "mcp-method",
+            "mcp-name",
+            "authorization",
+        ][usize::from(input.byte() % 6)];
         headers.push((name.to_owned(), input.text()));
     }
     Request {
@@ -153,6 +163,7 @@ fn run(gate: &Rc<Gate>, request: Request, input: &mut Input<'_>) -> (bool, bool)
     let mut flow = Flow::new(Rc::clone(gate), request, NOW + i64::from(input.byte()));
     let (mut forwarded, mut good_verdict) = (false, false);
     for _ in 0..200 {
+        let mut verifying = false;
         let answer = match flow.step() {
             Step::Done(_) => break,
             Step::Respond(_) => continue,
@@ -166,9 +177,8 @@ fn run(gate: &Rc<Gate>, request: Request, input: &mut Input<'_>) -> (bool, bool)
                 })),
                 Need::Io(_) => Answer::Io(IoAnswer::Done),
                 Need::Verify(_) => {
-                    let verdict = input.byte() % 2 == 0;
-                    good_verdict |= verdict;
-                    Answer::Verdict(verdict)
+                    verifying = true;
+                    Answer::Verdict(input.byte() % 2 == 0)
                 }
                 Need::ReadBody { .. } => Answer::Body(match input.byte() % 4 {
                     0 => Err(BodyError::TooLarge),
@@ -197,6 +207,8 @@ fn run(gate: &Rc<Gate>, request: Request, input: &mut Input<'_>) -> (bool, bool)
         } else {
             answer
         };
+        // What vouches for the token is the verdict the machine was given.
+        good_verdict |= verifying && matches!(answer, Answer::Verdict(true));
         flow.resume(answer);
     }
     (forwarded, good_verdict)

@@ -146,3 +146,62 @@ pub enum Poll<T> {
     /// Finished with this; the machine is spent.
     Ready(T),
 }
+
+/// Parses a URL the gate received (a redirect's `Location`, a URL in a
+/// metadata document, the request's URL): only ASCII text is a URL on the
+/// wire (RFC 3986 §2; IRIs are not accepted), so anything else is refused
+/// before it reaches the parser. The IDNA back end is the ASCII-only
+/// adapter, which is not meant to see non-ASCII host names.
+pub fn parse_url(text: &str) -> Option<Url> {
+    plain(text).then(|| Url::parse(text).ok()).flatten()
+}
+
+/// Resolves `reference` (a redirect's `Location`) against `base`, under the
+/// same rule as [`parse_url`].
+pub fn join_url(base: &Url, reference: &str) -> Option<Url> {
+    plain(reference)
+        .then(|| base.join(reference).ok())
+        .flatten()
+}
+
+/// ASCII without backslashes (not a URL character, RFC 3986 §2; the WHATWG
+/// parser reads it as `/`), and no percent-encoding in the authority (a
+/// host spelled `%C3%84…` decodes to non-ASCII just the same).
+fn plain(text: &str) -> bool {
+    if !text.is_ascii() || text.contains('\\') {
+        return false;
+    }
+    let after_scheme = match text.find("//") {
+        Some(at) => &text[at + 2..],
+        None => return true,
+    };
+    let authority = after_scheme
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or_default();
+    !authority.contains('%')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the `flow` fuzz target: a redirect to a non-ASCII host with
+    /// upper-case letters reached the ASCII-only IDNA adapter, which asserts
+    /// it never sees one.
+    #[test]
+    fn urls_the_gate_receives_must_be_ascii() {
+        let base = Url::parse("https://auth.example.com/jwks").unwrap();
+        assert_eq!(join_url(&base, "https://ÄB.example/keys"), None);
+        assert_eq!(parse_url("https://ÄB.example/keys"), None);
+        assert_eq!(
+            join_url(&base, "/keys").map(String::from),
+            Some("https://auth.example.com/keys".to_owned())
+        );
+        assert!(parse_url("https://xn--b-zfa.example/keys").is_some());
+        assert_eq!(join_url(&base, "https://%C3%84B.example/keys"), None);
+        assert_eq!(join_url(&base, "//%C3%84B.example/keys"), None);
+        assert_eq!(join_url(&base, r"\\%C3%84B.example\keys"), None);
+        assert!(join_url(&base, "/keys?x=%C3%84").is_some());
+    }
+}

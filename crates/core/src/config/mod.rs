@@ -512,7 +512,10 @@ enum UrlRule {
 }
 
 fn check_url(raw: &str, rule: UrlRule) -> Result<Url, &'static str> {
-    let url = Url::parse(raw).map_err(|_| "is not an absolute URL")?;
+    if !raw.is_ascii() {
+        return Err("must be ASCII (write a non-ASCII host name in punycode)");
+    }
+    let url = crate::io::parse_url(raw).ok_or("is not an absolute URL")?;
     let loopback = is_loopback_host(&url);
     match (url.scheme(), rule) {
         ("https", _) | ("http", UrlRule::Origin) => {}
@@ -670,7 +673,7 @@ impl Config {
         let introspection = p.introspection(issuers.len());
         let mut allowed_origins = Vec::new();
         for raw in p.list(MCP_ALLOWED_ORIGINS) {
-            match Url::parse(&raw) {
+            match crate::io::parse_url(&raw).ok_or(()) {
                 Ok(url)
                     if matches!(url.scheme(), "http" | "https")
                         && url.origin().ascii_serialization() == raw.trim_end_matches('/') =>

@@ -98,7 +98,7 @@ impl Request {
     /// Splits `url` (absolute, as the runtime gives it) into path and query.
     /// `None` when it does not parse.
     pub fn from_url(method: &str, url: &str, headers: Vec<(String, String)>) -> Option<Self> {
-        let parsed = url::Url::parse(url).ok()?;
+        let parsed = crate::io::parse_url(url)?;
         Some(Request {
             method: method.to_owned(),
             path: parsed.path().to_owned(),

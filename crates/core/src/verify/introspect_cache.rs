@@ -448,7 +448,7 @@ pub fn introspection_endpoint_from_metadata(document: &[u8], issuer: &str) -> Op
     if metadata.issuer != issuer {
         return None;
     }
-    let url = Url::parse(&metadata.introspection_endpoint).ok()?;
+    let url = crate::io::parse_url(&metadata.introspection_endpoint)?;
     let local = Url::parse(issuer).is_ok_and(|i| i.scheme() == "http");
     match url.scheme() {
         "https" => Some(url),

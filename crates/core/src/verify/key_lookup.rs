@@ -65,7 +65,7 @@ fn parse_stored(raw: &str) -> Option<(CachedSet, Option<Url>)> {
         fetched_at: stored.fetched_at,
         fresh_for: stored.fresh_for,
     };
-    Some((set, Url::parse(&stored.jwks_uri).ok()))
+    Some((set, crate::io::parse_url(&stored.jwks_uri)))
 }
 
 /// A machine a driver runs: step, perform the [`Io`], resume, until ready.
@@ -116,7 +116,7 @@ impl SameOriginGet {
                 let next = document
                     .location
                     .as_deref()
-                    .and_then(|location| self.current.join(location).ok())
+                    .and_then(|location| crate::io::join_url(&self.current, location))
                     .filter(|next| next.origin() == self.first.origin());
                 match next {
                     Some(next) => {

@@ -532,7 +532,7 @@ pub fn jwks_uri_from_metadata(
     if metadata.issuer != expected_issuer {
         return Err(KeySourceError::InvalidMetadata);
     }
-    let uri = Url::parse(&metadata.jwks_uri).map_err(|_| KeySourceError::InvalidMetadata)?;
+    let uri = crate::io::parse_url(&metadata.jwks_uri).ok_or(KeySourceError::InvalidMetadata)?;
     let issuer_is_local = Url::parse(expected_issuer).is_ok_and(|issuer| issuer.scheme() == "http");
     match uri.scheme() {
         "https" => Ok(uri),
