@@ -61,7 +61,11 @@ pub enum FetchError {
 }
 
 /// One piece of I/O a machine asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Its `Debug` leaves out the body and `Authorization` value of an
+/// [`Io::PostForm`]: they carry the opaque token being introspected and the
+/// gate's client secret (RFC 7662 §2.1).
+#[derive(Clone, PartialEq, Eq)]
 pub enum Io {
     /// GET `url` (a JSON document) within `limits`; redirects not followed.
     Get {
@@ -104,6 +108,45 @@ pub enum Io {
         /// How long.
         ms: u32,
     },
+}
+
+impl std::fmt::Debug for Io {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Io::Get { url, limits } => f
+                .debug_struct("Get")
+                .field("url", &url.as_str())
+                .field("limits", limits)
+                .finish(),
+            Io::PostForm {
+                url,
+                body,
+                authorization,
+                limits,
+            } => f
+                .debug_struct("PostForm")
+                .field("url", &url.as_str())
+                .field("body", &format_args!("<{} bytes redacted>", body.len()))
+                .field(
+                    "authorization",
+                    &authorization.as_ref().map(|_| format_args!("<redacted>")),
+                )
+                .field("limits", limits)
+                .finish(),
+            Io::KvGet { key } => f.debug_struct("KvGet").field("key", key).finish(),
+            Io::KvPut {
+                key,
+                value,
+                ttl_seconds,
+            } => f
+                .debug_struct("KvPut")
+                .field("key", key)
+                .field("value", value)
+                .field("ttl_seconds", ttl_seconds)
+                .finish(),
+            Io::Sleep { ms } => f.debug_struct("Sleep").field("ms", ms).finish(),
+        }
+    }
 }
 
 /// What a driver resumes a machine with, after performing its [`Io`].
@@ -203,5 +246,42 @@ mod tests {
         assert_eq!(join_url(&base, "//%C3%84B.example/keys"), None);
         assert_eq!(join_url(&base, r"\\%C3%84B.example\keys"), None);
         assert!(join_url(&base, "/keys?x=%C3%84").is_some());
+    }
+
+    #[test]
+    fn a_posted_form_is_debugged_without_its_body_or_credentials() {
+        const TOKEN: &str = "opaque-token-7d2e";
+        const SECRET: &str = "client-secret-91ab";
+        let io = Io::PostForm {
+            url: Url::parse("https://as.example/introspect").unwrap(),
+            body: format!("token={TOKEN}&token_type_hint=access_token"),
+            authorization: Some(format!("Basic {SECRET}")),
+            limits: FetchLimits::default(),
+        };
+        for printed in [format!("{io:?}"), format!("{io:#?}")] {
+            assert!(!printed.contains(TOKEN), "{printed}");
+            assert!(!printed.contains(SECRET), "{printed}");
+            assert!(
+                printed.contains("https://as.example/introspect"),
+                "{printed}"
+            );
+            assert!(printed.contains("redacted"), "{printed}");
+        }
+        // Without credentials nothing is claimed redacted.
+        let bare = Io::PostForm {
+            url: Url::parse("https://as.example/introspect").unwrap(),
+            body: format!("token={TOKEN}"),
+            authorization: None,
+            limits: FetchLimits::default(),
+        };
+        let printed = format!("{bare:?}");
+        assert!(!printed.contains(TOKEN) && printed.contains("authorization: None"));
+        // The other kinds print what they are.
+        let get = Io::Get {
+            url: Url::parse("https://auth.example.com/jwks").unwrap(),
+            limits: FetchLimits::default(),
+        };
+        assert!(format!("{get:?}").contains("https://auth.example.com/jwks"));
+        assert_eq!(format!("{:?}", Io::Sleep { ms: 20 }), "Sleep { ms: 20 }");
     }
 }

@@ -8,9 +8,7 @@
 //! The logic is a sans-IO machine, [`IntrospectionLookup`]: it holds no
 //! futures and performs no I/O, `now` is passed in, and each `step` either
 //! answers or names the one [`Io`] it needs next (the vocabulary of
-//! [`crate::io`]). [`IntrospectionCache`] is a thin async driver running the
-//! machine over the [`HttpClient`] and [`KvStore`] ports, for callers that
-//! still speak the async [`Introspector`] trait.
+//! [`crate::io`]). The request machine ([`crate::flow::machine`]) drives it.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -24,39 +22,12 @@ use crate::verify::introspect::{
     build_request, cache_key, cache_lifetime, judge_response, CachedVerdict, IntrospectionPolicy,
     IntrospectionUnavailable, Verdict,
 };
-use crate::verify::keys::{discovery_urls, HttpClient, KvStore};
+use crate::verify::keys::discovery_urls;
 
 /// Most verdicts an isolate keeps; beyond, expired ones are dropped, then all.
 pub const MAX_CACHED_VERDICTS: usize = 10_000;
 /// Wait after a failed introspection call before the next one.
 pub const BACKOFF_SECONDS: i64 = 2;
-
-/// Judges opaque tokens.
-#[allow(async_fn_in_trait)]
-pub trait Introspector {
-    /// The verdict on `token` at `now`, or why none can be had.
-    /// `policy` holds the issuers and audiences of the route asking.
-    async fn introspect(
-        &self,
-        token: &str,
-        policy: &IntrospectionPolicy<'_>,
-        now: i64,
-    ) -> Result<Verdict, IntrospectionUnavailable>;
-}
-
-/// For gates that only accept JWTs.
-pub struct NoIntrospection;
-
-impl Introspector for NoIntrospection {
-    async fn introspect(
-        &self,
-        _: &str,
-        _: &IntrospectionPolicy<'_>,
-        _: i64,
-    ) -> Result<Verdict, IntrospectionUnavailable> {
-        Err(IntrospectionUnavailable::NoEndpoint)
-    }
-}
 
 /// What an isolate keeps between requests.
 #[derive(Debug, Default)]
@@ -374,67 +345,6 @@ fn judge(
     judge_response(&document.body, policy, now)
 }
 
-/// The cache over the ports, for one request: an async driver of
-/// [`IntrospectionLookup`].
-pub struct IntrospectionCache<'a, H: HttpClient, S: KvStore> {
-    /// The isolate's memory.
-    pub memory: &'a IntrospectionMemory,
-    /// Outbound HTTP.
-    pub http: H,
-    /// The shared store.
-    pub store: S,
-    /// Endpoint, credentials and TTL.
-    pub config: &'a IntrospectionConfig,
-    /// Fetch limits (shared with the JWKS fetches).
-    pub limits: FetchLimits,
-}
-
-impl<H: HttpClient, S: KvStore> Introspector for IntrospectionCache<'_, H, S> {
-    async fn introspect(
-        &self,
-        token: &str,
-        policy: &IntrospectionPolicy<'_>,
-        now: i64,
-    ) -> Result<Verdict, IntrospectionUnavailable> {
-        let mut lookup = IntrospectionLookup::new(token, policy, now);
-        loop {
-            match lookup.step(self.memory, self.config, policy, self.limits) {
-                Poll::Ready(result) => return result,
-                Poll::Need(io) => lookup.resume(perform(&self.http, &self.store, io).await),
-            }
-        }
-    }
-}
-
-/// Performs `io` over the ports.
-async fn perform<H: HttpClient, S: KvStore>(http: &H, store: &S, io: Io) -> IoAnswer {
-    match io {
-        Io::Get { url, limits } => IoAnswer::Fetched(http.get(&url, limits).await),
-        Io::PostForm {
-            url,
-            body,
-            authorization,
-            limits,
-        } => IoAnswer::Fetched(
-            http.post_form(&url, &body, authorization.as_deref(), limits)
-                .await,
-        ),
-        Io::KvGet { key } => IoAnswer::Kv(store.get(&key).await),
-        Io::KvPut {
-            key,
-            value,
-            ttl_seconds,
-        } => {
-            store.put(&key, &value, ttl_seconds).await;
-            IoAnswer::Done
-        }
-        Io::Sleep { ms } => {
-            http.pause(ms).await;
-            IoAnswer::Done
-        }
-    }
-}
-
 /// Reads `introspection_endpoint` from authorization server metadata whose
 /// `issuer` is the configured one (RFC 8414 §3.3); `https`, or `http` for a
 /// loopback issuer in local development.
@@ -459,61 +369,10 @@ pub fn introspection_endpoint_from_metadata(document: &[u8], issuer: &str) -> Op
 
 #[cfg(test)]
 mod tests {
-    use std::cell::Cell;
-
     use super::*;
     use crate::verify::introspect::{ClientAuthMethod, IntrospectionClient, IntrospectionRefusal};
-    use crate::verify::keys::FetchedDocument;
 
     const NOW: i64 = 1_800_000_000;
-
-    #[derive(Default)]
-    struct FakeAs {
-        calls: Cell<usize>,
-        answer: RefCell<Option<(u16, String)>>,
-    }
-
-    impl HttpClient for FakeAs {
-        async fn get(&self, _: &Url, _: FetchLimits) -> Result<FetchedDocument, FetchError> {
-            Ok(FetchedDocument {
-                status: 200,
-                body: br#"{"issuer":"https://as.example","introspection_endpoint":"https://as.example/introspect"}"#.to_vec(),
-                ..FetchedDocument::default()
-            })
-        }
-        async fn post_form(
-            &self,
-            url: &Url,
-            body: &str,
-            authorization: Option<&str>,
-            _: FetchLimits,
-        ) -> Result<FetchedDocument, FetchError> {
-            assert_eq!(url.as_str(), "https://as.example/introspect");
-            assert!(body.starts_with("token="));
-            assert!(authorization.is_some_and(|a| a.starts_with("Basic ")));
-            self.calls.set(self.calls.get() + 1);
-            match self.answer.borrow().clone() {
-                Some((status, body)) => Ok(FetchedDocument {
-                    status,
-                    body: body.into_bytes(),
-                    ..FetchedDocument::default()
-                }),
-                None => Err(FetchError::Timeout),
-            }
-        }
-    }
-
-    #[derive(Default)]
-    struct FakeKv(RefCell<HashMap<String, String>>);
-
-    impl KvStore for FakeKv {
-        async fn get(&self, key: &str) -> Option<String> {
-            self.0.borrow().get(key).cloned()
-        }
-        async fn put(&self, key: &str, value: &str, _: u64) {
-            self.0.borrow_mut().insert(key.to_owned(), value.to_owned());
-        }
-    }
 
     fn settings(endpoint: Option<&str>) -> IntrospectionConfig {
         IntrospectionConfig {
@@ -528,29 +387,8 @@ mod tests {
         }
     }
 
-    fn run(
-        memory: &IntrospectionMemory,
-        http: &FakeAs,
-        kv: &FakeKv,
-        config: &IntrospectionConfig,
-        now: i64,
-    ) -> Result<Verdict, IntrospectionUnavailable> {
-        let issuers = ["https://as.example".to_owned()];
-        let audiences = ["https://mcp.example/mcp".to_owned()];
-        let cache = IntrospectionCache {
-            memory,
-            http,
-            store: kv,
-            config,
-            limits: FetchLimits::default(),
-        };
-        let policy = IntrospectionPolicy {
-            issuers: &issuers,
-            audiences: &audiences,
-            leeway_seconds: 0,
-        };
-        pollster::block_on(cache.introspect("opaque-token", &policy, now))
-    }
+    /// The token the cache tests introspect.
+    const OPAQUE_TOKEN: &str = "opaque-token";
 
     fn active(exp: i64) -> (u16, String) {
         (
@@ -559,91 +397,106 @@ mod tests {
         )
     }
 
+    fn inactive() -> (u16, String) {
+        (200, r#"{"active":false}"#.into())
+    }
+
     #[test]
     fn one_call_serves_many_requests_until_the_ttl() {
-        let (http, kv, memory) = (
-            FakeAs::default(),
-            FakeKv::default(),
-            IntrospectionMemory::default(),
-        );
-        let config = settings(Some("https://as.example/introspect"));
-        *http.answer.borrow_mut() = Some(active(NOW + 3600));
+        let memory = IntrospectionMemory::default();
+        let config = settings(Some(ENDPOINT));
+        let mut script = answering(active(NOW + 3600));
         for offset in 0..60 {
-            assert!(run(&memory, &http, &kv, &config, NOW + offset)
+            assert!(script
+                .drive(&memory, &config, OPAQUE_TOKEN, NOW + offset)
                 .unwrap()
                 .is_ok());
         }
-        assert_eq!(http.calls.get(), 1);
+        assert_eq!(script.posts(), 1);
         // Revoked at the authorization server: seen once the cached verdict expires.
-        *http.answer.borrow_mut() = Some((200, r#"{"active":false}"#.into()));
+        script.post = Some(Ok(document(inactive())));
         assert_eq!(
-            run(&memory, &http, &kv, &config, NOW + 60).unwrap(),
+            script
+                .drive(&memory, &config, OPAQUE_TOKEN, NOW + 60)
+                .unwrap(),
             Err(IntrospectionRefusal::Inactive)
         );
-        assert_eq!(http.calls.get(), 2);
+        assert_eq!(script.posts(), 2);
         // Another isolate reads the shared store instead of calling.
         let other = IntrospectionMemory::default();
-        assert!(run(&other, &http, &kv, &config, NOW + 61).unwrap().is_err());
-        assert_eq!(http.calls.get(), 2);
+        assert!(script
+            .drive(&other, &config, OPAQUE_TOKEN, NOW + 61)
+            .unwrap()
+            .is_err());
+        assert_eq!(script.posts(), 2);
     }
 
     #[test]
     fn cached_tokens_never_outlive_their_exp() {
-        let (http, kv, memory) = (
-            FakeAs::default(),
-            FakeKv::default(),
-            IntrospectionMemory::default(),
-        );
-        let config = settings(Some("https://as.example/introspect"));
-        *http.answer.borrow_mut() = Some(active(NOW + 10));
-        assert!(run(&memory, &http, &kv, &config, NOW).unwrap().is_ok());
-        *http.answer.borrow_mut() = Some((200, r#"{"active":false}"#.into()));
-        assert!(run(&memory, &http, &kv, &config, NOW + 10)
+        let memory = IntrospectionMemory::default();
+        let config = settings(Some(ENDPOINT));
+        let mut script = answering(active(NOW + 10));
+        assert!(script
+            .drive(&memory, &config, OPAQUE_TOKEN, NOW)
+            .unwrap()
+            .is_ok());
+        script.post = Some(Ok(document(inactive())));
+        assert!(script
+            .drive(&memory, &config, OPAQUE_TOKEN, NOW + 10)
             .unwrap()
             .is_err());
+        assert_eq!(script.posts(), 2);
     }
 
     #[test]
     fn failures_are_unavailable_not_refusals_and_back_off() {
-        let (http, kv, memory) = (
-            FakeAs::default(),
-            FakeKv::default(),
-            IntrospectionMemory::default(),
-        );
-        let config = settings(Some("https://as.example/introspect"));
+        let memory = IntrospectionMemory::default();
+        let config = settings(Some(ENDPOINT));
+        let mut script = Script {
+            post: Some(Err(FetchError::Timeout)),
+            ..Script::default()
+        };
         assert_eq!(
-            run(&memory, &http, &kv, &config, NOW),
+            script.drive(&memory, &config, OPAQUE_TOKEN, NOW),
             Err(IntrospectionUnavailable::Timeout)
         );
         assert_eq!(
-            run(&memory, &http, &kv, &config, NOW + 1),
+            script.drive(&memory, &config, OPAQUE_TOKEN, NOW + 1),
             Err(IntrospectionUnavailable::BackingOff)
         );
-        *http.answer.borrow_mut() = Some((500, "{}".into()));
+        script.post = Some(Ok(document((500, "{}".into()))));
         assert_eq!(
-            run(&memory, &http, &kv, &config, NOW + 2),
+            script.drive(&memory, &config, OPAQUE_TOKEN, NOW + 2),
             Err(IntrospectionUnavailable::Status(500))
         );
-        *http.answer.borrow_mut() = Some((200, "<html>".into()));
+        script.post = Some(Ok(document((200, "<html>".into()))));
         assert_eq!(
-            run(&memory, &http, &kv, &config, NOW + 4),
+            script.drive(&memory, &config, OPAQUE_TOKEN, NOW + 4),
             Err(IntrospectionUnavailable::Invalid)
         );
-        assert!(kv.0.borrow().is_empty(), "failures are not cached");
+        assert!(script.kv.is_empty(), "failures are not cached");
+        assert_eq!(script.posts(), 3, "none while backing off");
     }
 
     #[test]
     fn the_endpoint_is_discovered_from_the_issuer_metadata() {
-        let (http, kv, memory) = (
-            FakeAs::default(),
-            FakeKv::default(),
-            IntrospectionMemory::default(),
+        let memory = IntrospectionMemory::default();
+        let mut script = answering(active(NOW + 100));
+        script.gets.insert(
+            "https://as.example/.well-known/oauth-authorization-server".into(),
+            Ok(document((
+                200,
+                format!(
+                    r#"{{"issuer":"https://as.example","introspection_endpoint":"{ENDPOINT}"}}"#
+                ),
+            ))),
         );
-        *http.answer.borrow_mut() = Some(active(NOW + 100));
-        assert!(run(&memory, &http, &kv, &settings(None), NOW)
+        assert!(script
+            .drive(&memory, &settings(None), OPAQUE_TOKEN, NOW)
             .unwrap()
             .is_ok());
-        assert!(kv.0.borrow().keys().all(|k| !k.contains("opaque-token")));
+        assert_eq!(script.posts(), 1);
+        assert!(script.kv.keys().all(|k| !k.contains(OPAQUE_TOKEN)));
         assert_eq!(
             introspection_endpoint_from_metadata(
                 br#"{"issuer":"https://other.example","introspection_endpoint":"https://as.example/i"}"#,
@@ -730,6 +583,31 @@ mod tests {
 
         fn kinds(&self) -> Vec<&'static str> {
             self.calls.iter().map(kind).collect()
+        }
+
+        /// How many times the token was posted; each post must go to the
+        /// configured endpoint, carry the token in its form and the gate's
+        /// Basic credentials.
+        fn posts(&self) -> usize {
+            self.calls
+                .iter()
+                .filter(|io| match io {
+                    Io::PostForm {
+                        url,
+                        body,
+                        authorization,
+                        ..
+                    } => {
+                        assert_eq!(url.as_str(), ENDPOINT);
+                        assert!(body.starts_with("token="));
+                        assert!(authorization
+                            .as_deref()
+                            .is_some_and(|a| a.starts_with("Basic ")));
+                        true
+                    }
+                    _ => false,
+                })
+                .count()
         }
     }
 

@@ -68,16 +68,6 @@ fn parse_stored(raw: &str) -> Option<(CachedSet, Option<Url>)> {
     Some((set, crate::io::parse_url(&stored.jwks_uri)))
 }
 
-/// A machine a driver runs: step, perform the [`Io`], resume, until ready.
-pub(crate) trait Machine {
-    /// What the machine finishes with.
-    type Output;
-    /// The next [`Io`], or the outcome.
-    fn step(&mut self) -> Poll<Self::Output>;
-    /// The answer to the [`Io`] the last `step` asked for.
-    fn resume(&mut self, answer: IoAnswer);
-}
-
 /// One GET with redirects followed only within the first URL's origin, so a
 /// compromised path cannot send the gate to another host's keys, and at most
 /// [`MAX_REDIRECTS`] of them.
@@ -365,16 +355,6 @@ impl Drop for KeySetRefresh {
                 state.refreshing = false;
             });
         }
-    }
-}
-
-impl Machine for KeySetRefresh {
-    type Output = KeySetOutcome;
-    fn step(&mut self) -> Poll<KeySetOutcome> {
-        KeySetRefresh::step(self)
-    }
-    fn resume(&mut self, answer: IoAnswer) {
-        KeySetRefresh::resume(self, answer);
     }
 }
 
@@ -732,16 +712,6 @@ impl KeySetLookup {
                 }
             }
         }
-    }
-}
-
-impl Machine for KeySetLookup {
-    type Output = KeySetOutcome;
-    fn step(&mut self) -> Poll<KeySetOutcome> {
-        KeySetLookup::step(self)
-    }
-    fn resume(&mut self, answer: IoAnswer) {
-        KeySetLookup::resume(self, answer);
     }
 }
 

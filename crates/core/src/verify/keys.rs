@@ -18,10 +18,9 @@
 //! The policy lives in the sans-IO machines of
 //! [`crate::verify::key_lookup`] ([`KeySetLookup`], [`KeySetRefresh`]):
 //! no futures, no I/O, `now` passed in. This module holds their vocabulary
-//! and the isolate's memory, and [`JwksCache`], a thin async driver running
-//! them over small ports ([`HttpClient`], [`KvStore`]) for the code that
-//! still awaits a [`KeySource`]. The Workers runtime supplies only I/O and
-//! the policy is tested natively.
+//! and the isolate's memory. The request machine
+//! ([`crate::flow::machine`]) drives them; the Workers runtime supplies only
+//! I/O and the policy is tested natively.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -31,9 +30,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 pub use crate::io::{FetchError, FetchLimits, FetchedDocument};
-use crate::io::{Io, IoAnswer, Poll};
 use crate::verify::jwk::{JwksError, KeySet};
-use crate::verify::key_lookup::Machine;
 pub use crate::verify::key_lookup::{KeySetLookup, KeySetOutcome, KeySetRefresh};
 
 /// One trusted authorization server.
@@ -98,91 +95,6 @@ pub const JOIN_POLL_MS: u32 = 20;
 /// fetches itself.
 pub const JOIN_WAIT_TIMEOUTS: u64 = 3;
 
-/// Outbound HTTP, bounded by `limits`. Must not follow redirects.
-#[allow(async_fn_in_trait)]
-pub trait HttpClient {
-    /// Fetches `url` (a JSON document).
-    async fn get(&self, url: &Url, limits: FetchLimits) -> Result<FetchedDocument, FetchError>;
-
-    /// POSTs a form (`application/x-www-form-urlencoded`) to `url`, with an
-    /// optional `Authorization` value; answers a JSON document.
-    async fn post_form(
-        &self,
-        url: &Url,
-        body: &str,
-        authorization: Option<&str>,
-        limits: FetchLimits,
-    ) -> Result<FetchedDocument, FetchError> {
-        let _ = (url, body, authorization, limits);
-        Err(FetchError::Network)
-    }
-
-    /// Waits about `ms` milliseconds without holding up the isolate, so a
-    /// request can wait for another request's fetch of the same key set. A
-    /// runtime must really sleep (a timer in the waiting request's own
-    /// context); the default only yields once, which is enough where every
-    /// future is polled in turn, as in the native tests.
-    async fn pause(&self, ms: u32) {
-        let _ = ms;
-        YieldOnce(false).await;
-    }
-}
-
-/// Returns `Pending` once (asking to be polled again), then `Ready`.
-struct YieldOnce(bool);
-
-impl std::future::Future for YieldOnce {
-    type Output = ();
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<()> {
-        if self.0 {
-            return std::task::Poll::Ready(());
-        }
-        self.0 = true;
-        cx.waker().wake_by_ref();
-        std::task::Poll::Pending
-    }
-}
-
-/// A shared key-value store (Workers KV). Errors count as misses and lost
-/// writes: the store is an optimisation, never the source of truth.
-#[allow(async_fn_in_trait)]
-pub trait KvStore {
-    /// Reads `key`.
-    async fn get(&self, key: &str) -> Option<String>;
-    /// Writes `key` with an expiry (at least 60 s, as Workers KV requires).
-    async fn put(&self, key: &str, value: &str, ttl_seconds: u64);
-}
-
-impl<T: HttpClient> HttpClient for &T {
-    async fn get(&self, url: &Url, limits: FetchLimits) -> Result<FetchedDocument, FetchError> {
-        (**self).get(url, limits).await
-    }
-    async fn post_form(
-        &self,
-        url: &Url,
-        body: &str,
-        authorization: Option<&str>,
-        limits: FetchLimits,
-    ) -> Result<FetchedDocument, FetchError> {
-        (**self).post_form(url, body, authorization, limits).await
-    }
-    async fn pause(&self, ms: u32) {
-        (**self).pause(ms).await
-    }
-}
-
-impl<T: KvStore> KvStore for &T {
-    async fn get(&self, key: &str) -> Option<String> {
-        (**self).get(key).await
-    }
-    async fn put(&self, key: &str, value: &str, ttl_seconds: u64) {
-        (**self).put(key, value, ttl_seconds).await
-    }
-}
-
 /// Why no key set is available for an issuer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeySourceError {
@@ -225,18 +137,6 @@ pub enum KeyDemand {
     /// The token's key is not in the current set: refetch, unless the set
     /// (or an attempt) is younger than the cooldown.
     UnknownKid,
-}
-
-/// Supplies the key set of a trusted issuer.
-#[allow(async_fn_in_trait)]
-pub trait KeySource {
-    /// The key set for `issuer`.
-    async fn key_set(
-        &self,
-        issuer: &TrustedIssuer,
-        demand: KeyDemand,
-        now: i64,
-    ) -> Result<Rc<KeySet>, KeySourceError>;
 }
 
 /// A key set as the caches hold it.
@@ -297,130 +197,6 @@ impl KeyMemory {
             .borrow_mut()
             .entry(issuer.to_owned())
             .or_default())
-    }
-}
-
-/// The key cache over the async ports, for the code that still awaits it:
-/// a thin driver of [`KeySetLookup`] and [`KeySetRefresh`], which hold the
-/// policy. One per request, over the isolate's [`KeyMemory`].
-pub struct JwksCache<H: HttpClient, S: KvStore> {
-    memory: Rc<KeyMemory>,
-    http: H,
-    store: S,
-    settings: CacheSettings,
-    pending_refresh: RefCell<Vec<TrustedIssuer>>,
-    /// Issuers whose set this request fetched (each lookup's `fetched`).
-    fetched: RefCell<Vec<String>>,
-}
-
-impl<H: HttpClient, S: KvStore> KeySource for JwksCache<H, S> {
-    async fn key_set(
-        &self,
-        issuer: &TrustedIssuer,
-        demand: KeyDemand,
-        now: i64,
-    ) -> Result<Rc<KeySet>, KeySourceError> {
-        let fetched_here = self.fetched.borrow().contains(&issuer.issuer);
-        let mut lookup = KeySetLookup::new(
-            Rc::clone(&self.memory),
-            self.settings,
-            issuer.clone(),
-            demand,
-            now,
-            fetched_here,
-        );
-        let result = drive(&mut lookup, &self.http, &self.store).await;
-        if lookup.fetched() && !fetched_here {
-            self.fetched.borrow_mut().push(issuer.issuer.clone());
-        }
-        if let Some(due) = lookup.refresh_due() {
-            self.pending_refresh.borrow_mut().push(due);
-        }
-        result
-    }
-}
-
-impl<H: HttpClient, S: KvStore> JwksCache<H, S> {
-    /// A cache over `memory` (kept by the isolate), outbound HTTP and the store.
-    pub fn new(memory: Rc<KeyMemory>, http: H, store: S, settings: CacheSettings) -> Self {
-        JwksCache {
-            memory,
-            http,
-            store,
-            settings,
-            pending_refresh: RefCell::new(Vec::new()),
-            fetched: RefCell::new(Vec::new()),
-        }
-    }
-
-    /// Issuers whose stale set was served and should be refreshed after the
-    /// response, off the request path (`ctx.waitUntil`).
-    pub fn take_pending_refreshes(&self) -> Vec<TrustedIssuer> {
-        std::mem::take(&mut self.pending_refresh.borrow_mut())
-    }
-
-    /// Fetches the issuer's key set now, honouring backoff; on success the set
-    /// replaces the held one in memory and the store.
-    pub async fn refresh(
-        &self,
-        issuer: &TrustedIssuer,
-        now: i64,
-    ) -> Result<Rc<KeySet>, KeySourceError> {
-        let mut refresh =
-            KeySetRefresh::new(Rc::clone(&self.memory), self.settings, issuer.clone(), now);
-        let result = drive(&mut refresh, &self.http, &self.store).await;
-        if result.is_ok() && !self.fetched.borrow().contains(&issuer.issuer) {
-            self.fetched.borrow_mut().push(issuer.issuer.clone());
-        }
-        result
-    }
-}
-
-/// Runs `machine` to its outcome over the ports: step, perform, resume. The
-/// caller owns the machine, so dropping the caller's future mid-fetch drops
-/// it and clears its claims.
-async fn drive<M: Machine>(
-    machine: &mut M,
-    http: &impl HttpClient,
-    store: &impl KvStore,
-) -> M::Output {
-    loop {
-        match machine.step() {
-            Poll::Ready(outcome) => return outcome,
-            Poll::Need(io) => {
-                let answer = perform(io, http, store).await;
-                machine.resume(answer);
-            }
-        }
-    }
-}
-
-/// Performs one [`Io`] through the ports.
-async fn perform(io: Io, http: &impl HttpClient, store: &impl KvStore) -> IoAnswer {
-    match io {
-        Io::Get { url, limits } => IoAnswer::Fetched(http.get(&url, limits).await),
-        Io::PostForm {
-            url,
-            body,
-            authorization,
-            limits,
-        } => IoAnswer::Fetched(
-            http.post_form(&url, &body, authorization.as_deref(), limits)
-                .await,
-        ),
-        Io::KvGet { key } => IoAnswer::Kv(store.get(&key).await),
-        Io::KvPut {
-            key,
-            value,
-            ttl_seconds,
-        } => {
-            store.put(&key, &value, ttl_seconds).await;
-            IoAnswer::Done
-        }
-        Io::Sleep { ms } => {
-            http.pause(ms).await;
-            IoAnswer::Done
-        }
     }
 }
 

@@ -1,299 +1,216 @@
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+//! The key cache's policy, run through its sans-IO machines
+//! ([`KeySetLookup`], [`KeySetRefresh`]) by the scripted driver of
+//! `key_script.rs`, and the helpers the policy rests on (freshness, HTTP
+//! dates, discovery metadata). Each request makes its lookups as the flow
+//! machine makes them (a new machine per lookup over the isolate's
+//! [`KeyMemory`], the previous lookup's `fetched()` passed to an unknown-kid
+//! one, the background refresh run after the answer when `refresh_due()`
+//! says so). Where requests overlap, the test steps their machines itself,
+//! in the order the interleaving it checks needs.
 
 use super::*;
+use crate::io::{Io, IoAnswer};
 use crate::testkit::{jwks_json, NOW};
+use crate::verify::key_script::{
+    current, fetching, issuer, lookup_at, lookup_of, need, read_set, ready, refresh_of, sleep,
+    unknown_kid, Driver, ISSUER, JWKS,
+};
 
-/// Scripted HTTP: a response per URL, and a log of calls.
-#[derive(Default)]
-struct FakeHttp {
-    routes: RefCell<HashMap<String, Result<FetchedDocument, FetchError>>>,
-    calls: RefCell<Vec<String>>,
-    /// How many times each fetch yields before it answers, so concurrent
-    /// requests can overlap with it.
-    yields: Cell<u32>,
+/// One lookup of [`ISSUER`]'s set at [`JWKS`] by a request that has fetched
+/// nothing yet, run to its end.
+fn get(driver: &mut Driver, memory: &Rc<KeyMemory>, demand: KeyDemand, now: i64) -> KeySetOutcome {
+    driver.run(&mut lookup_at(memory, demand, now, false))
 }
 
-impl FakeHttp {
-    fn serve(&self, url: &str, status: u16, body: &str) {
-        self.respond(
-            url,
-            FetchedDocument {
-                status,
-                body: body.as_bytes().to_vec(),
-                ..Default::default()
-            },
-        );
+/// Runs `lookup` to its end; answers its outcome and the spent machine,
+/// which still tells `fetched()` and `refresh_due()`.
+fn request(driver: &mut Driver, mut lookup: KeySetLookup) -> (KeySetOutcome, KeySetLookup) {
+    let outcome = driver.run(&mut lookup);
+    (outcome, lookup)
+}
+
+/// The background refresh `served` called for by serving a stale set, if
+/// any, run to its end after the request's answer.
+fn refresh_pending(driver: &mut Driver, memory: &Rc<KeyMemory>, served: &KeySetLookup, now: i64) {
+    if let Some(due) = served.refresh_due() {
+        let _ = driver.run(&mut refresh_of(memory, &due, now));
     }
-    fn respond(&self, url: &str, document: FetchedDocument) {
-        self.routes
-            .borrow_mut()
-            .insert(url.to_owned(), Ok(document));
-    }
-    fn fail(&self, url: &str, error: FetchError) {
-        self.routes.borrow_mut().insert(url.to_owned(), Err(error));
-    }
-    fn count(&self, url: &str) -> usize {
-        self.calls
-            .borrow()
-            .iter()
-            .filter(|called| called.as_str() == url)
-            .count()
-    }
-}
-
-impl HttpClient for FakeHttp {
-    async fn get(&self, url: &Url, _limits: FetchLimits) -> Result<FetchedDocument, FetchError> {
-        self.calls.borrow_mut().push(url.to_string());
-        for _ in 0..self.yields.get() {
-            YieldOnce(false).await;
-        }
-        self.routes
-            .borrow()
-            .get(url.as_str())
-            .cloned()
-            .unwrap_or(Ok(FetchedDocument {
-                status: 404,
-                ..Default::default()
-            }))
-    }
-}
-
-#[derive(Default)]
-struct FakeKv {
-    entries: RefCell<HashMap<String, String>>,
-    puts: Cell<usize>,
-    /// How many times each read yields after taking its value, as a Workers
-    /// KV read answers later with what the store held when it was made.
-    read_yields: Cell<u32>,
-}
-
-impl KvStore for FakeKv {
-    async fn get(&self, key: &str) -> Option<String> {
-        let value = self.entries.borrow().get(key).cloned();
-        for _ in 0..self.read_yields.get() {
-            YieldOnce(false).await;
-        }
-        value
-    }
-    async fn put(&self, key: &str, value: &str, _ttl_seconds: u64) {
-        self.puts.set(self.puts.get() + 1);
-        self.entries
-            .borrow_mut()
-            .insert(key.to_owned(), value.to_owned());
-    }
-}
-
-const ISSUER: &str = "https://auth.example.com";
-const JWKS: &str = "https://auth.example.com/jwks";
-
-fn issuer(jwks_uri: Option<&str>) -> TrustedIssuer {
-    TrustedIssuer {
-        issuer: ISSUER.to_owned(),
-        jwks_uri: jwks_uri.map(|u| Url::parse(u).unwrap()),
-    }
-}
-
-type Cache<'a> = JwksCache<&'a FakeHttp, &'a FakeKv>;
-
-fn cache<'a>(http: &'a FakeHttp, kv: &'a FakeKv) -> Cache<'a> {
-    JwksCache::new(
-        Rc::new(KeyMemory::default()),
-        http,
-        kv,
-        CacheSettings::default(),
-    )
-}
-
-fn cache_in<'a>(memory: &Rc<KeyMemory>, http: &'a FakeHttp, kv: &'a FakeKv) -> Cache<'a> {
-    JwksCache::new(Rc::clone(memory), http, kv, CacheSettings::default())
-}
-
-fn get(cache: &Cache<'_>, demand: KeyDemand, now: i64) -> Result<Rc<KeySet>, KeySourceError> {
-    pollster::block_on(cache.key_set(&issuer(Some(JWKS)), demand, now))
-}
-
-fn refresh_pending(cache: &Cache<'_>, now: i64) {
-    for pending in cache.take_pending_refreshes() {
-        let _ = pollster::block_on(cache.refresh(&pending, now));
-    }
-}
-
-/// One request's pending answer.
-type KeyFuture<'a> = Pin<Box<dyn Future<Output = Result<Rc<KeySet>, KeySourceError>> + 'a>>;
-
-/// Drives `futures` concurrently on this thread, polling each in turn, as
-/// the Workers runtime interleaves the requests of one isolate.
-fn run_together<'a, T>(futures: Vec<Pin<Box<dyn Future<Output = T> + 'a>>>) -> Vec<T> {
-    let mut pending: Vec<Option<Pin<Box<dyn Future<Output = T> + 'a>>>> =
-        futures.into_iter().map(Some).collect();
-    let mut results: Vec<Option<T>> = pending.iter().map(|_| None).collect();
-    pollster::block_on(std::future::poll_fn(|cx| {
-        for (slot, result) in pending.iter_mut().zip(results.iter_mut()) {
-            if let Some(future) = slot {
-                if let Poll::Ready(value) = future.as_mut().poll(cx) {
-                    *result = Some(value);
-                    *slot = None;
-                }
-            }
-        }
-        if pending.iter().all(Option::is_none) {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
-    }));
-    results.into_iter().map(Option::unwrap).collect()
 }
 
 #[test]
 fn fetches_once_then_serves_from_memory_while_fresh() {
-    let (http, kv) = (FakeHttp::default(), FakeKv::default());
-    http.serve(JWKS, 200, &jwks_json());
-    let cache = cache(&http, &kv);
-    assert_eq!(
-        get(&cache, KeyDemand::Current, NOW).unwrap().keys().len(),
-        3
-    );
-    get(&cache, KeyDemand::Current, NOW + 599).unwrap();
-    assert_eq!(http.count(JWKS), 1);
-    assert_eq!(kv.puts.get(), 1);
-    assert!(cache.take_pending_refreshes().is_empty());
+    let mut driver = Driver::default();
+    driver.serve(JWKS, 200, &jwks_json());
+    let isolate = Rc::new(KeyMemory::default());
+    let (keys, first) = request(&mut driver, current(&isolate, NOW));
+    assert_eq!(keys.unwrap().keys().len(), 3);
+    let (keys, again) = request(&mut driver, current(&isolate, NOW + 599));
+    keys.unwrap();
+    assert_eq!(driver.gets(JWKS), 1);
+    assert_eq!(driver.puts(), 1);
+    assert_eq!((first.refresh_due(), again.refresh_due()), (None, None));
 }
 
 #[test]
 fn stale_set_is_served_and_refreshed_off_the_request_path() {
-    let (http, kv) = (FakeHttp::default(), FakeKv::default());
-    http.serve(JWKS, 200, &jwks_json());
-    let cache = cache(&http, &kv);
-    get(&cache, KeyDemand::Current, NOW).unwrap();
-    get(&cache, KeyDemand::Current, NOW + 600).unwrap();
-    get(&cache, KeyDemand::Current, NOW + 601).unwrap();
+    let mut driver = Driver::default();
+    driver.serve(JWKS, 200, &jwks_json());
+    let isolate = Rc::new(KeyMemory::default());
+    let mut pending = Vec::new();
+    for now in [NOW, NOW + 600, NOW + 601] {
+        let (keys, served) = request(&mut driver, current(&isolate, now));
+        keys.unwrap();
+        pending.extend(served.refresh_due());
+    }
     assert_eq!(
-        http.count(JWKS),
+        driver.gets(JWKS),
         1,
         "the request did not wait for the network"
     );
-    let pending = cache.take_pending_refreshes();
     assert_eq!(
         pending.len(),
         1,
         "one background refresh, however many requests saw the stale set"
     );
-    pollster::block_on(cache.refresh(&pending[0], NOW + 601)).unwrap();
-    assert_eq!(http.count(JWKS), 2);
-    get(&cache, KeyDemand::Current, NOW + 602).unwrap();
-    assert!(cache.take_pending_refreshes().is_empty(), "fresh again");
+    driver
+        .run(&mut refresh_of(&isolate, &pending[0], NOW + 601))
+        .unwrap();
+    assert_eq!(driver.gets(JWKS), 2);
+    let (keys, fresh) = request(&mut driver, current(&isolate, NOW + 602));
+    keys.unwrap();
+    assert_eq!(fresh.refresh_due(), None, "fresh again");
 }
 
 #[test]
 fn a_new_isolate_reads_the_shared_store_instead_of_the_network() {
-    let (http, kv) = (FakeHttp::default(), FakeKv::default());
-    http.serve(JWKS, 200, &jwks_json());
-    get(&cache(&http, &kv), KeyDemand::Current, NOW).unwrap();
-    let keys = get(&cache(&http, &kv), KeyDemand::Current, NOW + 100).unwrap();
+    let mut driver = Driver::default();
+    driver.serve(JWKS, 200, &jwks_json());
+    get(&mut driver, &Rc::default(), KeyDemand::Current, NOW).unwrap();
+    let keys = get(&mut driver, &Rc::default(), KeyDemand::Current, NOW + 100).unwrap();
     assert_eq!(keys.keys().len(), 3);
-    assert_eq!(http.count(JWKS), 1, "second isolate used the store");
+    assert_eq!(driver.gets(JWKS), 1, "second isolate used the store");
 }
 
 #[test]
 fn unknown_kid_refetches_at_most_once_per_cooldown_across_isolates() {
-    let (http, kv) = (FakeHttp::default(), FakeKv::default());
-    http.serve(JWKS, 200, &jwks_json());
+    let mut driver = Driver::default();
+    driver.serve(JWKS, 200, &jwks_json());
     let isolate = Rc::new(KeyMemory::default());
-    // One cache per request, as in the worker, over the isolate's memory.
-    let request = || cache_in(&isolate, &http, &kv);
-    let first = request();
-    get(&first, KeyDemand::Current, NOW).unwrap();
-    get(&first, KeyDemand::UnknownKid, NOW).unwrap();
+    // One request: its unknown-kid lookup is told what its first one fetched.
+    let (keys, first) = request(&mut driver, current(&isolate, NOW));
+    keys.unwrap();
+    driver
+        .run(&mut unknown_kid(&isolate, NOW, first.fetched()))
+        .unwrap();
     assert_eq!(
-        http.count(JWKS),
+        driver.gets(JWKS),
         1,
         "the request that just fetched does not refetch"
     );
+    // Then one request per token, each over the isolate's memory.
     for offset in 0..30 {
-        get(&request(), KeyDemand::UnknownKid, NOW + offset).unwrap();
+        driver
+            .run(&mut unknown_kid(&isolate, NOW + offset, false))
+            .unwrap();
     }
     assert_eq!(
-        http.count(JWKS),
+        driver.gets(JWKS),
         2,
         "rotation: the first unknown kid refetches at once, then the cooldown holds"
     );
-    get(&request(), KeyDemand::UnknownKid, NOW + 100).unwrap();
+    driver
+        .run(&mut unknown_kid(&isolate, NOW + 100, false))
+        .unwrap();
     assert_eq!(
-        http.count(JWKS),
+        driver.gets(JWKS),
         3,
         "refetched again once the cooldown passed"
     );
     // Other isolates in the storm see the shared attempt and the new set.
     for other in 0..10 {
-        let other_isolate = cache(&http, &kv);
-        get(&other_isolate, KeyDemand::Current, NOW + 101).unwrap();
-        get(&other_isolate, KeyDemand::UnknownKid, NOW + 101 + other).unwrap();
+        let other_isolate = Rc::new(KeyMemory::default());
+        let (keys, adopted) = request(&mut driver, current(&other_isolate, NOW + 101));
+        keys.unwrap();
+        driver
+            .run(&mut unknown_kid(
+                &other_isolate,
+                NOW + 101 + other,
+                adopted.fetched(),
+            ))
+            .unwrap();
     }
-    assert_eq!(http.count(JWKS), 3);
+    assert_eq!(driver.gets(JWKS), 3);
 }
 
 #[test]
 fn failed_refetch_attempts_are_shared_too() {
-    let (http, kv) = (FakeHttp::default(), FakeKv::default());
-    http.serve(JWKS, 200, &jwks_json());
-    get(&cache(&http, &kv), KeyDemand::Current, NOW).unwrap();
-    http.fail(JWKS, FetchError::Timeout);
+    let mut driver = Driver::default();
+    driver.serve(JWKS, 200, &jwks_json());
+    get(&mut driver, &Rc::default(), KeyDemand::Current, NOW).unwrap();
+    driver.fail(JWKS, FetchError::Timeout);
     for isolate in 0..10 {
-        let other = cache(&http, &kv);
+        let other = Rc::new(KeyMemory::default());
         assert!(
-            get(&other, KeyDemand::UnknownKid, NOW + 100 + isolate).is_ok(),
+            get(
+                &mut driver,
+                &other,
+                KeyDemand::UnknownKid,
+                NOW + 100 + isolate
+            )
+            .is_ok(),
             "stale set kept"
         );
     }
-    assert_eq!(http.count(JWKS), 2, "one attempt, then the shared cooldown");
+    assert_eq!(
+        driver.gets(JWKS),
+        2,
+        "one attempt, then the shared cooldown"
+    );
 }
 
 #[test]
 fn first_fetch_failure_is_an_error_and_backs_off_exponentially() {
-    let (http, kv) = (FakeHttp::default(), FakeKv::default());
-    http.fail(JWKS, FetchError::Network);
-    let cache = cache(&http, &kv);
+    let mut driver = Driver::default();
+    driver.fail(JWKS, FetchError::Network);
+    let isolate = Rc::new(KeyMemory::default());
+    let get = |driver: &mut Driver, now| get(driver, &isolate, KeyDemand::Current, now);
     assert_eq!(
-        get(&cache, KeyDemand::Current, NOW).unwrap_err(),
+        get(&mut driver, NOW).unwrap_err(),
         KeySourceError::Fetch(FetchError::Network)
     );
     assert_eq!(
-        get(&cache, KeyDemand::Current, NOW + 4).unwrap_err(),
+        get(&mut driver, NOW + 4).unwrap_err(),
         KeySourceError::BackingOff
     );
     assert_eq!(
-        get(&cache, KeyDemand::Current, NOW + 5).unwrap_err(),
+        get(&mut driver, NOW + 5).unwrap_err(),
         KeySourceError::Fetch(FetchError::Network)
     );
     assert_eq!(
-        get(&cache, KeyDemand::Current, NOW + 14).unwrap_err(),
+        get(&mut driver, NOW + 14).unwrap_err(),
         KeySourceError::BackingOff,
         "second wait is 10 s"
     );
-    assert_eq!(http.count(JWKS), 2);
-    http.serve(JWKS, 200, &jwks_json());
-    assert!(get(&cache, KeyDemand::Current, NOW + 15).is_ok());
+    assert_eq!(driver.gets(JWKS), 2);
+    driver.serve(JWKS, 200, &jwks_json());
+    assert!(get(&mut driver, NOW + 15).is_ok());
 }
 
 #[test]
 fn stale_set_survives_an_outage_up_to_the_maximum_stale_age() {
-    let (http, kv) = (FakeHttp::default(), FakeKv::default());
-    http.serve(JWKS, 200, &jwks_json());
-    let cache = cache(&http, &kv);
-    get(&cache, KeyDemand::Current, NOW).unwrap();
-    http.serve(JWKS, 500, "oops");
+    let mut driver = Driver::default();
+    driver.serve(JWKS, 200, &jwks_json());
+    let isolate = Rc::new(KeyMemory::default());
+    get(&mut driver, &isolate, KeyDemand::Current, NOW).unwrap();
+    driver.serve(JWKS, 500, "oops");
     let stale_limit = NOW + 600 + 86_400;
     for now in [NOW + 601, NOW + 5000, stale_limit - 1] {
-        assert!(get(&cache, KeyDemand::Current, now).is_ok());
-        refresh_pending(&cache, now);
+        let (keys, served) = request(&mut driver, current(&isolate, now));
+        assert!(keys.is_ok());
+        refresh_pending(&mut driver, &isolate, &served, now);
     }
     assert_eq!(
-        get(&cache, KeyDemand::Current, stale_limit + 400).unwrap_err(),
+        get(&mut driver, &isolate, KeyDemand::Current, stale_limit + 400).unwrap_err(),
         KeySourceError::Status(500)
     );
 }
@@ -308,10 +225,10 @@ fn invalid_documents_are_errors() {
         ),
         (404, "", KeySourceError::Status(404)),
     ] {
-        let (http, kv) = (FakeHttp::default(), FakeKv::default());
-        http.serve(JWKS, status, body);
+        let mut driver = Driver::default();
+        driver.serve(JWKS, status, body);
         assert_eq!(
-            get(&cache(&http, &kv), KeyDemand::Current, NOW).unwrap_err(),
+            get(&mut driver, &Rc::default(), KeyDemand::Current, NOW).unwrap_err(),
             expected
         );
     }
@@ -319,32 +236,32 @@ fn invalid_documents_are_errors() {
 
 #[test]
 fn redirects_are_followed_only_within_the_origin() {
-    let (http, kv) = (FakeHttp::default(), FakeKv::default());
     let redirect = |to: &str| FetchedDocument {
         status: 302,
         location: Some(to.to_owned()),
         ..Default::default()
     };
-    http.respond(JWKS, redirect("/keys/v2"));
-    http.serve("https://auth.example.com/keys/v2", 200, &jwks_json());
-    assert!(get(&cache(&http, &kv), KeyDemand::Current, NOW).is_ok());
+    let mut driver = Driver::default();
+    driver.respond(JWKS, redirect("/keys/v2"));
+    driver.serve("https://auth.example.com/keys/v2", 200, &jwks_json());
+    assert!(get(&mut driver, &Rc::default(), KeyDemand::Current, NOW).is_ok());
 
-    let (http, kv) = (FakeHttp::default(), FakeKv::default());
-    http.respond(JWKS, redirect("https://evil.example/jwks"));
-    http.serve("https://evil.example/jwks", 200, &jwks_json());
+    let mut driver = Driver::default();
+    driver.respond(JWKS, redirect("https://evil.example/jwks"));
+    driver.serve("https://evil.example/jwks", 200, &jwks_json());
     assert_eq!(
-        get(&cache(&http, &kv), KeyDemand::Current, NOW).unwrap_err(),
+        get(&mut driver, &Rc::default(), KeyDemand::Current, NOW).unwrap_err(),
         KeySourceError::Redirect
     );
-    assert_eq!(http.count("https://evil.example/jwks"), 0);
+    assert_eq!(driver.gets("https://evil.example/jwks"), 0);
 
-    let (http, kv) = (FakeHttp::default(), FakeKv::default());
-    http.respond(JWKS, redirect("/jwks"));
+    let mut driver = Driver::default();
+    driver.respond(JWKS, redirect("/jwks"));
     assert_eq!(
-        get(&cache(&http, &kv), KeyDemand::Current, NOW).unwrap_err(),
+        get(&mut driver, &Rc::default(), KeyDemand::Current, NOW).unwrap_err(),
         KeySourceError::Redirect
     );
-    assert_eq!(http.count(JWKS), MAX_REDIRECTS + 1);
+    assert_eq!(driver.gets(JWKS), MAX_REDIRECTS + 1);
 }
 
 #[test]
@@ -401,23 +318,25 @@ fn freshness_follows_cache_control_within_bounds() {
 
 #[test]
 fn max_age_sets_how_long_the_set_is_fresh() {
-    let (http, kv) = (FakeHttp::default(), FakeKv::default());
-    let body = jwks_json().into_bytes();
-    http.respond(
+    let mut driver = Driver::default();
+    driver.respond(
         JWKS,
         FetchedDocument {
             status: 200,
-            body,
+            body: jwks_json().into_bytes(),
             cache_control: Some("max-age=120".into()),
             ..Default::default()
         },
     );
-    let cache = cache(&http, &kv);
-    get(&cache, KeyDemand::Current, NOW).unwrap();
-    get(&cache, KeyDemand::Current, NOW + 119).unwrap();
-    assert!(cache.take_pending_refreshes().is_empty());
-    get(&cache, KeyDemand::Current, NOW + 120).unwrap();
-    assert_eq!(cache.take_pending_refreshes().len(), 1);
+    let isolate = Rc::new(KeyMemory::default());
+    let (keys, first) = request(&mut driver, current(&isolate, NOW));
+    keys.unwrap();
+    let (keys, fresh) = request(&mut driver, current(&isolate, NOW + 119));
+    keys.unwrap();
+    assert_eq!((first.refresh_due(), fresh.refresh_due()), (None, None));
+    let (keys, stale) = request(&mut driver, current(&isolate, NOW + 120));
+    keys.unwrap();
+    assert_eq!(stale.refresh_due(), Some(issuer(Some(JWKS))));
 }
 
 #[test]
@@ -434,7 +353,7 @@ fn parses_imf_fixdate() {
 
 #[test]
 fn discovers_jwks_uri_from_rfc8414_metadata_then_openid_configuration() {
-    let (http, kv) = (FakeHttp::default(), FakeKv::default());
+    let mut driver = Driver::default();
     let issuer_id = "https://auth.example.com/tenant";
     let trusted = TrustedIssuer {
         issuer: issuer_id.to_owned(),
@@ -450,39 +369,59 @@ fn discovers_jwks_uri_from_rfc8414_metadata_then_openid_configuration() {
             "https://auth.example.com/tenant/.well-known/openid-configuration"
         ]
     );
-    http.serve(
+    driver.serve(
         "https://auth.example.com/tenant/.well-known/openid-configuration",
         200,
         &format!(r#"{{"issuer":"{issuer_id}","jwks_uri":"https://keys.example.com/t"}}"#),
     );
-    http.serve("https://keys.example.com/t", 200, &jwks_json());
-    let cache = cache(&http, &kv);
-    pollster::block_on(cache.key_set(&trusted, KeyDemand::Current, NOW)).unwrap();
-    pollster::block_on(cache.refresh(&trusted, NOW + 601)).unwrap();
+    driver.serve("https://keys.example.com/t", 200, &jwks_json());
+    let isolate = Rc::new(KeyMemory::default());
+    driver
+        .run(&mut lookup_of(
+            &isolate,
+            &trusted,
+            KeyDemand::Current,
+            NOW,
+            false,
+        ))
+        .unwrap();
+    driver
+        .run(&mut refresh_of(&isolate, &trusted, NOW + 601))
+        .unwrap();
     assert_eq!(
-        http.count("https://auth.example.com/.well-known/oauth-authorization-server/tenant"),
+        driver.gets("https://auth.example.com/.well-known/oauth-authorization-server/tenant"),
         1,
         "discovered once"
     );
-    assert_eq!(http.count("https://keys.example.com/t"), 2);
+    assert_eq!(driver.gets("https://keys.example.com/t"), 2);
 }
 
 #[test]
 fn each_issuer_has_its_own_set() {
-    let (http, kv) = (FakeHttp::default(), FakeKv::default());
-    http.serve(JWKS, 200, &jwks_json());
-    http.serve("https://other.example/jwks", 200, r#"{"keys":[]}"#);
-    let cache = cache(&http, &kv);
+    let mut driver = Driver::default();
+    driver.serve(JWKS, 200, &jwks_json());
+    driver.serve("https://other.example/jwks", 200, r#"{"keys":[]}"#);
+    let isolate = Rc::new(KeyMemory::default());
     let other = TrustedIssuer {
         issuer: "https://other.example".into(),
         jwks_uri: Some(Url::parse("https://other.example/jwks").unwrap()),
     };
     assert_eq!(
-        get(&cache, KeyDemand::Current, NOW).unwrap().keys().len(),
+        get(&mut driver, &isolate, KeyDemand::Current, NOW)
+            .unwrap()
+            .keys()
+            .len(),
         3
     );
     assert_eq!(
-        pollster::block_on(cache.key_set(&other, KeyDemand::Current, NOW))
+        driver
+            .run(&mut lookup_of(
+                &isolate,
+                &other,
+                KeyDemand::Current,
+                NOW,
+                false
+            ))
             .unwrap()
             .keys()
             .len(),
@@ -511,38 +450,75 @@ fn metadata_for_another_issuer_is_refused() {
     assert!(jwks_uri_from_metadata(escape, "http://127.0.0.1:9000").is_err());
 }
 
-/// Each request asks for the current set at [`NOW`], all interleaved.
-fn first_requests_together<'a>(
-    requests: &'a [Cache<'a>],
-) -> Vec<Result<Rc<KeySet>, KeySourceError>> {
-    let trusted = issuer(Some(JWKS));
-    let trusted = &trusted;
-    run_together(
-        requests
-            .iter()
-            .map(|request| {
-                Box::pin(request.key_set(trusted, KeyDemand::Current, NOW)) as KeyFuture<'_>
-            })
-            .collect(),
-    )
+/// A burst of `n` requests reaching a cold isolate together, each asking for
+/// the current set at [`NOW`], interleaved as the isolate interleaves them:
+/// 1. the first reads the store, misses, and sends its fetch out;
+/// 2. while that fetch is out, every other one reads the store, misses,
+///    finds the fetch under way and waits; each wait ends before the fetch
+///    does, and each waits again;
+/// 3. the fetch answers, and the first request records its outcome (storing
+///    the set, if there is one);
+/// 4. the others wake, and must finish with no I/O of their own.
+///
+/// Answers each request's outcome, with its spent lookup, in order.
+fn cold_burst(
+    driver: &mut Driver,
+    isolate: &Rc<KeyMemory>,
+    n: usize,
+) -> Vec<(KeySetOutcome, KeySetLookup)> {
+    let mut requests: Vec<KeySetLookup> = (0..n).map(|_| current(isolate, NOW)).collect();
+    let (first, others) = requests.split_first_mut().unwrap();
+    // 1.
+    assert_eq!(need(first), read_set());
+    let answer = driver.perform(&read_set());
+    first.resume(answer);
+    let fetch = need(first);
+    assert!(matches!(&fetch, Io::Get { url, .. } if url.as_str() == JWKS));
+    assert!(fetching(isolate));
+    // 2.
+    for waiter in others.iter_mut() {
+        assert_eq!(need(waiter), read_set());
+        let answer = driver.perform(&read_set());
+        waiter.resume(answer);
+        assert_eq!(need(waiter), sleep(), "joins the fetch under way");
+    }
+    for waiter in others.iter_mut() {
+        let answer = driver.perform(&sleep());
+        waiter.resume(answer);
+        assert_eq!(need(waiter), sleep(), "the fetch is still out");
+    }
+    // 3.
+    let answer = driver.perform(&fetch);
+    first.resume(answer);
+    driver.run(first).ok();
+    assert!(!fetching(isolate));
+    // 4.
+    for waiter in others.iter_mut() {
+        let answer = driver.perform(&sleep());
+        waiter.resume(answer);
+    }
+    requests
+        .into_iter()
+        .map(|mut request| (ready(&mut request), request))
+        .collect()
 }
 
 #[test]
 fn concurrent_requests_on_a_cold_isolate_share_one_fetch() {
-    let (http, kv) = (FakeHttp::default(), FakeKv::default());
-    http.serve(JWKS, 200, &jwks_json());
-    http.yields.set(5);
+    let mut driver = Driver::default();
+    driver.serve(JWKS, 200, &jwks_json());
     let isolate = Rc::new(KeyMemory::default());
-    let requests: Vec<Cache<'_>> = (0..20).map(|_| cache_in(&isolate, &http, &kv)).collect();
-    let results = first_requests_together(&requests);
+    let results = cold_burst(&mut driver, &isolate, 20);
     assert!(results
         .iter()
-        .all(|r| r.as_ref().unwrap().keys().len() == 3));
-    assert_eq!(http.count(JWKS), 1, "one fetch for the whole burst");
+        .all(|(r, _)| r.as_ref().unwrap().keys().len() == 3));
+    assert_eq!(driver.gets(JWKS), 1, "one fetch for the whole burst");
     // A request that joined the fetch holds the newest set: its unknown kid
     // (a forged token in a cold storm) is not worth another fetch.
-    get(&requests[7], KeyDemand::UnknownKid, NOW).unwrap();
-    assert_eq!(http.count(JWKS), 1);
+    driver
+        .run(&mut unknown_kid(&isolate, NOW, results[7].1.fetched()))
+        .unwrap();
+    assert_eq!(driver.gets(JWKS), 1);
 }
 
 /// A cold request whose KV read was still out while another request of the
@@ -551,19 +527,28 @@ fn concurrent_requests_on_a_cold_isolate_share_one_fetch() {
 /// (an unknown kid is not worth another).
 #[test]
 fn a_set_fetched_while_the_store_was_read_is_not_fetched_again() {
-    let (http, kv) = (FakeHttp::default(), FakeKv::default());
-    http.serve(JWKS, 200, &jwks_json());
-    kv.read_yields.set(3);
+    let mut driver = Driver::default();
+    driver.serve(JWKS, 200, &jwks_json());
     let isolate = Rc::new(KeyMemory::default());
-    let requests: Vec<Cache<'_>> = (0..2).map(|_| cache_in(&isolate, &http, &kv)).collect();
-    let results = first_requests_together(&requests);
-    assert!(results
-        .iter()
-        .all(|r| r.as_ref().unwrap().keys().len() == 3));
-    assert_eq!(http.count(JWKS), 1, "the late reader fetched again");
-    get(&requests[1], KeyDemand::UnknownKid, NOW).unwrap();
+    let (mut early, mut late) = (current(&isolate, NOW), current(&isolate, NOW));
+    // Both read the empty store; the late one's answer is held back...
+    assert_eq!(need(&mut early), read_set());
+    assert_eq!(need(&mut late), read_set());
+    let early_read = driver.perform(&read_set());
+    let late_read = driver.perform(&read_set());
+    assert!(matches!(late_read, IoAnswer::Kv(None)));
+    // ...while the early one fetches and records the set...
+    early.resume(early_read);
+    assert_eq!(driver.run(&mut early).unwrap().keys().len(), 3);
+    // ...then the late read comes back empty: no further I/O.
+    late.resume(late_read);
+    assert_eq!(ready(&mut late).unwrap().keys().len(), 3);
+    assert_eq!(driver.gets(JWKS), 1, "the late reader fetched again");
+    driver
+        .run(&mut unknown_kid(&isolate, NOW, late.fetched()))
+        .unwrap();
     assert_eq!(
-        http.count(JWKS),
+        driver.gets(JWKS),
         1,
         "an unknown kid refetched a set fetched during the request"
     );
@@ -571,62 +556,65 @@ fn a_set_fetched_while_the_store_was_read_is_not_fetched_again() {
 
 #[test]
 fn concurrent_requests_on_a_cold_isolate_share_a_failure() {
-    let (http, kv) = (FakeHttp::default(), FakeKv::default());
-    http.fail(JWKS, FetchError::Timeout);
-    http.yields.set(5);
+    let mut driver = Driver::default();
+    driver.fail(JWKS, FetchError::Timeout);
     let isolate = Rc::new(KeyMemory::default());
-    let requests: Vec<Cache<'_>> = (0..10).map(|_| cache_in(&isolate, &http, &kv)).collect();
-    let results = first_requests_together(&requests);
+    let results = cold_burst(&mut driver, &isolate, 10);
     assert_eq!(
-        http.count(JWKS),
+        driver.gets(JWKS),
         1,
         "the others waited, then met the backoff"
     );
     assert_eq!(
-        results[0].as_ref().unwrap_err(),
+        results[0].0.as_ref().unwrap_err(),
         &KeySourceError::Fetch(FetchError::Timeout)
     );
     assert!(results[1..]
         .iter()
-        .all(|r| r.as_ref().unwrap_err() == &KeySourceError::BackingOff));
+        .all(|(r, _)| r.as_ref().unwrap_err() == &KeySourceError::BackingOff));
 }
 
 #[test]
 fn a_fetch_whose_request_went_away_does_not_hold_up_the_next() {
-    let (http, kv) = (FakeHttp::default(), FakeKv::default());
-    http.serve(JWKS, 200, &jwks_json());
-    http.yields.set(5);
+    let mut driver = Driver::default();
+    driver.serve(JWKS, 200, &jwks_json());
     let isolate = Rc::new(KeyMemory::default());
-    let trusted = issuer(Some(JWKS));
-    let abandoned = cache_in(&isolate, &http, &kv);
-    {
-        let mut fetch = Box::pin(abandoned.key_set(&trusted, KeyDemand::Current, NOW));
-        let mut cx = Context::from_waker(Waker::noop());
-        assert!(fetch.as_mut().poll(&mut cx).is_pending());
-        assert!(isolate.with(ISSUER, |state| state.fetching));
-    }
-    assert!(!isolate.with(ISSUER, |state| state.fetching));
-    http.yields.set(0);
-    let next = cache_in(&isolate, &http, &kv);
-    assert_eq!(get(&next, KeyDemand::Current, NOW).unwrap().keys().len(), 3);
-    assert_eq!(http.count(JWKS), 2, "the next request fetched at once");
+    let mut abandoned = current(&isolate, NOW);
+    assert_eq!(need(&mut abandoned), read_set());
+    let answer = driver.perform(&read_set());
+    abandoned.resume(answer);
+    // The fetch goes out...
+    let fetch = need(&mut abandoned);
+    let _never_handed_back = driver.perform(&fetch);
+    assert!(fetching(&isolate));
+    // ...and its request goes away before the answer is handed back.
+    drop(abandoned);
+    assert!(!fetching(&isolate));
+    let keys = get(&mut driver, &isolate, KeyDemand::Current, NOW).unwrap();
+    assert_eq!(keys.keys().len(), 3);
+    assert_eq!(driver.gets(JWKS), 2, "the next request fetched at once");
+    assert!(!driver.log.contains(&sleep()), "nobody waited");
 }
 
 #[test]
 fn a_set_withdrawing_every_key_replaces_the_held_one() {
-    let (http, kv) = (FakeHttp::default(), FakeKv::default());
-    http.serve(JWKS, 200, &jwks_json());
-    let cache = cache(&http, &kv);
+    let mut driver = Driver::default();
+    driver.serve(JWKS, 200, &jwks_json());
+    let isolate = Rc::new(KeyMemory::default());
     assert_eq!(
-        get(&cache, KeyDemand::Current, NOW).unwrap().keys().len(),
+        get(&mut driver, &isolate, KeyDemand::Current, NOW)
+            .unwrap()
+            .keys()
+            .len(),
         3
     );
     // A valid set without keys is not an error to ride out: a deliberate
     // withdrawal of every key (a compromise) must take effect.
-    http.serve(JWKS, 200, r#"{"keys":[]}"#);
-    get(&cache, KeyDemand::Current, NOW + 601).unwrap();
-    refresh_pending(&cache, NOW + 601);
-    assert!(get(&cache, KeyDemand::Current, NOW + 602)
+    driver.serve(JWKS, 200, r#"{"keys":[]}"#);
+    let (keys, stale) = request(&mut driver, current(&isolate, NOW + 601));
+    keys.unwrap();
+    refresh_pending(&mut driver, &isolate, &stale, NOW + 601);
+    assert!(get(&mut driver, &isolate, KeyDemand::Current, NOW + 602)
         .unwrap()
         .keys()
         .is_empty());
@@ -634,39 +622,42 @@ fn a_set_withdrawing_every_key_replaces_the_held_one() {
 
 #[test]
 fn a_discovered_jwks_uri_that_fails_is_discovered_again() {
-    let (http, kv) = (FakeHttp::default(), FakeKv::default());
+    let mut driver = Driver::default();
     let metadata = "https://auth.example.com/.well-known/oauth-authorization-server";
     let trusted = issuer(None);
     let points_to = |uri: &str| format!(r#"{{"issuer":"{ISSUER}","jwks_uri":"{uri}"}}"#);
-    http.serve(
+    driver.serve(
         metadata,
         200,
         &points_to("https://auth.example.com/keys-2024"),
     );
-    http.serve("https://auth.example.com/keys-2024", 200, &jwks_json());
+    driver.serve("https://auth.example.com/keys-2024", 200, &jwks_json());
     let isolate = Rc::new(KeyMemory::default());
-    let request = || cache_in(&isolate, &http, &kv);
-    pollster::block_on(request().key_set(&trusted, KeyDemand::Current, NOW)).unwrap();
+    let discovering = |now| lookup_of(&isolate, &trusted, KeyDemand::Current, now, false);
+    driver.run(&mut discovering(NOW)).unwrap();
     // The server moves its keys and updates its metadata.
-    http.serve("https://auth.example.com/keys-2024", 404, "gone");
-    http.serve(
+    driver.serve("https://auth.example.com/keys-2024", 404, "gone");
+    driver.serve(
         metadata,
         200,
         &points_to("https://auth.example.com/keys-2025"),
     );
-    http.serve("https://auth.example.com/keys-2025", 200, &jwks_json());
-    let stale = request();
-    pollster::block_on(stale.key_set(&trusted, KeyDemand::Current, NOW + 601)).unwrap();
+    driver.serve("https://auth.example.com/keys-2025", 200, &jwks_json());
+    // A request is served the stale set, then refreshes it from the old path.
+    driver.run(&mut discovering(NOW + 601)).unwrap();
     assert_eq!(
-        pollster::block_on(stale.refresh(&trusted, NOW + 601)).unwrap_err(),
+        driver
+            .run(&mut refresh_of(&isolate, &trusted, NOW + 601))
+            .unwrap_err(),
         KeySourceError::Status(404)
     );
     // Neither memory nor the shared copy's URI keeps the gate on the old path.
-    let later = request();
-    pollster::block_on(later.key_set(&trusted, KeyDemand::Current, NOW + 610)).unwrap();
-    refresh_pending(&later, NOW + 610);
-    assert_eq!(http.count(metadata), 2, "metadata read again");
-    assert_eq!(http.count("https://auth.example.com/keys-2025"), 1);
-    assert!(get(&later, KeyDemand::Current, NOW + 611).is_ok());
-    assert!(later.take_pending_refreshes().is_empty(), "fresh again");
+    let (keys, later) = request(&mut driver, discovering(NOW + 610));
+    keys.unwrap();
+    refresh_pending(&mut driver, &isolate, &later, NOW + 610);
+    assert_eq!(driver.gets(metadata), 2, "metadata read again");
+    assert_eq!(driver.gets("https://auth.example.com/keys-2025"), 1);
+    let (keys, fresh) = request(&mut driver, current(&isolate, NOW + 611));
+    assert!(keys.is_ok());
+    assert_eq!(fresh.refresh_due(), None, "fresh again");
 }

@@ -11,6 +11,8 @@ pub mod signature;
 pub mod token_cache;
 
 #[cfg(test)]
+mod key_script;
+#[cfg(test)]
 mod signature_cases;
 #[cfg(test)]
 mod wycheproof_tests;
