@@ -223,19 +223,10 @@ enum State {
     Arrived,
     /// Waiting for an introspection verdict.
     Introspecting(Box<IntrospectionLookup>),
-    /// A cached verification is honoured only while the issuer's current set
-    /// still holds its key.
-    ConfirmingCachedKey {
-        lookup: KeySetLookup,
-        cached: AccessToken,
-        kid: Option<String>,
-    },
-    /// Fetching (or reading) the key set the token names.
+    /// Reading (or fetching) the key set of the token's issuer.
     FindingKeys {
         lookup: KeySetLookup,
-        demand: KeyDemand,
-        token: Box<UnverifiedJwt>,
-        issuer: TrustedIssuer,
+        wants: Box<KeysFor>,
     },
     /// One signature check is out, for `candidates[next]`.
     Verifying {
@@ -262,6 +253,22 @@ enum State {
     Refreshing(KeySetRefresh),
     /// Finished.
     Finished,
+}
+
+/// What a key set is looked up for.
+enum KeysFor {
+    /// A cached verification is honoured only while the issuer's current set
+    /// still holds the key that verified it.
+    CachedToken {
+        token: AccessToken,
+        kid: Option<String>,
+    },
+    /// A new token's signature check.
+    NewToken {
+        demand: KeyDemand,
+        token: Box<UnverifiedJwt>,
+        issuer: TrustedIssuer,
+    },
 }
 
 /// The origin's answer head, kept while the session is bound.
@@ -365,9 +372,6 @@ impl Flow {
 
     /// The next step. Call [`Flow::resume`] after each [`Step::Need`].
     pub fn step(&mut self) -> Step {
-        if let Some(step) = self.ready.take() {
-            return step;
-        }
         let gate = Rc::clone(&self.gate);
         let config = match &gate.config {
             Ok(config) => config,
@@ -410,17 +414,9 @@ impl Flow {
                         Poll::Ready(Ok(Ok(token))) => self.authenticated(config, token),
                     }
                 }
-                State::ConfirmingCachedKey {
-                    mut lookup,
-                    cached,
-                    kid,
-                } => match lookup.step() {
+                State::FindingKeys { mut lookup, wants } => match lookup.step() {
                     Poll::Need(io) => {
-                        self.state = State::ConfirmingCachedKey {
-                            lookup,
-                            cached,
-                            kid,
-                        };
+                        self.state = State::FindingKeys { lookup, wants };
                         return Step::Need(Need::Io(io));
                     }
                     Poll::Ready(Err(error)) => {
@@ -428,51 +424,7 @@ impl Flow {
                     }
                     Poll::Ready(Ok(set)) => {
                         self.after_lookup(&lookup);
-                        if kid.as_deref().is_some_and(|kid| set.has_kid(kid)) {
-                            self.authenticated(config, cached);
-                        } else {
-                            if let Some(key) = &self.token_key {
-                                gate.tokens.forget(key);
-                            }
-                            if let Some(step) = self.check_fresh_token(config) {
-                                return step;
-                            }
-                        }
-                    }
-                },
-                State::FindingKeys {
-                    mut lookup,
-                    demand,
-                    token,
-                    issuer,
-                } => match lookup.step() {
-                    Poll::Need(io) => {
-                        self.state = State::FindingKeys {
-                            lookup,
-                            demand,
-                            token,
-                            issuer,
-                        };
-                        return Step::Need(Need::Io(io));
-                    }
-                    Poll::Ready(Err(error)) => {
-                        return self.refuse(config, Denial::KeysUnavailable(error))
-                    }
-                    Poll::Ready(Ok(set)) => {
-                        self.after_lookup(&lookup);
-                        if demand == KeyDemand::Current && !token.has_candidate_key(&set) {
-                            // Perhaps the issuer rotated keys since the set was cached.
-                            let demand = KeyDemand::UnknownKid;
-                            let lookup = self.key_lookup(config, &issuer, demand);
-                            self.state = State::FindingKeys {
-                                lookup,
-                                demand,
-                                token,
-                                issuer,
-                            };
-                            continue;
-                        }
-                        if let Some(step) = self.start_verifying(config, token, issuer, &set) {
+                        if let Some(step) = self.keys_found(config, *wants, &set) {
                             return step;
                         }
                     }
@@ -545,37 +497,9 @@ impl Flow {
                 lookup.resume(io);
                 self.state = State::Introspecting(lookup);
             }
-            (
-                State::ConfirmingCachedKey {
-                    mut lookup,
-                    cached,
-                    kid,
-                },
-                Answer::Io(io),
-            ) => {
+            (State::FindingKeys { mut lookup, wants }, Answer::Io(io)) => {
                 lookup.resume(io);
-                self.state = State::ConfirmingCachedKey {
-                    lookup,
-                    cached,
-                    kid,
-                };
-            }
-            (
-                State::FindingKeys {
-                    mut lookup,
-                    demand,
-                    token,
-                    issuer,
-                },
-                Answer::Io(io),
-            ) => {
-                lookup.resume(io);
-                self.state = State::FindingKeys {
-                    lookup,
-                    demand,
-                    token,
-                    issuer,
-                };
+                self.state = State::FindingKeys { lookup, wants };
             }
             (State::Refreshing(mut refresh), Answer::Io(io)) => {
                 refresh.resume(io);
@@ -738,10 +662,9 @@ impl Flow {
             if let Some(issuer) = issuer {
                 // Asking for the set also keeps it refreshed.
                 let lookup = self.key_lookup(config, &issuer, KeyDemand::Current);
-                self.state = State::ConfirmingCachedKey {
+                self.state = State::FindingKeys {
                     lookup,
-                    cached,
-                    kid,
+                    wants: Box::new(KeysFor::CachedToken { token: cached, kid }),
                 };
                 return None;
             }
@@ -781,11 +704,51 @@ impl Flow {
         let lookup = self.key_lookup(config, &issuer, demand);
         self.state = State::FindingKeys {
             lookup,
-            demand,
-            token: Box::new(token),
-            issuer,
+            wants: Box::new(KeysFor::NewToken {
+                demand,
+                token: Box::new(token),
+                issuer,
+            }),
         };
         None
+    }
+
+    /// The issuer's key set is at hand: honour the cached verification or
+    /// choose the keys to check the new token with.
+    fn keys_found(&mut self, config: &Config, wants: KeysFor, set: &KeySet) -> Option<Step> {
+        match wants {
+            KeysFor::CachedToken { token, kid } => {
+                if kid.as_deref().is_some_and(|kid| set.has_kid(kid)) {
+                    self.authenticated(config, token);
+                    return None;
+                }
+                if let Some(key) = &self.token_key {
+                    self.gate.tokens.forget(key);
+                }
+                self.check_fresh_token(config)
+            }
+            KeysFor::NewToken {
+                demand: KeyDemand::Current,
+                token,
+                issuer,
+            } if !token.has_candidate_key(set) => {
+                // Perhaps the issuer rotated keys since the set was cached.
+                let demand = KeyDemand::UnknownKid;
+                let lookup = self.key_lookup(config, &issuer, demand);
+                self.state = State::FindingKeys {
+                    lookup,
+                    wants: Box::new(KeysFor::NewToken {
+                        demand,
+                        token,
+                        issuer,
+                    }),
+                };
+                None
+            }
+            KeysFor::NewToken { token, issuer, .. } => {
+                self.start_verifying(config, token, issuer, set)
+            }
+        }
     }
 
     fn key_lookup(
