@@ -142,7 +142,9 @@ async function drive(request, env, ctx, started, handle, next) {
         break;
       }
       case READ_BODY: {
-        const body = await readCapped(request.body, next[1]);
+        // A declared length within the cap is read whole at once; anything
+        // else chunk by chunk, refused once past the cap.
+        const body = next[2] === undefined ? await readCapped(request.body, next[1]) : await readWhole(request, next[1]);
         alive(instance);
         if (body === TOO_LARGE || body === UNREADABLE) {
           next = gateBody(handle, undefined, body === TOO_LARGE);
@@ -258,6 +260,16 @@ async function readCapped(stream, max) {
     at += chunk.byteLength;
   }
   return body;
+}
+
+/** A body whose declared length is within `max` (the runtime holds it to that length). */
+async function readWhole(request, max) {
+  try {
+    const body = new Uint8Array(await request.arrayBuffer());
+    return body.byteLength > max ? TOO_LARGE : body;
+  } catch {
+    return UNREADABLE;
+  }
 }
 
 /**

@@ -466,9 +466,13 @@ fn push_step(array: &Array, step: Step, background: bool) {
         },
         // Handed out by `advance` as VERIFY or IMPORT.
         Step::Need(Need::Verify(_)) => push_failure(array),
-        Step::Need(Need::ReadBody { max_bytes }) => {
+        Step::Need(Need::ReadBody {
+            max_bytes,
+            declared,
+        }) => {
             push(READ_BODY.into());
             push((max_bytes as f64).into());
+            push(declared.map_or(JsValue::UNDEFINED, |length| (length as f64).into()));
         }
         Step::Need(Need::Forward(forward)) => {
             #[cfg(feature = "panic-probe")]

@@ -144,6 +144,9 @@ pub enum Need {
     ReadBody {
         /// The cap.
         max_bytes: usize,
+        /// The `Content-Length` the client declared (within the cap), if any:
+        /// the driver may read such a body whole at once.
+        declared: Option<u64>,
     },
     /// Send this to the origin (with the body read for [`Need::ReadBody`],
     /// if any, else the client's own body for methods that carry one);
@@ -920,6 +923,7 @@ impl Flow {
                 self.state = State::ReadingBody;
                 return Some(Step::Need(Need::ReadBody {
                     max_bytes: config.max_body_bytes,
+                    declared,
                 }));
             };
             match authorize_rpc(route, &self.request.head(), &token, body) {

@@ -153,7 +153,7 @@ impl Script {
                     }
                     Verdicts::Fixed(verdict) => verdict,
                 }),
-                Need::ReadBody { max_bytes } => Answer::Body(match &self.body {
+                Need::ReadBody { max_bytes, .. } => Answer::Body(match &self.body {
                     Ok(body) if body.len() > max_bytes => Err(BodyError::TooLarge),
                     other => other.clone(),
                 }),
