@@ -83,14 +83,15 @@ export async function startScriptWorker(scriptPath, bindings, extra = {}) {
 /**
  * Runs autocannon (bench/load.mjs) against `url` for `seconds` (or exactly
  * `amount` requests) with `connections`, cycling through `tokens` (none: no
- * Authorization header); `method`, `headers`, `body` shape every request.
- * Returns its figures.
+ * Authorization header); `method`, `headers`, `body` shape every request;
+ * `sampleInt` (ms, autocannon's default 1000) is how soon after the last
+ * answer it ends. Returns its figures.
  */
-export function load(url, tokens, { seconds, connections, amount, method, headers, body }) {
+export function load(url, tokens, { seconds, connections, amount, method, headers, body, sampleInt }) {
   const tokensFile = join(tmpdir(), `portcullis-bench-${process.pid}-${Math.random().toString(36).slice(2)}.txt`);
   writeFileSync(tokensFile, tokens.join('\n'));
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [join(HERE, 'load.mjs'), JSON.stringify({ url, seconds, connections, amount, method, headers, body, tokensFile })], {
+    const child = spawn(process.execPath, [join(HERE, 'load.mjs'), JSON.stringify({ url, seconds, connections, amount, method, headers, body, tokensFile, sampleInt })], {
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     let out = '';

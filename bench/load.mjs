@@ -5,13 +5,14 @@
 import { readFileSync } from 'node:fs';
 import autocannon from 'autocannon';
 
-const { url, seconds, amount, connections, method, headers, body, tokensFile } = JSON.parse(process.argv[2]);
+const { url, seconds, amount, connections, method, headers, body, tokensFile, sampleInt } = JSON.parse(process.argv[2]);
 const tokens = readFileSync(tokensFile, 'utf8').split('\n').filter(Boolean);
 let next = 0;
 const result = await autocannon({
   url,
   connections,
   ...(amount ? { amount } : { duration: seconds }),
+  ...(sampleInt ? { sampleInt } : {}),
   ...(method ? { method } : {}),
   ...(headers ? { headers } : {}),
   ...(body ? { body } : {}),
@@ -35,6 +36,8 @@ process.stdout.write(
     non2xx: result.non2xx,
     errors: result.errors + result.timeouts,
     tokensCycled: tokens.length > 0 && next > tokens.length,
+    // This process's own CPU (µs, start-up included), to tell what else used the machine.
+    cpu_us: (({ user, system }) => user + system)(process.cpuUsage()),
     statuses: Object.fromEntries(Object.entries(result.statusCodeStats ?? {}).map(([code, { count }]) => [code, count])),
   })}\n`,
 );
