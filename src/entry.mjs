@@ -5,7 +5,8 @@
 // A request's decision is a sans-IO state machine in Rust
 // (crates/core/src/flow/machine.rs, through src/lib.rs). Each call into it
 // is synchronous: it runs the machine to the next thing it needs and returns
-// that need as a small array. This module performs it in plain JavaScript
+// that need, as one `\0`-separated text (most steps) or as an array with the
+// same fields (steps carrying a CryptoKey or bytes). This module performs it in plain JavaScript
 // (a KV read or write, a fetch with a deadline and a size cap, a timer, a
 // WebCrypto import or verify, reading the body, the forward, reading the
 // origin's body) and resumes the machine with the outcome, until the machine
@@ -77,8 +78,8 @@ export default {
       if (PROBE_PATH !== undefined && new URL(request.url).pathname === PROBE_PATH) return await probe(request);
       let headers = '';
       for (const [name, value] of request.headers) headers += headers === '' ? `${name}\0${value}` : `\0${name}\0${value}`;
-      const next = gateStart(env, request.method, request.url, headers, started);
-      handle = next.shift();
+      const next = fields(gateStart(env, request.method, request.url, headers, started));
+      handle = +next.shift();
       return await drive(request, env, ctx, started, handle, next);
     } catch (error) {
       const panicked = error instanceof WebAssembly.RuntimeError;
@@ -111,6 +112,21 @@ function alive(instance) {
   }
 }
 
+/** A step's fields: the text split at NUL, or the array as it is. */
+function fields(step) {
+  return typeof step === 'string' ? step.split('\0') : step;
+}
+
+/**
+ * Header pairs from `fields`, starting at `at`. A sequence of pairs, not a
+ * `Headers` filled by `append`: workerd takes the former much faster.
+ */
+function pairsFrom(fields, at) {
+  const pairs = [];
+  for (let i = at; i + 1 < fields.length; i += 2) pairs.push([fields[i], fields[i + 1]]);
+  return pairs;
+}
+
 /** Runs the machine until it answers the client; background work goes on after. */
 async function drive(request, env, ctx, started, handle, next) {
   const instance = instanceState?.instanceId;
@@ -118,39 +134,43 @@ async function drive(request, env, ctx, started, handle, next) {
   /** The body as read for the machine: the bytes it authorized are the bytes forwarded. */
   let read;
   for (;;) {
-    switch (next[0]) {
+    switch (+next[0]) {
       case RESPOND: {
-        const [, status, headers, kind, body, line, background] = next;
+        // RESPOND, status, body kind, background, log, body, headers...
+        const kind = +next[2];
+        const body = next[5];
         const response = new Response(
           kind === BODY_ORIGIN ? origin.body : kind === BODY_FILTERED ? filtered(origin.body, handle) : body === '' ? null : body,
-          { status, headers: headersOf(headers) },
+          { status: +next[1], headers: pairsFrom(next, 6) },
         );
-        console.log(`${line},"duration_ms":${Date.now() - started}}`);
-        if (background) ctx.waitUntil(runBackground(env, handle, instance));
+        console.log(`${next[4]},"duration_ms":${Date.now() - started}}`);
+        if (next[3] == 1) ctx.waitUntil(runBackground(env, handle, instance));
         return response;
       }
       case FORWARD: {
+        // FORWARD, url, headers...
         const { method } = request;
         const body = read ?? (method === 'GET' || method === 'HEAD' ? undefined : request.body);
         try {
-          origin = await fetch(next[1], { method, headers: headersOf(next[2]), body, redirect: 'manual' });
+          origin = await fetch(next[1], { method, headers: pairsFrom(next, 2), body, redirect: 'manual' });
         } catch {
           origin = undefined;
         }
         alive(instance);
-        next = origin === undefined ? gateOrigin(handle, 0, '') : gateOrigin(handle, origin.status, joined(origin.headers));
+        next = fields(origin === undefined ? gateOrigin(handle, 0, '') : gateOrigin(handle, origin.status, joined(origin.headers)));
         break;
       }
       case READ_BODY: {
-        // A declared length within the cap is read whole at once; anything
-        // else chunk by chunk, refused once past the cap.
-        const body = next[2] === undefined ? await readCapped(request.body, next[1]) : await readWhole(request, next[1]);
+        // READ_BODY, cap, declared length (empty: none). A declared length
+        // within the cap is read whole at once; anything else chunk by
+        // chunk, refused once past the cap.
+        const body = next[2] === '' ? await readCapped(request.body, +next[1]) : await readWhole(request, +next[1]);
         alive(instance);
         if (body === TOO_LARGE || body === UNREADABLE) {
-          next = gateBody(handle, undefined, body === TOO_LARGE);
+          next = fields(gateBody(handle, undefined, body === TOO_LARGE));
         } else {
           read = body;
-          next = gateBody(handle, body, false);
+          next = fields(gateBody(handle, body, false));
         }
         break;
       }
@@ -162,13 +182,13 @@ async function drive(request, env, ctx, started, handle, next) {
           body = undefined;
         }
         alive(instance);
-        next = gateOriginBody(handle, body);
+        next = fields(gateOriginBody(handle, body));
         break;
       }
       case DONE:
         throw new Error('finished without an answer');
       default:
-        next = await perform(env, handle, next);
+        next = fields(await perform(env, handle, next));
         alive(instance);
     }
   }
@@ -176,7 +196,7 @@ async function drive(request, env, ctx, started, handle, next) {
 
 /** The needs a request and its background work share: KV, fetch, timers, WebCrypto. */
 async function perform(env, handle, next) {
-  switch (next[0]) {
+  switch (+next[0]) {
     case KV_GET: {
       let value;
       try {
@@ -187,8 +207,9 @@ async function perform(env, handle, next) {
       return gateKv(handle, value);
     }
     case KV_PUT:
+      // KV_PUT, ttl, key, value
       try {
-        await env.JWKS_CACHE.put(next[1], next[2], { expirationTtl: next[3] });
+        await env.JWKS_CACHE.put(next[2], next[3], { expirationTtl: +next[1] });
       } catch {
         // A lost cache write costs a later fetch, nothing else.
       }
@@ -196,7 +217,7 @@ async function perform(env, handle, next) {
     case FETCH:
       return fetchDocument(handle, next);
     case SLEEP:
-      await new Promise((resolve) => setTimeout(resolve, next[1]));
+      await new Promise((resolve) => setTimeout(resolve, +next[1]));
       return gateDone(handle);
     case VERIFY:
       return gateVerdict(handle, await verify(next[1], next[2], next[3], next[4]));
@@ -210,12 +231,12 @@ async function perform(env, handle, next) {
 /** Stale-while-revalidate: the key set refresh after the answer. */
 async function runBackground(env, handle, instance) {
   try {
-    let next = gateStep(handle);
-    while (next[0] !== DONE) {
-      next = await perform(env, handle, next);
+    let next = fields(gateStep(handle));
+    while (+next[0] !== DONE) {
+      next = fields(await perform(env, handle, next));
       alive(instance);
     }
-    if (next[1] !== undefined) console.log(next[1]);
+    if (next[1] !== '') console.log(next[1]);
   } catch {
     // The refresh is retried by a later request; the instance may be gone.
   }
@@ -336,16 +357,4 @@ function joined(headers) {
   let text = '';
   for (const [name, value] of headers) text += text === '' ? `${name}\0${value}` : `\0${name}\0${value}`;
   return text;
-}
-
-/**
- * `name\0value\0...` as `[name, value]` pairs. A sequence of pairs, not a
- * `Headers` filled by `append`: workerd takes the former much faster.
- */
-function headersOf(text) {
-  const pairs = [];
-  if (text === '') return pairs;
-  const fields = text.split('\0');
-  for (let i = 0; i + 1 < fields.length; i += 2) pairs.push([fields[i], fields[i + 1]]);
-  return pairs;
 }

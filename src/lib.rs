@@ -173,7 +173,7 @@ impl Flows {
     }
 }
 
-// What a step asks the entry to do: the first element of every array.
+// What a step asks the entry to do: its first field.
 const KV_GET: u8 = 0;
 const KV_PUT: u8 = 1;
 const FETCH: u8 = 2;
@@ -191,51 +191,104 @@ const BODY_BYTES: u8 = 0;
 const BODY_ORIGIN: u8 = 1;
 const BODY_FILTERED: u8 = 2;
 
-/// Starts the machine for a request and runs it to its first step:
-/// `[handle, step...]`.
+/// A step as the entry receives it. Most are one text of `\0`-separated
+/// fields, which crosses to JavaScript as a single string (the entry
+/// splits it); each element pushed onto an array would be a crossing of its
+/// own. Steps carrying JavaScript objects (a `CryptoKey`, bytes) are arrays
+/// with the same fields in the same order. Fields never hold NUL: header
+/// names and values cannot, URLs and store keys are ASCII without it, and
+/// JSON escapes it.
+enum Out {
+    Text(String),
+    Values(Array),
+}
+
+impl Out {
+    /// A text step: `code`, then `fields`.
+    fn text<'a>(code: u8, fields: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut text = code.to_string();
+        for field in fields {
+            text.push('\0');
+            text.push_str(field);
+        }
+        Out::Text(text)
+    }
+
+    /// Appends header pairs as fields (always last in a step).
+    fn with_headers(mut self, headers: &[(String, String)]) -> Self {
+        if let Out::Text(text) = &mut self {
+            for (name, value) in headers {
+                text.push('\0');
+                text.push_str(name);
+                text.push('\0');
+                text.push_str(value);
+            }
+        }
+        self
+    }
+
+    fn values(items: &[JsValue]) -> Self {
+        let array = Array::new();
+        for item in items {
+            array.push(item);
+        }
+        Out::Values(array)
+    }
+
+    fn into_js(self) -> JsValue {
+        match self {
+            Out::Text(text) => text.into(),
+            Out::Values(array) => array.into(),
+        }
+    }
+}
+
+/// Starts the machine for a request and runs it to its first step, with the
+/// handle as the step's first field.
 #[wasm_bindgen(js_name = gateStart)]
-pub fn gate_start(env: Env, method: &str, url: &str, headers: &str, now_ms: f64) -> Array {
+pub fn gate_start(env: Env, method: &str, url: &str, headers: &str, now_ms: f64) -> JsValue {
     let gate = gate(&env);
     let now = (now_ms / 1000.0) as i64;
-    let Some(request) = Request::from_url(method, url, pairs(headers)) else {
+    let (handle, out) = match Request::from_url(method, url, pairs(headers)) {
+        Some(request) => {
+            let flow = Flow::new(gate, request, now);
+            let handle = FLOWS.with(|flows| flows.borrow_mut().insert(flow));
+            (handle, advance(handle, None))
+        }
         // The runtime always gives an absolute URL; refuse rather than guess.
-        let array = Array::new();
-        array.push(&0.into());
-        push_failure(&array);
-        return array;
+        None => (0, failure()),
     };
-    let flow = Flow::new(gate, request, now);
-    let handle = FLOWS.with(|flows| flows.borrow_mut().insert(flow));
-    let array = Array::new();
-    array.push(&handle.into());
-    advance(handle, &array, None);
-    array
+    match out {
+        Out::Text(text) => format!("{handle}\0{text}").into(),
+        Out::Values(array) => {
+            array.unshift(&handle.into());
+            array.into()
+        }
+    }
 }
 
-/// Steps the machine without an answer: after `[RESPOND, ...]` whose last
-/// element says background work follows.
+/// Steps the machine without an answer: after a RESPOND whose background
+/// field says work follows.
 #[wasm_bindgen(js_name = gateStep)]
-pub fn gate_step(handle: u32) -> Array {
-    let array = Array::new();
-    advance(handle, &array, None);
-    array
+pub fn gate_step(handle: u32) -> JsValue {
+    advance(handle, None).into_js()
 }
 
-/// Resumes after `[KV_GET]` with the value read (`undefined`: none, or the
+/// Resumes after KV_GET with the value read (`undefined`: none, or the
 /// read failed).
 #[wasm_bindgen(js_name = gateKv)]
-pub fn gate_kv(handle: u32, value: Option<String>) -> Array {
+pub fn gate_kv(handle: u32, value: Option<String>) -> JsValue {
     resume(handle, Answer::Io(IoAnswer::Kv(value)))
 }
 
-/// Resumes after `[KV_PUT]` or `[SLEEP]`.
+/// Resumes after KV_PUT or SLEEP.
 #[wasm_bindgen(js_name = gateDone)]
-pub fn gate_done(handle: u32) -> Array {
+pub fn gate_done(handle: u32) -> JsValue {
     resume(handle, Answer::Io(IoAnswer::Done))
 }
 
-/// Resumes after `[FETCH]`: `failure` 0 for an answer (the other
-/// arguments), 1 network, 2 timeout, 3 too large.
+/// Resumes after FETCH: `failure` 0 for an answer (the other arguments),
+/// 1 network, 2 timeout, 3 too large.
 #[allow(clippy::too_many_arguments)]
 #[wasm_bindgen(js_name = gateFetched)]
 pub fn gate_fetched(
@@ -247,7 +300,7 @@ pub fn gate_fetched(
     expires: Option<String>,
     date: Option<String>,
     location: Option<String>,
-) -> Array {
+) -> JsValue {
     let outcome = match failure {
         0 => Ok(FetchedDocument {
             status,
@@ -264,34 +317,32 @@ pub fn gate_fetched(
     resume(handle, Answer::Io(IoAnswer::Fetched(outcome)))
 }
 
-/// Resumes after `[VERIFY]` with WebCrypto's verdict.
+/// Resumes after VERIFY with WebCrypto's verdict.
 #[wasm_bindgen(js_name = gateVerdict)]
-pub fn gate_verdict(handle: u32, verified: bool) -> Array {
+pub fn gate_verdict(handle: u32, verified: bool) -> JsValue {
     resume(handle, Answer::Verdict(verified))
 }
 
-/// After `[IMPORT]`: the imported `CryptoKey`, or `undefined` when
-/// WebCrypto refused the key (it then never verifies). Runs on to the
-/// `[VERIFY]` of the same check, or past its refusal.
+/// After IMPORT: the imported `CryptoKey`, or `undefined` when WebCrypto
+/// refused the key (it then never verifies). Runs on to the VERIFY of the
+/// same check, or past its refusal.
 #[wasm_bindgen(js_name = gateImported)]
-pub fn gate_imported(handle: u32, key: JsValue) -> Array {
+pub fn gate_imported(handle: u32, key: JsValue) -> JsValue {
     let check = FLOWS.with(|flows| flows.borrow_mut().get(handle)?.import.take());
-    let array = Array::new();
     let Some(check) = check else {
-        push_failure(&array);
-        return array;
+        return failure().into_js();
     };
     match webcrypto::store(&check, key) {
-        Some(imported) => push_verify(&array, imported, &check),
-        None => advance(handle, &array, Some(Answer::Verdict(false))),
+        Some(imported) => verify_step(imported, &check),
+        None => advance(handle, Some(Answer::Verdict(false))),
     }
-    array
+    .into_js()
 }
 
-/// Resumes after `[READ_BODY]`: the body, or `undefined` with `too_large`
+/// Resumes after READ_BODY: the body, or `undefined` with `too_large`
 /// saying why it could not be read.
 #[wasm_bindgen(js_name = gateBody)]
-pub fn gate_body(handle: u32, body: Option<Vec<u8>>, too_large: bool) -> Array {
+pub fn gate_body(handle: u32, body: Option<Vec<u8>>, too_large: bool) -> JsValue {
     let body = match body {
         Some(body) => Ok(body),
         None if too_large => Err(BodyError::TooLarge),
@@ -300,10 +351,10 @@ pub fn gate_body(handle: u32, body: Option<Vec<u8>>, too_large: bool) -> Array {
     resume(handle, Answer::Body(body))
 }
 
-/// Resumes after `[FORWARD]` with the origin's status and header fields
+/// Resumes after FORWARD with the origin's status and header fields
 /// (`status` 0: the origin could not be reached).
 #[wasm_bindgen(js_name = gateOrigin)]
-pub fn gate_origin(handle: u32, status: u16, headers: &str) -> Array {
+pub fn gate_origin(handle: u32, status: u16, headers: &str) -> JsValue {
     let origin = if status == 0 {
         Err(())
     } else {
@@ -312,9 +363,9 @@ pub fn gate_origin(handle: u32, status: u16, headers: &str) -> Array {
     resume(handle, Answer::Origin(origin))
 }
 
-/// Resumes after `[READ_ORIGIN_BODY]` (`undefined`: it could not be read).
+/// Resumes after READ_ORIGIN_BODY (`undefined`: it could not be read).
 #[wasm_bindgen(js_name = gateOriginBody)]
-pub fn gate_origin_body(handle: u32, body: Option<Vec<u8>>) -> Array {
+pub fn gate_origin_body(handle: u32, body: Option<Vec<u8>>) -> JsValue {
     resume(handle, Answer::OriginBody(body.ok_or(())))
 }
 
@@ -351,16 +402,14 @@ pub fn gate_failure_body() -> String {
     Denial::Misconfigured.reply(None).body
 }
 
-fn resume(handle: u32, answer: Answer) -> Array {
-    let array = Array::new();
-    advance(handle, &array, Some(answer));
-    array
+fn resume(handle: u32, answer: Answer) -> JsValue {
+    advance(handle, Some(answer)).into_js()
 }
 
-/// Resumes the machine with `answer`, if any, steps it and pushes the step
-/// onto `array`. An unknown handle (a machine dropped as the oldest, or a
-/// re-created instance) fails the request closed.
-fn advance(handle: u32, array: &Array, answer: Option<Answer>) {
+/// Resumes the machine with `answer`, if any, and steps it. An unknown
+/// handle (a machine dropped as the oldest, or a re-created instance) fails
+/// the request closed.
+fn advance(handle: u32, answer: Option<Answer>) -> Out {
     let next = FLOWS.with(|flows| {
         let mut flows = flows.borrow_mut();
         let slot = flows.get(handle)?;
@@ -388,14 +437,12 @@ fn advance(handle: u32, array: &Array, answer: Option<Answer>) {
         }
     });
     match next {
-        None => push_failure(array),
-        Some(Next::Step(step, background)) => push_step(array, step, background),
-        Some(Next::Verify(imported, check)) => push_verify(array, imported, &check),
+        None => failure(),
+        Some(Next::Step(step, background)) => step_out(step, background),
+        Some(Next::Verify(imported, check)) => verify_step(imported, &check),
         Some(Next::Import(check)) => {
             let (jwk, params) = webcrypto::import_request(&check);
-            array.push(&IMPORT.into());
-            array.push(&jwk);
-            array.push(&params);
+            Out::values(&[IMPORT.into(), jwk, params])
         }
     }
 }
@@ -409,134 +456,138 @@ enum Next {
 }
 
 /// `[VERIFY, key, params, signature, data]`.
-fn push_verify(array: &Array, imported: webcrypto::Imported, check: &Check) {
-    array.push(&VERIFY.into());
-    array.push(&imported.key);
-    array.push(&imported.verify_params);
-    array.push(&Uint8Array::from(check.signature.as_slice()).into());
-    array.push(&Uint8Array::from(check.message.as_slice()).into());
+fn verify_step(imported: webcrypto::Imported, check: &Check) -> Out {
+    Out::values(&[
+        VERIFY.into(),
+        imported.key,
+        imported.verify_params,
+        Uint8Array::from(check.signature.as_slice()).into(),
+        Uint8Array::from(check.message.as_slice()).into(),
+    ])
 }
 
-fn push_step(array: &Array, step: Step, background: bool) {
-    let push = |value: JsValue| {
-        array.push(&value);
-    };
+fn step_out(step: Step, background: bool) -> Out {
     match step {
         Step::Need(Need::Io(io)) => match io {
-            Io::KvGet { key } => {
-                push(KV_GET.into());
-                push(key.into());
-            }
+            Io::KvGet { key } => Out::text(KV_GET, [key.as_str()]),
             Io::KvPut {
                 key,
                 value,
                 ttl_seconds,
             } => {
-                push(KV_PUT.into());
-                push(key.into());
-                push(value.into());
                 // Workers KV refuses expirations under 60 s.
-                push((ttl_seconds.max(60) as f64).into());
+                let ttl = ttl_seconds.max(60).to_string();
+                Out::text(KV_PUT, [ttl.as_str(), key.as_str(), value.as_str()])
             }
-            Io::Get { url, limits } => {
-                push(FETCH.into());
-                push(url.as_str().into());
-                push(JsValue::UNDEFINED);
-                push(JsValue::UNDEFINED);
-                push(limits.timeout_ms.into());
-                push((limits.max_bytes as f64).into());
-            }
+            Io::Get { url, limits } => Out::values(&[
+                FETCH.into(),
+                url.as_str().into(),
+                JsValue::UNDEFINED,
+                JsValue::UNDEFINED,
+                limits.timeout_ms.into(),
+                (limits.max_bytes as f64).into(),
+            ]),
             Io::PostForm {
                 url,
                 body,
                 authorization,
                 limits,
-            } => {
-                push(FETCH.into());
-                push(url.as_str().into());
-                push(body.into());
-                push(authorization.map_or(JsValue::UNDEFINED, Into::into));
-                push(limits.timeout_ms.into());
-                push((limits.max_bytes as f64).into());
-            }
-            Io::Sleep { ms } => {
-                push(SLEEP.into());
-                push(ms.into());
-            }
+            } => Out::values(&[
+                FETCH.into(),
+                url.as_str().into(),
+                body.into(),
+                authorization.map_or(JsValue::UNDEFINED, Into::into),
+                limits.timeout_ms.into(),
+                (limits.max_bytes as f64).into(),
+            ]),
+            Io::Sleep { ms } => Out::text(SLEEP, [ms.to_string().as_str()]),
         },
         // Handed out by `advance` as VERIFY or IMPORT.
-        Step::Need(Need::Verify(_)) => push_failure(array),
+        Step::Need(Need::Verify(_)) => failure(),
         Step::Need(Need::ReadBody {
             max_bytes,
             declared,
         }) => {
-            push(READ_BODY.into());
-            push((max_bytes as f64).into());
-            push(declared.map_or(JsValue::UNDEFINED, |length| (length as f64).into()));
+            let declared = declared
+                .map(|length| length.to_string())
+                .unwrap_or_default();
+            Out::text(
+                READ_BODY,
+                [max_bytes.to_string().as_str(), declared.as_str()],
+            )
         }
+        // The body goes as the entry read it for READ_BODY: the very bytes
+        // the machine authorized.
         Step::Need(Need::Forward(forward)) => {
             #[cfg(feature = "panic-probe")]
             panic_probe(&forward.headers);
-            // The body goes as the entry read it for `[READ_BODY]`: the very
-            // bytes the machine authorized.
-            push(FORWARD.into());
-            push(forward.url.as_str().into());
-            push(joined(&forward.headers).into());
+            Out::text(FORWARD, [forward.url.as_str()]).with_headers(&forward.headers)
         }
-        Step::Need(Need::ReadOriginBody) => push(READ_ORIGIN_BODY.into()),
-        Step::Respond(response) => {
-            push_response(array, response);
-            push(background.into());
-        }
-        Step::Done(line) => {
-            push(DONE.into());
-            push(line.map_or(JsValue::UNDEFINED, Into::into));
-        }
+        Step::Need(Need::ReadOriginBody) => Out::text(READ_ORIGIN_BODY, []),
+        Step::Respond(response) => respond(response, background),
+        Step::Done(line) => Out::text(DONE, [line.as_deref().unwrap_or_default()]),
     }
 }
 
-/// `[RESPOND, status, headers, body kind, body, log]`; the caller adds
-/// whether background work follows.
-fn push_response(array: &Array, response: Response) {
+/// `RESPOND, status, body kind, background, log, body, headers...`; the
+/// body is text, or bytes (then the step is an array) when it is not UTF-8
+/// without NUL.
+fn respond(response: Response, background: bool) -> Out {
     let Response {
         status,
         headers,
         body,
         log,
     } = response;
-    array.push(&RESPOND.into());
-    array.push(&status.into());
-    array.push(&joined(&headers).into());
-    match body {
-        Body::Bytes(bytes) => {
-            array.push(&BODY_BYTES.into());
-            array.push(&match String::from_utf8(bytes) {
-                Ok(text) => JsValue::from(text),
-                Err(bytes) => Uint8Array::from(bytes.as_bytes()).into(),
-            });
+    let (kind, body) = match body {
+        Body::Bytes(bytes) => (BODY_BYTES, Some(bytes)),
+        Body::Origin => (BODY_ORIGIN, None),
+        Body::OriginFiltered => (BODY_FILTERED, None),
+    };
+    let status = status.to_string();
+    let kind = kind.to_string();
+    let background = if background { "1" } else { "0" };
+    let text = match body {
+        None => Ok(String::new()),
+        Some(bytes) => String::from_utf8(bytes)
+            .map_err(|error| error.into_bytes())
+            .and_then(|text| match text.contains('\0') {
+                true => Err(text.into_bytes()),
+                false => Ok(text),
+            }),
+    };
+    let fields = [status.as_str(), kind.as_str(), background, log.as_str()];
+    match text {
+        Ok(body) => {
+            Out::text(RESPOND, fields.into_iter().chain([body.as_str()])).with_headers(&headers)
         }
-        Body::Origin => {
-            array.push(&BODY_ORIGIN.into());
-            array.push(&JsValue::UNDEFINED);
-        }
-        Body::OriginFiltered => {
-            array.push(&BODY_FILTERED.into());
-            array.push(&JsValue::UNDEFINED);
+        // Rare (an unfiltered origin body that is not plain text): the same
+        // fields as an array, the body as bytes.
+        Err(bytes) => {
+            let array = Array::new();
+            array.push(&RESPOND.into());
+            for field in fields {
+                array.push(&field.into());
+            }
+            array.push(&Uint8Array::from(bytes.as_slice()).into());
+            for (name, value) in &headers {
+                array.push(&name.as_str().into());
+                array.push(&value.as_str().into());
+            }
+            Out::Values(array)
         }
     }
-    array.push(&log.into());
 }
 
 /// A request whose machine is gone: a generic 500, never a forward.
-fn push_failure(array: &Array) {
+fn failure() -> Out {
     let reply = Denial::Misconfigured.reply(None);
     let headers: Vec<(String, String)> = reply
         .headers
         .iter()
         .map(|(name, value)| ((*name).to_owned(), value.clone()))
         .collect();
-    push_response(
-        array,
+    respond(
         Response {
             status: reply.status,
             headers,
@@ -545,7 +596,8 @@ fn push_failure(array: &Array) {
                 r#"{"event":"request","decision":"deny","reason":"runtime_error","status":500"#,
             ),
         },
-    );
+        false,
+    )
 }
 
 fn pairs(text: &str) -> Vec<(String, String)> {
@@ -555,17 +607,4 @@ fn pairs(text: &str) -> Vec<(String, String)> {
         pairs.push((name.to_owned(), value.to_owned()));
     }
     pairs
-}
-
-fn joined(pairs: &[(String, String)]) -> String {
-    let mut text = String::new();
-    for (name, value) in pairs {
-        if !text.is_empty() {
-            text.push('\0');
-        }
-        text.push_str(name);
-        text.push('\0');
-        text.push_str(value);
-    }
-    text
 }
