@@ -67,7 +67,7 @@ const FORBIDDEN_SYMBOLS = [
 const EXPECTED_SYMBOLS = [
   /^portcullis_core::verify::jwt::UnverifiedJwt::signature_candidates$/,
   /^portcullis_core::verify::signature::plausible$/,
-  /^portcullis::push_verify$/,
+  /^portcullis::verify_step$/,
   /^portcullis::webcrypto::parameters$/,
 ];
 
