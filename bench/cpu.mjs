@@ -25,8 +25,22 @@
 // Miniflare a line costs workerd about 3-4 µs (passthrough logging 10 lines
 // vs none), which is in portcullis's figures.
 //
+// Gates: passthrough (the floor), peer (bench/peer-jose.mjs), cached
+// (bench/peer-jose-cached.mjs), full (bench/peer-jose-full.mjs: the cached
+// peer plus the per-request work portcullis's features ask of any gate: body
+// read and JSON-RPC authorization, header filtering both ways, a log line),
+// portcullis. p/full, portcullis's cost over full's, is what portcullis adds
+// over that work done in plain JavaScript.
+//
+// --ablation measures, instead, the full peer with its parts added one at a
+// time (PEER_FEATURES), to show what each costs outside portcullis: cached,
+// + log line, + body read/parse/JSON-RPC authorization (the buffer
+// forwarded), + response rebuilt with filtered headers, + request header
+// filtering (= full). Default scenario: reused. Writes
+// bench/results/cpu-ablation.json.
+//
 //   npm run bench:cpu -- [--rounds 5] [--requests 10000] [--connections 10]
-//     [--scenario reused,session,rs256,es256,eddsa,list,badsig,notoken] [--build DIR] [--no-pin]
+//     [--scenario reused,session,rs256,es256,eddsa,list,badsig,notoken] [--build DIR] [--no-pin] [--ablation]
 
 import { execSync } from 'node:child_process';
 import { availableParallelism } from 'node:os';
@@ -49,6 +63,7 @@ const { values: options } = parseArgs({
     scenario: { type: 'string' },
     build: { type: 'string', default: 'build' },
     'no-pin': { type: 'boolean', default: false },
+    ablation: { type: 'boolean', default: false },
   },
 });
 const ROUNDS = Number(options.rounds);
@@ -56,6 +71,15 @@ const REQUESTS = Number(options.requests);
 const CONNECTIONS = Number(options.connections);
 const WARMUP = Number(options.warmup);
 const BUILD = resolve(ROOT, options.build);
+const ABLATION = options.ablation;
+/** --ablation: the full peer's parts, added one at a time (its PEER_FEATURES binding); the first row is the cached peer itself. */
+const ABLATION_STEPS = [
+  { name: 'cached', label: 'cached peer' },
+  { name: 'log', label: '+ log line', features: 'log' },
+  { name: 'body', label: '+ read body, JSON.parse, JSON-RPC authz, forward the buffer', features: 'log body' },
+  { name: 'response', label: '+ response rebuilt, headers filtered', features: 'log body response' },
+  { name: 'full', label: '+ request header filtering (= full)', features: 'log body response headers' },
+];
 const TICK_US = 1e6 / Number(execSync('getconf CLK_TCK').toString().trim() || 100);
 const CPUS = availableParallelism();
 // Workerd on the last CPU, everything of the harness's own (this process: the
@@ -151,10 +175,23 @@ const CALL = {
 const LIST = { method: 'POST', headers: mcpHeaders('tools/list'), body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list', params: {} }) };
 const TOOL_SCOPES = { lookup_invoice: 'invoices:read', list_invoices: 'invoices:read', void_invoice: 'invoices:write', '*': 'invoices:read' };
 
+/** Per ablation step (and full - cached): median and half-range of its per-round difference to the step before. */
+function pairedSteps(runs) {
+  const pairs = ABLATION_STEPS.slice(1).map((step, i) => [step.name, ABLATION_STEPS[i].name]);
+  pairs.push(['full', 'cached']);
+  return Object.fromEntries(
+    pairs.map(([name, prev]) => {
+      const diffs = runs[name].map((r, round) => r.us - runs[prev][round].us);
+      return [`${name}-${prev}`, { median: median(diffs), half_range: (Math.max(...diffs) - Math.min(...diffs)) / 2, rounds: diffs }];
+    }),
+  );
+}
+
 async function main() {
-  if (!existsSync(join(BUILD, 'index_bg.wasm'))) throw new Error(`${BUILD}/index_bg.wasm is missing: run \`npm run build\` first`);
+  if (!ABLATION && !existsSync(join(BUILD, 'index_bg.wasm'))) throw new Error(`${BUILD}/index_bg.wasm is missing: run \`npm run build\` first`);
   const peerScript = await bundleWorker('peer-jose.mjs', 'peer.js');
   const cachedScript = await bundleWorker('peer-jose-cached.mjs', 'peer-cached.js');
+  const fullScript = await bundleWorker('peer-jose-full.mjs', 'peer-full.js');
 
   if (PIN) pin(process.pid, PIN.harness);
   const resource = 'http://127.0.0.1:8787/mcp';
@@ -162,12 +199,18 @@ async function main() {
   const issuer = await startIssuer({ algs: ['RS256', 'ES256', 'EdDSA'], audience: resource });
   const bindings = { MCP_RESOURCE: resource, MCP_ORIGIN: origin.url, OAUTH_ISSUER: issuer.issuer, OAUTH_JWKS_URI: issuer.jwksUri };
   const started = performance.now();
-  const gates = [
-    await startGate('passthrough', join(ROOT, 'bench', 'passthrough.js'), bindings),
-    await startGate('peer', peerScript, bindings),
-    await startGate('cached', cachedScript, bindings),
-    await startGate('portcullis', undefined, { ...bindings, MCP_TOOL_SCOPES: JSON.stringify(TOOL_SCOPES) }, { ...workerModuleOptions(BUILD), kvNamespaces: ['JWKS_CACHE'] }),
-  ];
+  const scoped = { ...bindings, MCP_TOOL_SCOPES: JSON.stringify(TOOL_SCOPES) };
+  const gates = [await startGate('passthrough', join(ROOT, 'bench', 'passthrough.js'), bindings)];
+  if (ABLATION) {
+    for (const step of ABLATION_STEPS) gates.push(await startGate(step.name, step.features ? fullScript : cachedScript, step.features ? { ...scoped, PEER_FEATURES: step.features } : bindings));
+  } else {
+    gates.push(
+      await startGate('peer', peerScript, bindings),
+      await startGate('cached', cachedScript, bindings),
+      await startGate('full', fullScript, scoped),
+      await startGate('portcullis', undefined, scoped, { ...workerModuleOptions(BUILD), kvNamespaces: ['JWKS_CACHE'] }),
+    );
+  }
   const byName = Object.fromEntries(gates.map((g) => [g.name, g]));
 
   // The issuer's tokens live 5 minutes; a full run takes longer, and a token that expired
@@ -206,11 +249,11 @@ async function main() {
     badsig: { label: 'bad signature', tokens: [corruptSignature(reused[0])], request: () => CALL, expect: { passthrough: 200, others: 401 } },
     notoken: { label: 'no token', tokens: [], request: () => CALL, expect: { passthrough: 200, others: 401 } },
   };
-  const keys = options.scenario ? options.scenario.split(',').map((s) => s.trim()) : Object.keys(ALL);
+  const keys = options.scenario ? options.scenario.split(',').map((s) => s.trim()) : ABLATION ? ['reused'] : Object.keys(ALL);
   for (const key of keys) if (!ALL[key]) throw new Error(`unknown scenario ${key} (one of ${Object.keys(ALL).join(', ')})`);
 
   // Check the filtered tools/list once: portcullis must drop void_invoice.
-  if (keys.includes('list')) {
+  if (keys.includes('list') && byName.portcullis) {
     const answer = await fetch(byName.portcullis.url, { ...LIST, headers: { ...LIST.headers, authorization: `Bearer ${listToken[0]}` } });
     const names = (await answer.json().catch(() => ({})))?.result?.tools?.map((t) => t.name) ?? [];
     if (answer.status !== 200 || names.includes('void_invoice') || !names.includes('lookup_invoice')) process.stderr.write(`WARNING: portcullis tools/list answer not filtered as expected: ${answer.status} [${names}]\n`);
@@ -281,8 +324,8 @@ async function main() {
       const order = [...gates];
       for (let i = 0; i < round; i += 1) order.push(order.shift());
       for (const gate of order) {
-        // The floor checks nothing: it may see the peer's set (measured in another process).
-        const set = (sets[gate.name] ?? sets.peer)?.[round];
+        // The floor checks nothing: it may see another gate's set (measured in another process).
+        const set = (sets[gate.name] ?? sets[gates[1].name])?.[round];
         const figures = set ? await measure(gate, scenario, set.slice(WARMUP), set.slice(0, WARMUP)) : await measure(gate, scenario, scenario.tokens, scenario.tokens);
         runs[gate.name].push(figures);
         process.stderr.write(`${scenario.label} round ${round + 1} ${gate.name}: ${(figures.ns / 1e6).toFixed(0)} ms, ${figures.us.toFixed(1)} µs/request over ${figures.answered} answers${figures.errors ? ` (${figures.errors} connection errors)` : ''}, others used ${figures.foreign_ms} ms${figures.retries ? ` (${figures.retries} retries)` : ''}\n`);
@@ -295,12 +338,22 @@ async function main() {
       label: scenario.label,
       floor_us: medians.passthrough,
       over_floor_us: over,
-      portcullis_over_peer: over.portcullis / over.peer,
-      portcullis_over_cached: over.portcullis / over.cached,
-      portcullis_minus_cached_us: over.portcullis - over.cached,
+      ...(ABLATION
+        ? {}
+        : {
+            portcullis_over_peer: over.portcullis / over.peer,
+            portcullis_over_cached: over.portcullis / over.cached,
+            portcullis_minus_cached_us: over.portcullis - over.cached,
+            portcullis_over_full: over.portcullis / over.full,
+            portcullis_minus_full_us: over.portcullis - over.full,
+          }),
       // Half the range of each gate's rounds: how far one round's figure strayed.
       half_range_us: Object.fromEntries(Object.entries(runs).map(([name, list]) => [name, (Math.max(...list.map((r) => r.us)) - Math.min(...list.map((r) => r.us))) / 2])),
       disturbed_rounds: Object.values(runs).flat().filter((r) => r.disturbed).length,
+      // --ablation: each part's cost as the difference of two variants measured in the same
+      // round (rounds interleave the gates, so a slow drift of the machine cancels): the
+      // median over rounds, and half the range.
+      ...(ABLATION ? { paired_steps_us: pairedSteps(runs) } : {}),
       runs,
     };
   }
@@ -312,24 +365,45 @@ async function main() {
   if (results.list && results.reused) {
     results.list.list_over_reused = Object.fromEntries(Object.keys(results.list.over_floor_us).map((g) => [g, results.list.over_floor_us[g] / results.reused.over_floor_us[g]]));
   }
-  const report = { date: new Date().toISOString(), build: BUILD, rounds: ROUNDS, requests: REQUESTS, connections: CONNECTIONS, warmup: WARMUP, cpu_clock: 'schedstat (ns)', pinned: PIN ?? false, foreign_limit: FOREIGN_LIMIT, minutes, warnings, results };
+  const report = { date: new Date().toISOString(), mode: ABLATION ? 'ablation' : 'gates', ...(ABLATION ? { steps: ABLATION_STEPS } : { build: BUILD }), rounds: ROUNDS, requests: REQUESTS, connections: CONNECTIONS, warmup: WARMUP, cpu_clock: 'schedstat (ns)', pinned: PIN ?? false, foreign_limit: FOREIGN_LIMIT, minutes, warnings, results };
   const outDir = join(ROOT, 'bench', 'results');
   mkdirSync(outDir, { recursive: true });
-  writeFileSync(join(outDir, 'cpu-latest.json'), `${JSON.stringify(report, null, 2)}\n`);
+  const outFile = ABLATION ? 'cpu-ablation.json' : 'cpu-latest.json';
+  writeFileSync(join(outDir, outFile), `${JSON.stringify(report, null, 2)}\n`);
 
   const pad = (text, width) => String(text).padEnd(width);
   const num = (v, digits = 0) => (Number.isFinite(v) ? v.toFixed(digits) : '–');
   console.log(`\nportcullis CPU benchmark: ${ROUNDS} rounds x ${REQUESTS} requests, ${CONNECTIONS} connections; workerd CPU (schedstat, ns)${PIN ? `, workerd pinned to CPU ${PIN.workerd}, load and origin to ${PIN.harness}` : ', not pinned'}`);
+  if (ABLATION) {
+    console.log(`ablation of the full peer (bench/peer-jose-full.mjs); µs of CPU per request. over floor: median of the variant's rounds minus the floor's, ± the half-range of the variant's rounds. step: this row minus the one above, from the medians (± the two half-ranges added) and paired (median over rounds of the difference measured in the same round, ± its half-range); * rounds disturbed by other processes\n`);
+    for (const r of Object.values(results)) {
+      console.log(`${r.label}: floor ${num(r.floor_us)} µs (± ${num(r.half_range_us.passthrough)})${r.disturbed_rounds ? `, *${r.disturbed_rounds} disturbed` : ''}`);
+      console.log(`${pad('variant', 62)}${pad('over floor', 16)}${pad('step', 16)}${pad('step, paired', 16)}`);
+      const row = (label, over, step, paired) => console.log(`${pad(label, 62)}${pad(over, 16)}${pad(step, 16)}${pad(paired, 16)}`);
+      const paired = (key) => `${num(r.paired_steps_us[key].median, 1)} ± ${num(r.paired_steps_us[key].half_range, 1)}`;
+      ABLATION_STEPS.forEach((step, i) => {
+        const prev = ABLATION_STEPS[i - 1];
+        const over = `${num(r.over_floor_us[step.name], 1)} ± ${num(r.half_range_us[step.name], 1)}`;
+        if (!prev) return row(step.label, over, '', '');
+        row(step.label, over, `${num(r.over_floor_us[step.name] - r.over_floor_us[prev.name], 1)} ± ${num(r.half_range_us[step.name] + r.half_range_us[prev.name], 1)}`, paired(`${step.name}-${prev.name}`));
+      });
+      row('full - cached', '', `${num(r.over_floor_us.full - r.over_floor_us.cached, 1)} ± ${num(r.half_range_us.full + r.half_range_us.cached, 1)}`, paired('full-cached'));
+      console.log('');
+    }
+    if (warnings.length) console.log(`${warnings.length} WARNING(S): answers not as expected or rounds disturbed, see above and the JSON`);
+    console.log(`${minutes.toFixed(1)} min; written to bench/results/${outFile}`);
+    return;
+  }
   console.log(`medians, µs of CPU per request over the passthrough floor (floor itself in its column); ± the largest half-range of one gate's rounds; * rounds disturbed by other processes\n`);
-  console.log(`${pad('scenario', 38)}${pad('floor', 8)}${pad('peer', 8)}${pad('cached', 8)}${pad('portc.', 8)}${pad('p/peer', 8)}${pad('p/cached', 10)}${pad('p-cached µs', 12)}${pad('±', 6)}`);
+  console.log(`${pad('scenario', 38)}${pad('floor', 8)}${pad('peer', 8)}${pad('cached', 8)}${pad('full', 8)}${pad('portc.', 8)}${pad('p/peer', 8)}${pad('p/cached', 10)}${pad('p/full', 8)}${pad('p-cached µs', 12)}${pad('p-full µs', 10)}${pad('±', 6)}`);
   for (const r of Object.values(results)) {
     const o = r.over_floor_us;
     const spread = `${num(Math.max(...Object.values(r.half_range_us)))}${r.disturbed_rounds ? ` *${r.disturbed_rounds}` : ''}`;
-    console.log(`${pad(r.label, 38)}${pad(num(r.floor_us), 8)}${pad(num(o.peer), 8)}${pad(num(o.cached), 8)}${pad(num(o.portcullis), 8)}${pad(num(r.portcullis_over_peer, 2), 8)}${pad(num(r.portcullis_over_cached, 2), 10)}${pad(num(r.portcullis_minus_cached_us), 12)}${pad(spread, 6)}`);
+    console.log(`${pad(r.label, 38)}${pad(num(r.floor_us), 8)}${pad(num(o.peer), 8)}${pad(num(o.cached), 8)}${pad(num(o.full), 8)}${pad(num(o.portcullis), 8)}${pad(num(r.portcullis_over_peer, 2), 8)}${pad(num(r.portcullis_over_cached, 2), 10)}${pad(num(r.portcullis_over_full, 2), 8)}${pad(num(r.portcullis_minus_cached_us), 12)}${pad(num(r.portcullis_minus_full_us), 10)}${pad(spread, 6)}`);
   }
   if (results.list?.list_over_reused) {
     const l = results.list.list_over_reused;
-    console.log(`\ntools/list over reused tools/call (over-floor ratio): peer ${num(l.peer, 2)}, cached ${num(l.cached, 2)}, portcullis ${num(l.portcullis, 2)} (the peers do no filtering: their tools/list is a reused-token POST)`);
+    console.log(`\ntools/list over reused tools/call (over-floor ratio): peer ${num(l.peer, 2)}, cached ${num(l.cached, 2)}, full ${num(l.full, 2)}, portcullis ${num(l.portcullis, 2)} (the peers do no filtering: their tools/list is a reused-token POST)`);
   }
   if (warnings.length) console.log(`\n${warnings.length} WARNING(S): answers not as expected, see above and the JSON`);
   console.log(`\n${minutes.toFixed(1)} min; written to bench/results/cpu-latest.json`);

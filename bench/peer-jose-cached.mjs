@@ -7,7 +7,7 @@ import { gate, verify } from './peer-jose.mjs';
 const MAX_ENTRIES = 10_000;
 const cache = new Map();
 
-async function cachedVerify(token, env) {
+export async function cachedVerify(token, env) {
   const hit = cache.get(token);
   if (hit && (hit.exp === undefined || hit.exp * 1000 > Date.now())) return hit;
   if (hit) cache.delete(token);

@@ -7,7 +7,7 @@ import { createRemoteJWKSet, jwtVerify } from 'jose';
 
 let jwks;
 
-function challenge(env, error) {
+export function challenge(env, error) {
   const metadata = `${new URL(env.MCP_RESOURCE).origin}/.well-known/oauth-protected-resource/mcp`;
   const params = [error ? `error="${error}"` : null, `resource_metadata="${metadata}"`].filter(Boolean).join(', ');
   return new Response(JSON.stringify({ error: error ?? 'unauthorized' }), {
