@@ -21,9 +21,12 @@
 // flagged (* in the table, `disturbed` in the JSON). Writes
 // bench/results/cpu-latest.json.
 //
-// The gate logs one console.log line per request, the peers none; under
-// Miniflare a line costs workerd about 3-4 µs (passthrough logging 10 lines
-// vs none), which is in portcullis's figures.
+// The gate logs one console.log line per request, as does the full peer;
+// the peer and the cached peer none. Measured two ways, a line's cost under
+// Miniflare differs: about 3-4 µs each for 10 short lines from a
+// passthrough, 25 +- 11 µs for one portcullis-sized line built with
+// JSON.stringify in the full peer (--ablation). Either way it is in
+// portcullis's figures.
 //
 // Gates: passthrough (the floor), peer (bench/peer-jose.mjs), cached
 // (bench/peer-jose-cached.mjs), full (bench/peer-jose-full.mjs: the cached
