@@ -703,17 +703,27 @@ impl Flow {
             let denial = Denial::InvalidToken(TokenError::UntrustedIssuer);
             return Some(self.refuse(config, denial));
         };
-        let demand = KeyDemand::Current;
+        self.find_keys(config, issuer, KeyDemand::Current, Box::new(token));
+        None
+    }
+
+    /// Looks up `issuer`'s key set for a new token's check.
+    fn find_keys(
+        &mut self,
+        config: &Config,
+        issuer: TrustedIssuer,
+        demand: KeyDemand,
+        token: Box<UnverifiedJwt>,
+    ) {
         let lookup = self.key_lookup(config, &issuer, demand);
         self.state = State::FindingKeys {
             lookup,
             wants: Box::new(KeysFor::NewToken {
                 demand,
-                token: Box::new(token),
+                token,
                 issuer,
             }),
         };
-        None
     }
 
     /// The issuer's key set is at hand: honour the cached verification or
@@ -736,16 +746,7 @@ impl Flow {
                 issuer,
             } if !token.has_candidate_key(set) => {
                 // Perhaps the issuer rotated keys since the set was cached.
-                let demand = KeyDemand::UnknownKid;
-                let lookup = self.key_lookup(config, &issuer, demand);
-                self.state = State::FindingKeys {
-                    lookup,
-                    wants: Box::new(KeysFor::NewToken {
-                        demand,
-                        token,
-                        issuer,
-                    }),
-                };
+                self.find_keys(config, issuer, KeyDemand::UnknownKid, token);
                 None
             }
             KeysFor::NewToken { token, issuer, .. } => {
