@@ -76,9 +76,7 @@ export default {
       // A panic during an earlier request left the instance dead: revive it.
       if (instanceState?.criticalError) new Gate(ctx, env);
       if (PROBE_PATH !== undefined && new URL(request.url).pathname === PROBE_PATH) return await probe(request);
-      let headers = '';
-      for (const [name, value] of request.headers) headers += headers === '' ? `${name}\0${value}` : `\0${name}\0${value}`;
-      const next = fields(gateStart(env, request.method, request.url, headers, started));
+      const next = fields(gateStart(env, request.method, request.url, joined(request.headers), started));
       handle = +next.shift();
       return await drive(request, env, ctx, started, handle, next);
     } catch (error) {
@@ -353,6 +351,7 @@ async function probe(request) {
   return Response.json({ verdicts });
 }
 
+/** Header fields as one `name\0value\0...` text (names and values never hold NUL). */
 function joined(headers) {
   let text = '';
   for (const [name, value] of headers) text += text === '' ? `${name}\0${value}` : `\0${name}\0${value}`;

@@ -1044,10 +1044,10 @@ impl Flow {
 
     /// Refuses where no configuration can be read.
     fn finish_with(&mut self, denial: Denial) -> Step {
-        let config = self.gate.config.as_ref().ok().cloned();
-        match &config {
-            Some(config) => self.refuse(config, denial),
-            None => {
+        let gate = Rc::clone(&self.gate);
+        match &gate.config {
+            Ok(config) => self.refuse(config, denial),
+            Err(_) => {
                 let reply = denial.reply(None);
                 self.record.reason = denial.reason();
                 self.reply(None, reply)
