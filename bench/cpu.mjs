@@ -32,8 +32,11 @@
 // (bench/peer-jose-cached.mjs), full (bench/peer-jose-full.mjs: the cached
 // peer plus the per-request work portcullis's features ask of any gate: body
 // read and JSON-RPC authorization, header filtering both ways, a log line),
-// portcullis. p/full, portcullis's cost over full's, is what portcullis adds
-// over that work done in plain JavaScript.
+// platform (bench/platform-floor.mjs: only the Workers API calls those
+// features need, made the cheapest way, with no decision: a lower bound for
+// any gate that keeps them), portcullis. p/full, portcullis's cost over
+// full's, is what portcullis adds over that work done in plain JavaScript;
+// p-platf. what it adds over the platform's share of it.
 //
 // --ablation measures, instead, the full peer with its parts added one at a
 // time (PEER_FEATURES), to show what each costs outside portcullis: cached,
@@ -44,6 +47,12 @@
 //
 //   npm run bench:cpu -- [--rounds 5] [--requests 10000] [--connections 10]
 //     [--scenario reused,session,rs256,es256,eddsa,list,badsig,notoken] [--build DIR] [--no-pin] [--ablation]
+//     [--compare NAME=DIR,NAME=DIR...]
+//
+// --compare measures, instead of the peers, several builds of portcullis
+// against the floor in the same run (e.g. a change and the build before it):
+// each build's figure over the floor and its paired difference to the first
+// build. Writes bench/results/cpu-compare.json.
 
 import { execSync } from 'node:child_process';
 import { availableParallelism } from 'node:os';
@@ -67,6 +76,7 @@ const { values: options } = parseArgs({
     build: { type: 'string', default: 'build' },
     'no-pin': { type: 'boolean', default: false },
     ablation: { type: 'boolean', default: false },
+    compare: { type: 'string' },
   },
 });
 const ROUNDS = Number(options.rounds);
@@ -75,6 +85,11 @@ const CONNECTIONS = Number(options.connections);
 const WARMUP = Number(options.warmup);
 const BUILD = resolve(ROOT, options.build);
 const ABLATION = options.ablation;
+/** --compare: builds of portcullis measured side by side, [name, directory]. */
+const COMPARE = options.compare?.split(',').map((entry) => {
+  const [name, dir] = entry.split('=');
+  return [name, resolve(ROOT, dir ?? name)];
+});
 /** --ablation: the full peer's parts, added one at a time (its PEER_FEATURES binding); the first row is the cached peer itself. */
 const ABLATION_STEPS = [
   { name: 'cached', label: 'cached peer' },
@@ -190,11 +205,24 @@ function pairedSteps(runs) {
   );
 }
 
+/** --compare: each build's per-round difference to the first build's, median and half-range. */
+function pairedToFirst(runs) {
+  const [first] = COMPARE[0];
+  return Object.fromEntries(
+    COMPARE.slice(1).map(([name]) => {
+      const diffs = runs[name].map((r, round) => r.us - runs[first][round].us);
+      return [name, { median: median(diffs), half_range: (Math.max(...diffs) - Math.min(...diffs)) / 2, rounds: diffs }];
+    }),
+  );
+}
+
 async function main() {
-  if (!ABLATION && !existsSync(join(BUILD, 'index_bg.wasm'))) throw new Error(`${BUILD}/index_bg.wasm is missing: run \`npm run build\` first`);
+  for (const [, dir] of COMPARE ?? []) if (!existsSync(join(dir, 'index_bg.wasm'))) throw new Error(`${dir}/index_bg.wasm is missing`);
+  if (!ABLATION && !COMPARE && !existsSync(join(BUILD, 'index_bg.wasm'))) throw new Error(`${BUILD}/index_bg.wasm is missing: run \`npm run build\` first`);
   const peerScript = await bundleWorker('peer-jose.mjs', 'peer.js');
   const cachedScript = await bundleWorker('peer-jose-cached.mjs', 'peer-cached.js');
   const fullScript = await bundleWorker('peer-jose-full.mjs', 'peer-full.js');
+  const platformScript = await bundleWorker('platform-floor.mjs', 'platform-floor.js');
 
   if (PIN) pin(process.pid, PIN.harness);
   const resource = 'http://127.0.0.1:8787/mcp';
@@ -204,13 +232,17 @@ async function main() {
   const started = performance.now();
   const scoped = { ...bindings, MCP_TOOL_SCOPES: JSON.stringify(TOOL_SCOPES) };
   const gates = [await startGate('passthrough', join(ROOT, 'bench', 'passthrough.js'), bindings)];
-  if (ABLATION) {
+  if (COMPARE) {
+    gates.push(await startGate('platform', platformScript, bindings));
+    for (const [name, dir] of COMPARE) gates.push(await startGate(name, undefined, scoped, { ...workerModuleOptions(dir), kvNamespaces: ['JWKS_CACHE'] }));
+  } else if (ABLATION) {
     for (const step of ABLATION_STEPS) gates.push(await startGate(step.name, step.features ? fullScript : cachedScript, step.features ? { ...scoped, PEER_FEATURES: step.features } : bindings));
   } else {
     gates.push(
       await startGate('peer', peerScript, bindings),
       await startGate('cached', cachedScript, bindings),
       await startGate('full', fullScript, scoped),
+      await startGate('platform', platformScript, bindings),
       await startGate('portcullis', undefined, scoped, { ...workerModuleOptions(BUILD), kvNamespaces: ['JWKS_CACHE'] }),
     );
   }
@@ -249,7 +281,8 @@ async function main() {
     es256: { label: 'new token per request (ES256)', ...fresh('ES256') },
     eddsa: { label: 'new token per request (EdDSA)', ...fresh('EdDSA') },
     list: { label: 'tools/list (filtered by portcullis)', tokens: listToken, request: () => LIST, expect: { passthrough: 200, others: 200 } },
-    badsig: { label: 'bad signature', tokens: [corruptSignature(reused[0])], request: () => CALL, expect: { passthrough: 200, others: 401 } },
+    // The platform floor does not check tokens: it forwards this one, and has no figure for it.
+    badsig: { label: 'bad signature', tokens: [corruptSignature(reused[0])], request: () => CALL, expect: { passthrough: 200, platform: 200, others: 401 }, noPlatform: true },
     notoken: { label: 'no token', tokens: [], request: () => CALL, expect: { passthrough: 200, others: 401 } },
   };
   const keys = options.scenario ? options.scenario.split(',').map((s) => s.trim()) : ABLATION ? ['reused'] : Object.keys(ALL);
@@ -299,7 +332,7 @@ async function main() {
     if (Math.abs(ns / 1000 - ticks * TICK_US) > 2 * TICK_US + 0.02 * ticks * TICK_US) {
       process.stderr.write(`WARNING: ${gate.name}: schedstat ${(ns / 1e6).toFixed(0)} ms vs stat ${ticks * TICK_US / 1000} ms of CPU\n`);
     }
-    const expected = gate.name === 'passthrough' ? scenario.expect.passthrough : scenario.expect.others;
+    const expected = scenario.expect[gate.name] ?? (gate.name === 'passthrough' ? scenario.expect.passthrough : scenario.expect.others);
     const good = figures.statuses?.[expected] ?? 0;
     // Answers actually received: a gate that refuses without reading the body may close the
     // connection, which autocannon counts as an error; CPU is divided by what was answered.
@@ -321,14 +354,14 @@ async function main() {
     const sets = {};
     if (scenario.fresh) {
       process.stderr.write(`minting ${scenario.fresh} tokens...\n`);
-      for (const gate of gates.filter((g) => g.name !== 'passthrough')) sets[gate.name] = await Promise.all(Array.from({ length: ROUNDS }, () => freshSet(scenario.fresh, REQUESTS + WARMUP)));
+      for (const gate of gates.filter((g) => g.name !== 'passthrough' && g.name !== 'platform')) sets[gate.name] = await Promise.all(Array.from({ length: ROUNDS }, () => freshSet(scenario.fresh, REQUESTS + WARMUP)));
     }
     for (let round = 0; round < ROUNDS; round += 1) {
       const order = [...gates];
       for (let i = 0; i < round; i += 1) order.push(order.shift());
       for (const gate of order) {
-        // The floor checks nothing: it may see another gate's set (measured in another process).
-        const set = (sets[gate.name] ?? sets[gates[1].name])?.[round];
+        // The floor and the platform check nothing: they may see another gate's set (measured in another process).
+        const set = (sets[gate.name] ?? Object.values(sets)[0])?.[round];
         const figures = set ? await measure(gate, scenario, set.slice(WARMUP), set.slice(0, WARMUP)) : await measure(gate, scenario, scenario.tokens, scenario.tokens);
         runs[gate.name].push(figures);
         process.stderr.write(`${scenario.label} round ${round + 1} ${gate.name}: ${(figures.ns / 1e6).toFixed(0)} ms, ${figures.us.toFixed(1)} µs/request over ${figures.answered} answers${figures.errors ? ` (${figures.errors} connection errors)` : ''}, others used ${figures.foreign_ms} ms${figures.retries ? ` (${figures.retries} retries)` : ''}\n`);
@@ -341,7 +374,7 @@ async function main() {
       label: scenario.label,
       floor_us: medians.passthrough,
       over_floor_us: over,
-      ...(ABLATION
+      ...(ABLATION || COMPARE
         ? {}
         : {
             portcullis_over_peer: over.portcullis / over.peer,
@@ -349,6 +382,7 @@ async function main() {
             portcullis_minus_cached_us: over.portcullis - over.cached,
             portcullis_over_full: over.portcullis / over.full,
             portcullis_minus_full_us: over.portcullis - over.full,
+            portcullis_minus_platform_us: scenario.noPlatform ? null : over.portcullis - over.platform,
           }),
       // Half the range of each gate's rounds: how far one round's figure strayed.
       half_range_us: Object.fromEntries(Object.entries(runs).map(([name, list]) => [name, (Math.max(...list.map((r) => r.us)) - Math.min(...list.map((r) => r.us))) / 2])),
@@ -357,6 +391,7 @@ async function main() {
       // round (rounds interleave the gates, so a slow drift of the machine cancels): the
       // median over rounds, and half the range.
       ...(ABLATION ? { paired_steps_us: pairedSteps(runs) } : {}),
+      ...(COMPARE ? { paired_to_first_us: pairedToFirst(runs) } : {}),
       runs,
     };
   }
@@ -368,15 +403,29 @@ async function main() {
   if (results.list && results.reused) {
     results.list.list_over_reused = Object.fromEntries(Object.keys(results.list.over_floor_us).map((g) => [g, results.list.over_floor_us[g] / results.reused.over_floor_us[g]]));
   }
-  const report = { date: new Date().toISOString(), mode: ABLATION ? 'ablation' : 'gates', ...(ABLATION ? { steps: ABLATION_STEPS } : { build: BUILD }), rounds: ROUNDS, requests: REQUESTS, connections: CONNECTIONS, warmup: WARMUP, cpu_clock: 'schedstat (ns)', pinned: PIN ?? false, foreign_limit: FOREIGN_LIMIT, minutes, warnings, results };
+  const mode = COMPARE ? 'compare' : ABLATION ? 'ablation' : 'gates';
+  const report = { date: new Date().toISOString(), mode, ...(ABLATION ? { steps: ABLATION_STEPS } : COMPARE ? { builds: Object.fromEntries(COMPARE) } : { build: BUILD }), rounds: ROUNDS, requests: REQUESTS, connections: CONNECTIONS, warmup: WARMUP, cpu_clock: 'schedstat (ns)', pinned: PIN ?? false, foreign_limit: FOREIGN_LIMIT, minutes, warnings, results };
   const outDir = join(ROOT, 'bench', 'results');
   mkdirSync(outDir, { recursive: true });
-  const outFile = ABLATION ? 'cpu-ablation.json' : 'cpu-latest.json';
+  const outFile = `cpu-${mode === 'gates' ? 'latest' : mode}.json`;
   writeFileSync(join(outDir, outFile), `${JSON.stringify(report, null, 2)}\n`);
 
   const pad = (text, width) => String(text).padEnd(width);
   const num = (v, digits = 0) => (Number.isFinite(v) ? v.toFixed(digits) : '–');
   console.log(`\nportcullis CPU benchmark: ${ROUNDS} rounds x ${REQUESTS} requests, ${CONNECTIONS} connections; workerd CPU (schedstat, ns)${PIN ? `, workerd pinned to CPU ${PIN.workerd}, load and origin to ${PIN.harness}` : ', not pinned'}`);
+  if (COMPARE) {
+    console.log(`builds of portcullis side by side; µs of CPU per request over the floor (median ± half-range of rounds) and paired with the first build (median over rounds of the same-round difference ± its half-range); * rounds disturbed\n`);
+    for (const r of Object.values(results)) {
+      console.log(`${r.label}: floor ${num(r.floor_us)} µs (± ${num(r.half_range_us.passthrough)})${r.disturbed_rounds ? `, *${r.disturbed_rounds} disturbed` : ''}`);
+      console.log(`  ${pad('platform', 24)}${pad(`${num(r.over_floor_us.platform, 1)} ± ${num(r.half_range_us.platform, 1)}`, 18)}`);
+      for (const [name] of COMPARE) {
+        const paired = r.paired_to_first_us[name];
+        console.log(`  ${pad(name, 24)}${pad(`${num(r.over_floor_us[name], 1)} ± ${num(r.half_range_us[name], 1)}`, 18)}${paired ? `${num(paired.median, 1)} ± ${num(paired.half_range, 1)}` : ''}`);
+      }
+    }
+    console.log(`${minutes.toFixed(1)} min; written to bench/results/${outFile}`);
+    return;
+  }
   if (ABLATION) {
     console.log(`ablation of the full peer (bench/peer-jose-full.mjs); µs of CPU per request. over floor: median of the variant's rounds minus the floor's, ± the half-range of the variant's rounds. step: this row minus the one above, from the medians (± the two half-ranges added) and paired (median over rounds of the difference measured in the same round, ± its half-range); * rounds disturbed by other processes\n`);
     for (const r of Object.values(results)) {
@@ -398,11 +447,11 @@ async function main() {
     return;
   }
   console.log(`medians, µs of CPU per request over the passthrough floor (floor itself in its column); ± the largest half-range of one gate's rounds; * rounds disturbed by other processes\n`);
-  console.log(`${pad('scenario', 38)}${pad('floor', 8)}${pad('peer', 8)}${pad('cached', 8)}${pad('full', 8)}${pad('portc.', 8)}${pad('p/peer', 8)}${pad('p/cached', 10)}${pad('p/full', 8)}${pad('p-cached µs', 12)}${pad('p-full µs', 10)}${pad('±', 6)}`);
+  console.log(`${pad('scenario', 38)}${pad('floor', 8)}${pad('peer', 8)}${pad('cached', 8)}${pad('full', 8)}${pad('platf.', 8)}${pad('portc.', 8)}${pad('p/peer', 8)}${pad('p/cached', 10)}${pad('p/full', 8)}${pad('p-cached µs', 12)}${pad('p-full µs', 10)}${pad('p-platf. µs', 12)}${pad('±', 6)}`);
   for (const r of Object.values(results)) {
     const o = r.over_floor_us;
     const spread = `${num(Math.max(...Object.values(r.half_range_us)))}${r.disturbed_rounds ? ` *${r.disturbed_rounds}` : ''}`;
-    console.log(`${pad(r.label, 38)}${pad(num(r.floor_us), 8)}${pad(num(o.peer), 8)}${pad(num(o.cached), 8)}${pad(num(o.full), 8)}${pad(num(o.portcullis), 8)}${pad(num(r.portcullis_over_peer, 2), 8)}${pad(num(r.portcullis_over_cached, 2), 10)}${pad(num(r.portcullis_over_full, 2), 8)}${pad(num(r.portcullis_minus_cached_us), 12)}${pad(num(r.portcullis_minus_full_us), 10)}${pad(spread, 6)}`);
+    console.log(`${pad(r.label, 38)}${pad(num(r.floor_us), 8)}${pad(num(o.peer), 8)}${pad(num(o.cached), 8)}${pad(num(o.full), 8)}${pad(r.portcullis_minus_platform_us === null ? '–' : num(o.platform), 8)}${pad(num(o.portcullis), 8)}${pad(num(r.portcullis_over_peer, 2), 8)}${pad(num(r.portcullis_over_cached, 2), 10)}${pad(num(r.portcullis_over_full, 2), 8)}${pad(num(r.portcullis_minus_cached_us), 12)}${pad(num(r.portcullis_minus_full_us), 10)}${pad(num(r.portcullis_minus_platform_us ?? NaN), 12)}${pad(spread, 6)}`);
   }
   if (results.list?.list_over_reused) {
     const l = results.list.list_over_reused;

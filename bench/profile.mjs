@@ -7,8 +7,9 @@
 //
 //   source scripts/env.sh && worker-build --release --out-dir /tmp/prof \
 //     && mv /tmp/prof/index.js /tmp/prof/gate.mjs && cp src/entry.mjs /tmp/prof/index.js
-//   node bench/profile.mjs --build /tmp/prof [--scenario reused|fresh] [--alg RS256] [--seconds 5]
+//   node bench/profile.mjs --build /tmp/prof [--scenario reused|fresh|notoken] [--alg RS256] [--seconds 5]
 //     [--callers <part of a function name>]  (also print the call stacks into it)
+//     [--lines <JavaScript function name>]  (also print its self time by source line)
 
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -29,6 +30,7 @@ const { values: options } = parseArgs({
     seconds: { type: 'string', default: '5' },
     connections: { type: 'string', default: '10' },
     top: { type: 'string', default: '40' },
+    lines: { type: 'string' },
     callers: { type: 'string' },
   },
 });
@@ -61,14 +63,14 @@ async function inspector(port) {
   };
 }
 
-const origin = await startOrigin();
+const origin = await startOrigin({ mcp: true });
 const inspectorPort = await freePort();
 const port = await freePort();
 const resource = `http://127.0.0.1:${port}/mcp`;
 const issuer = await startIssuer({ algs: [options.alg], audience: resource });
 const mf = new Miniflare({
   ...workerModuleOptions(resolve(options.build)),
-  bindings: { MCP_RESOURCE: resource, MCP_ORIGIN: origin.url, OAUTH_ISSUER: issuer.issuer, OAUTH_JWKS_URI: issuer.jwksUri },
+  bindings: { MCP_RESOURCE: resource, MCP_ORIGIN: origin.url, OAUTH_ISSUER: issuer.issuer, OAUTH_JWKS_URI: issuer.jwksUri, MCP_TOOL_SCOPES: JSON.stringify({ lookup_invoice: 'invoices:read', '*': 'invoices:read' }) },
   kvNamespaces: ['JWKS_CACHE'],
   host: '127.0.0.1',
   port,
@@ -81,18 +83,24 @@ const mf = new Miniflare({
 });
 const url = `${(await mf.ready).origin}/mcp`;
 const connections = Number(options.connections);
-const count = options.scenario === 'reused' ? 1 : 4000;
+// The benchmark's request (bench/cpu.mjs): a POST tools/call.
+const CALL = {
+  method: 'POST',
+  headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-method': 'tools/call', 'mcp-name': 'lookup_invoice' },
+  body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'lookup_invoice', arguments: { invoice_id: 'INV-1001' } } }),
+};
+const count = { reused: 1, notoken: 0 }[options.scenario] ?? 4000;
 const tokens = [];
 for (let i = 0; i < count; i += 200) {
   tokens.push(...(await Promise.all(Array.from({ length: Math.min(200, count - i) }, (_, j) => issuer.mint({ jti: `p-${i + j}` }, { alg: options.alg })))));
 }
-await load(url, tokens.slice(0, 1), { seconds: 2, connections }); // warm: keys fetched, code compiled
+await load(url, tokens.slice(0, 1), { seconds: 2, connections, ...CALL }); // warm: keys fetched, code compiled
 
 const devtools = await inspector(inspectorPort);
 await devtools.send('Profiler.enable');
 await devtools.send('Profiler.setSamplingInterval', { interval: 100 });
 await devtools.send('Profiler.start');
-const figures = await load(url, tokens, { seconds: Number(options.seconds), connections });
+const figures = await load(url, tokens, { seconds: Number(options.seconds), connections, ...CALL });
 const { result } = await devtools.send('Profiler.stop');
 devtools.close();
 await mf.dispose();
@@ -115,8 +123,30 @@ for (const [nodeId, micros] of interval) {
 }
 const busy = [...self].filter(([name]) => name !== '(idle)').reduce((sum, [, micros]) => sum + micros, 0);
 console.log(`${options.scenario} ${options.alg}: ${figures.rps.toFixed(0)} req/s, ${figures.total} requests; profiled ${(total / 1e6).toFixed(1)} s, busy ${(busy / 1e6).toFixed(1)} s = ${(busy / figures.total).toFixed(0)} µs per request`);
+// Self time by kind: wasm frames (URL wasm://), the entry and its glue (the
+// worker's own JavaScript), the runtime's built-ins (Response, fetch, ...),
+// and V8's own rows.
+const kinds = new Map();
+for (const [nodeId, micros] of interval) {
+  const frame = byId.get(nodeId).callFrame;
+  const v8 = ['(idle)', '(program)', '(garbage collector)'].includes(frame.functionName);
+  const kind = v8 ? frame.functionName : frame.url.startsWith('wasm') ? 'wasm' : frame.url.includes('node-internal') ? 'runtime (JS)' : frame.url ? 'worker JS' : 'runtime (native)';
+  kinds.set(kind, (kinds.get(kind) ?? 0) + micros);
+}
+console.log([...kinds].sort((a, b) => b[1] - a[1]).map(([kind, micros]) => `${kind} ${(micros / figures.total).toFixed(1)} µs/req`).join(', '));
 for (const [name, micros] of [...self].sort((a, b) => b[1] - a[1]).slice(0, Number(options.top))) {
   console.log(`${((100 * micros) / busy).toFixed(1).padStart(5)} %  ${(micros / figures.total).toFixed(1).padStart(6)} µs/req  ${name.slice(0, 150)}`);
+}
+
+if (options.lines) {
+  const ticks = new Map();
+  for (const node of profile.nodes) {
+    if (node.callFrame.functionName !== options.lines) continue;
+    for (const { line, ticks: count } of node.positionTicks ?? []) ticks.set(line, (ticks.get(line) ?? 0) + count);
+  }
+  const all = [...ticks.values()].reduce((a, b) => a + b, 0);
+  console.log(`\nself time of ${options.lines} by line (share of its samples):`);
+  for (const [line, count] of [...ticks].sort((a, b) => b[1] - a[1]).slice(0, 12)) console.log(`${((100 * count) / all).toFixed(1).padStart(5)} %  line ${line}`);
 }
 
 if (options.callers) {
