@@ -10,6 +10,7 @@
 //   node bench/profile.mjs --build /tmp/prof [--scenario reused|fresh|notoken] [--alg RS256] [--seconds 5]
 //     [--callers <part of a function name>]  (also print the call stacks into it)
 //     [--lines <JavaScript function name>]  (also print its self time by source line)
+//     [--inclusive <part,part...>]  (also print the total time in and below frames so named)
 
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -31,6 +32,7 @@ const { values: options } = parseArgs({
     connections: { type: 'string', default: '10' },
     top: { type: 'string', default: '40' },
     lines: { type: 'string' },
+    inclusive: { type: 'string' },
     callers: { type: 'string' },
   },
 });
@@ -136,6 +138,28 @@ for (const [nodeId, micros] of interval) {
 console.log([...kinds].sort((a, b) => b[1] - a[1]).map(([kind, micros]) => `${kind} ${(micros / figures.total).toFixed(1)} µs/req`).join(', '));
 for (const [name, micros] of [...self].sort((a, b) => b[1] - a[1]).slice(0, Number(options.top))) {
   console.log(`${((100 * micros) / busy).toFixed(1).padStart(5)} %  ${(micros / figures.total).toFixed(1).padStart(6)} µs/req  ${name.slice(0, 150)}`);
+}
+
+if (options.inclusive) {
+  // Total time (self and below) of frames whose name contains one of the parts.
+  const parts = options.inclusive.split(',');
+  const children = new Map(profile.nodes.map((node) => [node.id, node.children ?? []]));
+  const below = (id) => (interval.get(id) ?? 0) + children.get(id).reduce((sum, child) => sum + below(child), 0);
+  const totals = new Map(parts.map((part) => [part, 0]));
+  const visit = (id, inside) => {
+    const name = demangle(byId.get(id).callFrame.functionName || '');
+    const now = new Set(inside);
+    for (const part of parts) {
+      if (!inside.has(part) && name.includes(part)) {
+        totals.set(part, totals.get(part) + below(id));
+        now.add(part);
+      }
+    }
+    for (const child of children.get(id)) visit(child, now);
+  };
+  visit(profile.nodes[0].id, new Set());
+  console.log(`\ninclusive time:`);
+  for (const [part, micros] of totals) console.log(`${(micros / figures.total).toFixed(1).padStart(6)} µs/req  ${part}`);
 }
 
 if (options.lines) {

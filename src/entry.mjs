@@ -37,6 +37,7 @@ const {
   gateFilter,
   gateEnd,
   gateFailureBody,
+  gateOriginFields,
   gateProbePath,
   gateProbeCases,
 } = Gate.prototype;
@@ -49,6 +50,14 @@ const {
 const instanceState = globalThis.__worker_init_state;
 
 const FAILURE_BODY = gateFailureBody();
+/**
+ * The origin's header fields the machine decides on (handed to it), and
+ * those removed from the origin's answer before a RESPOND's headers are
+ * laid over it: the machine reads and replaces no other.
+ */
+const [ORIGIN_DECIDED, ORIGIN_REPLACED] = gateOriginFields()
+  .split('\n')
+  .map((names) => names.split('\0'));
 /** Test builds only: the path of the signature probe (src/verify_probe.rs). */
 const PROBE_PATH = gateProbePath?.();
 
@@ -134,14 +143,14 @@ async function drive(request, env, ctx, started, handle, next) {
   for (;;) {
     switch (+next[0]) {
       case RESPOND: {
-        // RESPOND, status, body kind, background, log, body, headers...
+        // RESPOND, status, body kind, background, base, log, body, headers...
         const kind = +next[2];
-        const body = next[5];
+        const body = next[6];
         const response = new Response(
           kind === BODY_ORIGIN ? origin.body : kind === BODY_FILTERED ? filtered(origin.body, handle) : body === '' ? null : body,
-          { status: +next[1], headers: pairsFrom(next, 6) },
+          { status: +next[1], headers: next[4] === '1' ? laidOver(origin.headers, next, 7) : pairsFrom(next, 7) },
         );
-        console.log(`${next[4]},"duration_ms":${Date.now() - started}}`);
+        console.log(`${next[5]},"duration_ms":${Date.now() - started}}`);
         if (next[3] == 1) ctx.waitUntil(runBackground(env, handle, instance));
         return response;
       }
@@ -155,7 +164,7 @@ async function drive(request, env, ctx, started, handle, next) {
           origin = undefined;
         }
         alive(instance);
-        next = fields(origin === undefined ? gateOrigin(handle, 0, '') : gateOrigin(handle, origin.status, joined(origin.headers)));
+        next = fields(origin === undefined ? gateOrigin(handle, 0, '') : gateOrigin(handle, origin.status, decided(origin.headers)));
         break;
       }
       case READ_BODY: {
@@ -349,6 +358,28 @@ async function probe(request) {
     verdicts.push(key !== undefined && (await verify(key, verifyParams, signature, data)) ? 'valid' : 'invalid');
   }
   return Response.json({ verdicts });
+}
+
+/** The fields of the origin's answer the machine decides on, as `joined` gives them. */
+function decided(headers) {
+  let text = '';
+  for (const name of ORIGIN_DECIDED) {
+    const value = headers.get(name);
+    if (value !== null) text += text === '' ? `${name}\0${value}` : `\0${name}\0${value}`;
+  }
+  return text;
+}
+
+/**
+ * The origin's header fields without those the machine replaces, and the
+ * machine's (`fields` from `at`) added: what it would have answered had it
+ * been given every field.
+ */
+function laidOver(origin, fields, at) {
+  const headers = new Headers(origin);
+  for (const name of ORIGIN_REPLACED) headers.delete(name);
+  for (let i = at; i + 1 < fields.length; i += 2) headers.append(fields[i], fields[i + 1]);
+  return headers;
 }
 
 /** Header fields as one `name\0value\0...` text (names and values never hold NUL). */

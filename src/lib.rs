@@ -31,7 +31,8 @@ use worker::Env;
 
 use portcullis_core::config::{Bindings, Config};
 use portcullis_core::flow::machine::{
-    Answer, Body, BodyError, Check, Flow, Gate, Need, Request, Response, Step,
+    origin_fields_replaced, Answer, Body, BodyError, Check, Flow, Gate, Need, Request, Response,
+    Step, ORIGIN_FIELDS_DECIDED,
 };
 use portcullis_core::forward::log::event_log;
 use portcullis_core::forward::reply::Denial;
@@ -351,8 +352,24 @@ pub fn gate_body(handle: u32, body: Option<Vec<u8>>, too_large: bool) -> JsValue
     resume(handle, Answer::Body(body))
 }
 
-/// Resumes after FORWARD with the origin's status and header fields
-/// (`status` 0: the origin could not be reached).
+/// The origin's fields the entry hands to [`gate_origin`]
+/// (`ORIGIN_FIELDS_DECIDED`), a newline, and those it removes from the
+/// origin's answer before laying a RESPOND's headers over it, each list
+/// `\0`-separated. Read once: the entry passes the machine these fields
+/// alone instead of every field of every answer.
+#[wasm_bindgen(js_name = gateOriginFields)]
+pub fn gate_origin_fields() -> String {
+    let replaced: Vec<&str> = origin_fields_replaced().collect();
+    format!(
+        "{}\n{}",
+        ORIGIN_FIELDS_DECIDED.join("\0"),
+        replaced.join("\0")
+    )
+}
+
+/// Resumes after FORWARD with the origin's status and the header fields of
+/// its answer that [`gate_origin_fields`] names (`status` 0: the origin
+/// could not be reached).
 #[wasm_bindgen(js_name = gateOrigin)]
 pub fn gate_origin(handle: u32, status: u16, headers: &str) -> JsValue {
     let origin = if status == 0 {
@@ -529,15 +546,17 @@ fn step_out(step: Step, background: bool) -> Out {
     }
 }
 
-/// `RESPOND, status, body kind, background, log, body, headers...`; the
-/// body is text, or bytes (then the step is an array) when it is not UTF-8
-/// without NUL.
+/// `RESPOND, status, body kind, background, base, log, body, headers...`;
+/// the body is text, or bytes (then the step is an array) when it is not
+/// UTF-8 without NUL. `base` 1: the headers are laid over the origin's
+/// answer's (`Response::from_origin`), 0: they are all.
 fn respond(response: Response, background: bool) -> Out {
     let Response {
         status,
         headers,
         body,
         log,
+        from_origin,
     } = response;
     let (kind, body) = match body {
         Body::Bytes(bytes) => (BODY_BYTES, Some(bytes)),
@@ -556,7 +575,14 @@ fn respond(response: Response, background: bool) -> Out {
                 false => Ok(text),
             }),
     };
-    let fields = [status.as_str(), kind.as_str(), background, log.as_str()];
+    let base = if from_origin { "1" } else { "0" };
+    let fields = [
+        status.as_str(),
+        kind.as_str(),
+        background,
+        base,
+        log.as_str(),
+    ];
     match text {
         Ok(body) => {
             Out::text(RESPOND, fields.into_iter().chain([body.as_str()])).with_headers(&headers)
@@ -595,6 +621,7 @@ fn failure() -> Out {
             log: String::from(
                 r#"{"event":"request","decision":"deny","reason":"runtime_error","status":500"#,
             ),
+            from_origin: false,
         },
         false,
     )

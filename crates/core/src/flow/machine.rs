@@ -44,6 +44,7 @@ use crate::flow::gate::{
 };
 use crate::forward::log::request_log;
 use crate::forward::origin::{client_response_headers, origin_headers, origin_url, OriginRequest};
+pub use crate::forward::origin::{origin_fields_replaced, ORIGIN_FIELDS_DECIDED};
 use crate::forward::reply::{
     mcp_preflight_reply, metadata_preflight_reply, metadata_reply, with_cors, Denial, Reply,
 };
@@ -98,11 +99,17 @@ impl Request {
     /// Splits `url` (absolute, as the runtime gives it) into path and query.
     /// `None` when it does not parse.
     pub fn from_url(method: &str, url: &str, headers: Vec<(String, String)>) -> Option<Self> {
-        let parsed = crate::io::parse_url(url)?;
+        let (path, query) = match normal_form(url) {
+            Some(parts) => parts,
+            None => {
+                let parsed = crate::io::parse_url(url)?;
+                (parsed.path().to_owned(), parsed.query().map(str::to_owned))
+            }
+        };
         Some(Request {
             method: method.to_owned(),
-            path: parsed.path().to_owned(),
-            query: parsed.query().map(str::to_owned),
+            path,
+            query,
             headers,
         })
     }
@@ -115,6 +122,43 @@ impl Request {
             headers: &self.headers,
         }
     }
+}
+
+/// Path and query of an `http`/`https` URL that is already in the form the
+/// WHATWG URL parser serializes and that the parser would leave as it is:
+/// the runtime hands every request's URL over parsed and serialized, so
+/// this is the common case, and it spares a second full parse. Only
+/// characters the parser copies unchanged are accepted (unreserved ones,
+/// `/` in the path, and `=&+%` in the query), never a `.` or `..` path
+/// segment, a `%` in the path, or a fragment; anything else returns `None`
+/// and is parsed in full. The host is not looked at: the gate routes by
+/// path alone.
+fn normal_form(url: &str) -> Option<(String, Option<String>)> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))?;
+    let path_and_query = &rest[rest.find('/')?..];
+    let authority = &rest[..rest.len() - path_and_query.len()];
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (path_and_query, None),
+    };
+    let unreserved = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b'~');
+    let authority_plain = !authority.is_empty()
+        && authority
+            .bytes()
+            .all(|c| unreserved(c) || matches!(c, b':' | b'[' | b']'));
+    let path_plain = path.bytes().all(|c| unreserved(c) || c == b'/')
+        && path
+            .split('/')
+            .all(|segment| segment != "." && segment != "..");
+    let query_plain = query.is_none_or(|query| {
+        query
+            .bytes()
+            .all(|c| unreserved(c) || matches!(c, b'=' | b'&' | b'+' | b'%'))
+    });
+    (authority_plain && path_plain && query_plain)
+        .then(|| (path.to_owned(), query.map(str::to_owned)))
 }
 
 /// A signature to check: the key was chosen by the issuer's key set and the
@@ -206,6 +250,13 @@ pub struct Response {
     /// The request's log line, without `duration_ms` and the closing brace
     /// (the driver measures the duration and closes the line).
     pub log: String,
+    /// The headers are the origin's answer's, filtered, with the gate's
+    /// added. A driver that gave the machine only the origin's fields named
+    /// in [`ORIGIN_FIELDS_DECIDED`] builds the client's header fields as the
+    /// origin's without [`origin_fields_replaced`], then `headers` appended:
+    /// the same fields as if it had given them all (the machine reads and
+    /// replaces no other).
+    pub from_origin: bool,
 }
 
 /// What to do next.
@@ -1026,6 +1077,7 @@ impl Flow {
             headers,
             log: self.log_line(config, head.status),
             body,
+            from_origin: true,
         })
     }
 
@@ -1083,6 +1135,7 @@ impl Flow {
             headers,
             body,
             log,
+            from_origin: false,
         })
     }
 

@@ -359,3 +359,156 @@ fn a_confused_driver_never_gets_a_forward() {
     }
     assert!(!forwarded);
 }
+
+/// The runtime's own URLs take the short path; whatever it accepts, the
+/// full parser reads the same path and query, and anything unusual goes to
+/// the full parser.
+#[test]
+fn a_url_in_normal_form_splits_as_the_full_parser_reads_it() {
+    let short = [
+        "http://127.0.0.1:8787/mcp",
+        "https://mcp.example.com/mcp/sub/path",
+        "https://mcp.example.com/mcp?",
+        "https://mcp.example.com/mcp?a=1&b=two+three&c=%20",
+        "https://mcp.example.com//double//slash",
+        "https://[::1]:8443/mcp/v1.2/tool~x_y-z",
+        "https://mcp.example.com/.well-known/oauth-protected-resource/mcp",
+    ];
+    for url in short {
+        let split = normal_form(url).unwrap_or_else(|| panic!("{url}: not in normal form"));
+        let parsed = crate::io::parse_url(url).unwrap();
+        assert_eq!(
+            split,
+            (parsed.path().to_owned(), parsed.query().map(str::to_owned)),
+            "{url}"
+        );
+    }
+    let full = [
+        "https://mcp.example.com/mcp/../admin",
+        "https://mcp.example.com/mcp/./x",
+        "https://mcp.example.com/mcp/..",
+        "https://mcp.example.com/%2e%2e/admin",
+        "https://mcp.example.com/a b",
+        "https://mcp.example.com/mcp#fragment",
+        "https://mcp.example.com/mcp?q=<x>",
+        "https://user@mcp.example.com/mcp",
+        "https://mcp.example.com",
+        "HTTPS://mcp.example.com/mcp",
+        "ftp://mcp.example.com/mcp",
+        "https:///mcp",
+        "https://mcp.example.com\\mcp",
+    ];
+    for url in full {
+        assert_eq!(normal_form(url), None, "{url}");
+    }
+    // Dot segments are resolved by the full parser, never routed raw.
+    let request =
+        Request::from_url("GET", "https://mcp.example.com/mcp/../admin", Vec::new()).unwrap();
+    assert_eq!(request.path, "/admin");
+}
+
+/// A driver may give the machine only the origin's fields it decides on
+/// (`ORIGIN_FIELDS_DECIDED`) and lay the machine's headers over the rest of
+/// the origin's: the client gets the same fields as when the machine saw
+/// them all, and it needs the same (session binding, the origin's body), for
+/// sessions, CORS, storing and a filtered `tools/list`.
+#[test]
+fn the_origin_fields_the_machine_decides_on_are_the_only_ones_it_needs() {
+    let fields = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+        list.iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect()
+    };
+    let answers = [
+        fields(&[
+            ("Content-Type", "application/json"),
+            ("Mcp-Session-Id", "s-123"),
+            ("Cache-Control", "public, max-age=5"),
+            ("Connection", "keep-alive"),
+            ("Keep-Alive", "timeout=5"),
+            ("Transfer-Encoding", "chunked"),
+            ("Vary", "Accept"),
+            ("Access-Control-Allow-Origin", "*"),
+            ("access-control-expose-headers", "X-Custom"),
+            ("X-Custom", "1"),
+            ("Set-Cookie", "a=1"),
+            ("Set-Cookie", "b=2"),
+        ]),
+        fields(&[
+            ("content-type", "text/event-stream"),
+            ("cache-control", "no-store"),
+            ("upgrade", "h2c"),
+        ]),
+        fields(&[("content-type", "text/plain")]),
+    ];
+    let list = r#"{"jsonrpc":"2.0","id":7,"method":"tools/list"}"#;
+    let listed =
+        r#"{"jsonrpc":"2.0","id":7,"result":{"tools":[{"name":"lookup"},{"name":"void"}]}}"#;
+    let extra = [
+        ("MCP_TOOL_SCOPES", r#"{"void":["invoices:write"]}"#),
+        ("MCP_ALLOWED_ORIGINS", "https://app.example"),
+    ];
+    let run = |origin: Vec<(String, String)>, body: &str, cors: bool| {
+        let gate = gate(&extra);
+        let mut script = script();
+        script.body = Ok(body.as_bytes().to_vec());
+        script.origin = Ok((200, origin));
+        script.origin_body = if body == list {
+            listed.as_bytes().to_vec()
+        } else {
+            b"{}".to_vec()
+        };
+        let mut request = post(&token());
+        if cors {
+            request
+                .headers
+                .push(("origin".to_owned(), "https://app.example".to_owned()));
+        }
+        let response = script.run(&gate, request, NOW).response;
+        (response, script.needs)
+    };
+    let decided = |name: &str| {
+        ORIGIN_FIELDS_DECIDED
+            .iter()
+            .any(|decided| decided.eq_ignore_ascii_case(name))
+    };
+    let replaced =
+        |name: &str| origin_fields_replaced().any(|replaced| replaced.eq_ignore_ascii_case(name));
+    let sorted = |mut list: Vec<(String, String)>| {
+        for (name, _) in &mut list {
+            name.make_ascii_lowercase();
+        }
+        list.sort();
+        list
+    };
+    for origin in answers {
+        for body in [CALL, list] {
+            for cors in [false, true] {
+                let (whole, whole_needs) = run(origin.clone(), body, cors);
+                let subset = origin.iter().filter(|(n, _)| decided(n)).cloned().collect();
+                let (part, part_needs) = run(subset, body, cors);
+                // The same session binding, the same reads of the origin's body.
+                assert_eq!(whole_needs, part_needs);
+                assert_eq!(
+                    (whole.status, whole.from_origin),
+                    (part.status, part.from_origin)
+                );
+                if !part.from_origin {
+                    assert_eq!(whole.headers, part.headers);
+                    continue;
+                }
+                let mut laid: Vec<(String, String)> = origin
+                    .iter()
+                    .filter(|(n, _)| !replaced(n))
+                    .cloned()
+                    .collect();
+                laid.extend(part.headers);
+                assert_eq!(
+                    sorted(whole.headers),
+                    sorted(laid),
+                    "{origin:?} {body} {cors}"
+                );
+            }
+        }
+    }
+}

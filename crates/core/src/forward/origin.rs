@@ -47,6 +47,29 @@ const DROPPED_RESPONSE_HEADERS: [&str; 7] = [
     "proxy-connection",
 ];
 
+/// The fields of the origin's answer the gate's decision reads (sessions,
+/// the `tools/list` filter, storing) or replaces (CORS, storing). The
+/// machine reads and replaces no other field of the origin's answer, and
+/// only appends `Vary`: a driver may hand it these alone (see
+/// `Response::from_origin` in the flow).
+pub const ORIGIN_FIELDS_DECIDED: [&str; 5] = [
+    "content-type",
+    "mcp-session-id",
+    "cache-control",
+    "access-control-allow-origin",
+    "access-control-expose-headers",
+];
+
+/// The origin's fields a driver that gave the machine only
+/// [`ORIGIN_FIELDS_DECIDED`] removes from the origin's answer before adding
+/// the machine's: those, and the fields never passed back.
+pub fn origin_fields_replaced() -> impl Iterator<Item = &'static str> {
+    DROPPED_RESPONSE_HEADERS
+        .iter()
+        .chain(ORIGIN_FIELDS_DECIDED.iter())
+        .copied()
+}
+
 /// The request to send to the origin.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OriginRequest {
@@ -59,6 +82,9 @@ pub struct OriginRequest {
 /// Maps the client's path below the resource onto the origin URL.
 /// `suffix` is what follows the resource path (empty, or starting with `/`).
 pub fn origin_url(origin: &Url, suffix: &str, query: Option<&str>) -> String {
+    if suffix.is_empty() && query.is_none() {
+        return origin.as_str().to_owned();
+    }
     let mut url = origin.clone();
     if !suffix.is_empty() {
         let base = origin.path().trim_end_matches('/');
