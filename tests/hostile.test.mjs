@@ -159,6 +159,24 @@ describe('hostile input', () => {
     }
   });
 
+  test('typ: at+jwt in any case, with or without application/, passes strict mode (RFC 7515 §4.1.9)', async () => {
+    for (const typ of ['AT+JWT', 'Application/At+Jwt', 'APPLICATION/AT+JWT']) {
+      const token = rs256Raw(header({ typ }), JSON.stringify(claims()), rs.privateKey);
+      const before = stack.origin.requests.length;
+      const response = await stack.gate.fetch('/mcp/echo', { headers: { authorization: `Bearer ${token}` } });
+      assert.equal(response.status, 200, typ);
+      await response.body?.cancel();
+      assert.equal(stack.origin.requests.length, before + 1, typ);
+    }
+  });
+
+  test('sub: a token without one is refused in strict mode (RFC 9068 §2.2), logged as missing_sub', async () => {
+    const { sub, ...rest } = claims();
+    await invalidToken('no sub', rs256Raw(header(), JSON.stringify(rest), rs.privateKey));
+    const [line] = await stack.gate.output.waitFor((l) => l.reason === 'missing_sub');
+    assert.equal(line.status, 401);
+  });
+
   test('encoding: JWE, padding, +/, segments, invalid UTF-8, BOM, duplicate members, non-object payload', async () => {
     const good = rs256Raw(header(), JSON.stringify(claims()), rs.privateKey);
     const [h, p, s] = good.split('.');

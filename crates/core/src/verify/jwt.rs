@@ -49,6 +49,10 @@ pub enum TokenError {
     InvalidClaims,
     /// `exp` absent (RFC 9068 §2.2 makes it required).
     MissingExpiry,
+    /// `sub` absent in strict mode (RFC 9068 §2.2 makes it required; the
+    /// default mode also takes generic JWTs, RFC 7519 §4.1.2, where it is
+    /// optional).
+    MissingSubject,
     /// `exp` is in the past, beyond the leeway.
     Expired,
     /// `nbf` is in the future, beyond the leeway.
@@ -79,6 +83,7 @@ impl TokenError {
             Self::BadSignature => "bad_signature",
             Self::InvalidClaims => "invalid_claims",
             Self::MissingExpiry => "missing_exp",
+            Self::MissingSubject => "missing_sub",
             Self::Expired => "token_expired",
             Self::NotYetValid => "token_not_yet_valid",
             Self::IssuedInFuture => "token_issued_in_future",
@@ -233,18 +238,21 @@ impl UnverifiedJwt {
         })
     }
 
-    /// Strict RFC 9068 §2.1 check (`JWT_REQUIRE_TYP_AT_JWT`): `typ` must be
-    /// present and `at+jwt` (or `application/at+jwt`), so that an ID token
-    /// or another JWT signed by the same issuer cannot pass as an access
-    /// token.
+    /// Strict RFC 9068 check (`JWT_REQUIRE_TYP_AT_JWT`): `typ` must be
+    /// present and `at+jwt` (or `application/at+jwt`, in any case: media
+    /// types compare case-insensitively, RFC 7515 §4.1.9), so that an ID
+    /// token or another JWT signed by the same issuer cannot pass as an
+    /// access token (§2.1); and `sub` must be present (§2.2: REQUIRED, the
+    /// client's own identifier for a client-credentials token).
     pub fn require_access_token_type(&self) -> Result<(), TokenError> {
         let typ = self.typ.as_deref().ok_or(TokenError::WrongType)?;
-        let typ = typ.strip_prefix("application/").unwrap_or(typ);
-        if typ.eq_ignore_ascii_case("at+jwt") {
-            Ok(())
-        } else {
-            Err(TokenError::WrongType)
+        if !media_subtype(typ).eq_ignore_ascii_case("at+jwt") {
+            return Err(TokenError::WrongType);
         }
+        if self.claims.sub.is_none() {
+            return Err(TokenError::MissingSubject);
+        }
+        Ok(())
     }
 
     /// The unverified `iss`, used only to choose the key set.
@@ -309,8 +317,18 @@ impl UnverifiedJwt {
 /// RFC 7519 §5.1); media types compare case-insensitively and the
 /// `application/` prefix may be omitted (RFC 7515 §4.1.9).
 fn is_acceptable_type(typ: &str) -> bool {
-    let typ = typ.strip_prefix("application/").unwrap_or(typ);
+    let typ = media_subtype(typ);
     typ.eq_ignore_ascii_case("at+jwt") || typ.eq_ignore_ascii_case("jwt")
+}
+
+/// `typ` without an `application/` prefix in any case (RFC 7515 §4.1.9:
+/// the prefix may be omitted, and media types are case-insensitive).
+fn media_subtype(typ: &str) -> &str {
+    const PREFIX: &str = "application/";
+    match typ.get(..PREFIX.len()) {
+        Some(head) if head.eq_ignore_ascii_case(PREFIX) => &typ[PREFIX.len()..],
+        _ => typ,
+    }
 }
 
 /// Deserializes a JOSE header or claims set, which must be a JSON object

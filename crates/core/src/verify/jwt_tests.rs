@@ -752,7 +752,13 @@ fn lifetime_above_the_configured_maximum_is_refused() {
 #[test]
 fn strict_mode_requires_typ_at_jwt() {
     let claims = good_claims().to_string();
-    for typ in ["at+jwt", "application/at+jwt", "AT+JWT"] {
+    for typ in [
+        "at+jwt",
+        "application/at+jwt",
+        "AT+JWT",
+        "Application/At+Jwt",
+        "APPLICATION/AT+JWT",
+    ] {
         let token = mint_raw(
             JwsAlgorithm::EdDsa,
             &format!(r#"{{"alg":"EdDSA","typ":"{typ}"}}"#),
@@ -776,6 +782,26 @@ fn strict_mode_requires_typ_at_jwt() {
             "{header}"
         );
     }
+}
+
+/// RFC 9068 §2.2: `sub` is required of an access token; strict mode holds
+/// tokens to the profile, the default mode also takes generic JWTs (RFC 7519
+/// §4.1.2: `sub` optional), whose origin request then carries no subject.
+#[test]
+fn strict_mode_requires_a_subject() {
+    let mut claims = good_claims();
+    claims.as_object_mut().unwrap().remove("sub");
+    let token = mint_raw(
+        JwsAlgorithm::EdDsa,
+        r#"{"alg":"EdDSA","typ":"at+jwt"}"#,
+        &claims.to_string(),
+    );
+    let parsed = UnverifiedJwt::parse(&token, &DEFAULT_ALGS).unwrap();
+    assert_eq!(
+        parsed.require_access_token_type(),
+        Err(TokenError::MissingSubject)
+    );
+    assert_eq!(check(&token).map(|t| t.subject), Ok(None), "default mode");
 }
 
 /// Encoding and structure tricks beyond `structure_and_encoding_are_strict`.
