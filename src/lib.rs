@@ -63,9 +63,16 @@ fn gate(env: &Env) -> Rc<Gate> {
             .get_or_insert_with(|| {
                 install_panic_hook();
                 let config = Config::parse(&EnvBindings(env));
-                if let Err(error) = &config {
-                    let problems = error.to_string();
-                    log(&event_log("config_invalid", "problems", Some(&problems)));
+                match &config {
+                    Err(error) => {
+                        let problems = error.to_string();
+                        log(&event_log("config_invalid", "problems", Some(&problems)));
+                    }
+                    Ok(config) => {
+                        for warning in &config.warnings {
+                            log(&event_log("config_warning", "warning", Some(warning)));
+                        }
+                    }
                 }
                 Rc::new(Gate::new(config))
             })

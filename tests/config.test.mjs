@@ -30,6 +30,11 @@ function cases({ origin, issuer }) {
     'tool-scopes-not-json': { bindings: { ...good, MCP_TOOL_SCOPES: '{"void_invoice": "invoices:write"' }, names: 'MCP_TOOL_SCOPES' },
     'method-scopes-wrong-shape': { bindings: { ...good, MCP_METHOD_SCOPES: '["tools/call"]' }, names: 'MCP_METHOD_SCOPES' },
     'tool-scopes-bad-scope': { bindings: { ...good, MCP_TOOL_SCOPES: '{"x": 5}' }, names: 'MCP_TOOL_SCOPES' },
+    'scope-hierarchy-cycle': {
+      bindings: { ...good, MCP_TOOL_SCOPES: '{"void_invoice": "invoices:write", "*": "invoices:read"}', MCP_SCOPE_IMPLIES: '{"invoices:write": "invoices:read", "invoices:read": "invoices:write"}' },
+      names: 'MCP_SCOPE_IMPLIES',
+    },
+    'scope-hierarchy-unknown-scope': { bindings: { ...good, MCP_SCOPE_IMPLIES: '{"admin": "*"}' }, names: 'MCP_SCOPE_IMPLIES' },
     'missing-kv': { bindings: good, names: 'JWKS_CACHE', kv: false },
   };
 }

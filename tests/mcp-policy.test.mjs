@@ -178,7 +178,7 @@ describe('per-tool scopes (origin answering in SSE)', () => {
     assert.ok(!text.includes('void_invoice'), 'the forbidden tool name never reaches the client');
   });
 
-  test('Mcp-Method / Mcp-Name that disagree with the body: 400 (-32020), never forwarded', async () => {
+  test('Mcp-Method / Mcp-Name that disagree with the body: 400 (-32020) with the request id, never forwarded', async () => {
     const writer = await stack.issuer.mint({ scope: WRITE });
     const sessionId = await openSession(stack, writer);
     const call = rpc(9, 'tools/call', { name: 'void_invoice', arguments: { invoice_id: 'INV-1003', reason: 'x' } });
@@ -189,7 +189,9 @@ describe('per-tool scopes (origin answering in SSE)', () => {
     ]) {
       const response = await expectOriginUntouched(stack.origin, () => post(stack, writer, call, { 'mcp-session-id': sessionId, ...headers }));
       assert.equal(response.status, 400, JSON.stringify(headers));
-      assert.equal((await response.json()).error.code, -32020);
+      const answer = await response.json();
+      assert.equal(answer.error.code, -32020);
+      assert.equal(answer.id, 9, 'the error names the request it refuses');
     }
     const matching = await post(stack, writer, rpc(10, 'tools/call', { name: 'lookup_invoice', arguments: { invoice_id: 'INV-1003' } }), {
       'mcp-session-id': sessionId,

@@ -6,7 +6,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use portcullis_core::authorize::policy::{ScopeMap, ScopePolicy};
-use portcullis_core::parse::jsonrpc::{check_routing_headers, parse_body};
+use portcullis_core::parse::jsonrpc::{check_routing_headers, parse_body, RoutingHeaders};
 use std::sync::OnceLock;
 
 fn policy() -> &'static ScopePolicy {
@@ -17,6 +17,7 @@ fn policy() -> &'static ScopePolicy {
             .expect("policy parses"),
         tools: ScopeMap::parse(r#"{"void_invoice":["invoices:write"],"*":"mcp:call"}"#)
             .expect("policy parses"),
+        implies: Default::default(),
     })
 }
 
@@ -36,7 +37,15 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     assert!(!messages.is_empty());
-    let _ = check_routing_headers(method.as_deref(), name.as_deref(), &messages);
+    // With and without the protocol version that makes the headers required.
+    for protocol_version in [None, Some("2026-07-28")] {
+        let headers = RoutingHeaders {
+            protocol_version,
+            method: method.as_deref(),
+            name: name.as_deref(),
+        };
+        let _ = check_routing_headers(headers, &messages);
+    }
     let needed = policy().required_for(&messages);
     assert!(needed.contains("mcp"));
     for message in &messages {

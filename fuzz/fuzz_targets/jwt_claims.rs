@@ -66,7 +66,11 @@ fuzz_target!(|data: &[u8]| {
             if let Ok(token) = verify(&parsed, keys(), &policy, now) {
                 // A verified token names the issuer it was judged by.
                 assert_eq!(token.issuer, issuer);
-                let _ = token.has_scope("mcp:read");
+                // Its scopes are the space-separated words of `scope` / `scp`.
+                assert!(token
+                    .scopes
+                    .iter()
+                    .all(|scope| !scope.is_empty() && !scope.contains(' ')));
             }
         }
     }

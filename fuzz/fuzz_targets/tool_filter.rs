@@ -17,6 +17,7 @@ fn filter() -> ToolListFilter {
             methods: ScopeMap::default(),
             tools: ScopeMap::parse(r#"{"void_invoice":"invoices:write","*":"mcp:call"}"#)
                 .expect("policy parses"),
+            implies: Default::default(),
         },
         held: vec!["mcp:call".to_owned()],
     }

@@ -13,6 +13,12 @@ use crate::parse::jsonrpc::{RpcMessage, TOOLS_CALL};
 /// The entry that applies to names not listed.
 pub const DEFAULT_ENTRY: &str = "*";
 
+/// The scope that asks an authorization server for a refresh token (OpenID
+/// Connect Core §11). A protected resource SHOULD NOT name it in a
+/// challenge or in `scopes_supported` (MCP 2026-07-28 authorization
+/// §Refresh Tokens): refresh tokens are not a resource requirement.
+pub const OFFLINE_ACCESS: &str = "offline_access";
+
 /// A name → scopes map, as configured in `MCP_TOOL_SCOPES` / `MCP_METHOD_SCOPES`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ScopeMap {
@@ -92,6 +98,100 @@ impl ScopeMap {
     }
 }
 
+/// Which scopes imply which: a token holding a broader scope holds every
+/// narrower one it implies, transitively (MCP 2026-07-28 authorization
+/// §Scope Challenge Handling: servers MUST account for scope hierarchies
+/// when deciding whether a token is sufficient). Configured per route
+/// (`MCP_SCOPE_IMPLIES`); the closure is computed once, when it is parsed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScopeHierarchy {
+    /// Each broader scope and every scope it implies, directly or not.
+    implied: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl ScopeHierarchy {
+    /// Parses a JSON object of scope to the scopes it implies (a
+    /// space-separated string or an array; `"*"` for every scope of the
+    /// route). `known` is every scope the route names; a hierarchy naming
+    /// another, or in which a scope implies itself through others, is
+    /// refused. Every problem is named.
+    pub fn from_value(value: Value, known: &BTreeSet<String>) -> Result<Self, Vec<String>> {
+        let map = ScopeMap::from_value(value)?;
+        let mut problems = Vec::new();
+        if !map.default.is_empty() {
+            problems.push(format!(
+                "{DEFAULT_ENTRY:?} cannot imply scopes: name the broader scope"
+            ));
+        }
+        let mut direct: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (broader, narrower) in &map.entries {
+            if !known.contains(broader) {
+                problems.push(format!("{broader:?} is not a scope of this route"));
+            }
+            let mut implied = BTreeSet::new();
+            for scope in narrower {
+                if scope == DEFAULT_ENTRY {
+                    implied.extend(known.iter().filter(|s| *s != broader).cloned());
+                } else if known.contains(scope) {
+                    implied.insert(scope.clone());
+                } else {
+                    problems.push(format!(
+                        "{broader:?}: {scope:?} is not a scope of this route"
+                    ));
+                }
+            }
+            direct.insert(broader.clone(), implied);
+        }
+        let mut implied = BTreeMap::new();
+        for broader in direct.keys() {
+            let mut reached = BTreeSet::new();
+            let mut next: Vec<&String> = direct[broader].iter().collect();
+            while let Some(scope) = next.pop() {
+                if reached.insert(scope.clone()) {
+                    next.extend(direct.get(scope).into_iter().flatten());
+                }
+            }
+            if reached.contains(broader) {
+                problems.push(format!("{broader:?} implies itself (a cycle)"));
+            }
+            implied.insert(broader.clone(), reached);
+        }
+        if problems.is_empty() {
+            Ok(ScopeHierarchy { implied })
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// The scopes a token holding `held` has: `held` and all they imply.
+    pub fn effective(&self, held: &[String]) -> Vec<String> {
+        let mut all: BTreeSet<String> = held.iter().cloned().collect();
+        for scope in held {
+            all.extend(self.implied.get(scope).into_iter().flatten().cloned());
+        }
+        all.into_iter().collect()
+    }
+
+    /// The scopes a challenge names for an operation that needs `required`:
+    /// each, unless another of them already implies it, so that one
+    /// authorization round gives the client everything (and nothing twice).
+    pub fn broadest(&self, required: &[String]) -> Vec<String> {
+        required
+            .iter()
+            .filter(|scope| {
+                !required.iter().any(|other| {
+                    other != *scope
+                        && self
+                            .implied
+                            .get(other)
+                            .is_some_and(|implied| implied.contains(*scope))
+                })
+            })
+            .cloned()
+            .collect()
+    }
+}
+
 /// The scopes each request needs: route-level, per method, per tool.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ScopePolicy {
@@ -101,6 +201,8 @@ pub struct ScopePolicy {
     pub methods: ScopeMap,
     /// Per tool, for `tools/call` (`MCP_TOOL_SCOPES`).
     pub tools: ScopeMap,
+    /// Which scopes imply which (`MCP_SCOPE_IMPLIES`).
+    pub implies: ScopeHierarchy,
 }
 
 impl ScopePolicy {
@@ -120,7 +222,8 @@ impl ScopePolicy {
         needed
     }
 
-    /// Whether a token holding `held` may call `tool`: the test a listed
+    /// Whether a token holding `held` (its effective scopes,
+    /// [`ScopeHierarchy::effective`]) may call `tool`: the test a listed
     /// tool must pass to stay in a filtered `tools/list`.
     pub fn may_call_tool(&self, tool: &str, held: &[String]) -> bool {
         let holds = |scope: &String| held.contains(scope);
@@ -142,6 +245,70 @@ pub fn is_scope_token(scope: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn known(scopes: &[&str]) -> BTreeSet<String> {
+        scopes.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    /// MCP 2026-07-28 authorization: a broader scope implies narrower ones.
+    #[test]
+    fn a_broader_scope_holds_every_scope_it_implies() {
+        let route = known(&["inv:read", "inv:write", "inv:admin", "files:read"]);
+        let hierarchy = ScopeHierarchy::from_value(
+            serde_json::json!({"inv:write": "inv:read", "inv:admin": ["inv:write"]}),
+            &route,
+        )
+        .unwrap();
+        assert_eq!(
+            hierarchy.effective(&strings(&["inv:admin"])),
+            strings(&["inv:admin", "inv:read", "inv:write"]),
+            "transitively"
+        );
+        assert_eq!(
+            hierarchy.effective(&strings(&["inv:read"])),
+            strings(&["inv:read"])
+        );
+        assert_eq!(
+            hierarchy.broadest(&strings(&["inv:read", "inv:write", "files:read"])),
+            strings(&["inv:write", "files:read"]),
+            "the challenge names what covers the rest"
+        );
+        let everything =
+            ScopeHierarchy::from_value(serde_json::json!({"inv:admin": "*"}), &route).unwrap();
+        assert_eq!(
+            everything.effective(&strings(&["inv:admin"])).len(),
+            route.len()
+        );
+    }
+
+    #[test]
+    fn cycles_and_unknown_scopes_are_refused_by_name() {
+        let route = known(&["a", "b", "c"]);
+        let problems = ScopeHierarchy::from_value(
+            serde_json::json!({"a": "b", "b": "c", "c": "a", "d": "a", "*": "a"}),
+            &route,
+        )
+        .unwrap_err();
+        for expected in [
+            r#""a" implies itself (a cycle)"#,
+            r#""d" is not a scope of this route"#,
+            r#""*" cannot imply scopes"#,
+        ] {
+            assert!(
+                problems.iter().any(|p| p.starts_with(expected)),
+                "{expected}: {problems:?}"
+            );
+        }
+        let problems =
+            ScopeHierarchy::from_value(serde_json::json!({"a": "zzz"}), &route).unwrap_err();
+        assert_eq!(problems, [r#""a": "zzz" is not a scope of this route"#]);
+        let problems = ScopeHierarchy::from_value(serde_json::json!({"a": "*", "b": "a"}), &route)
+            .unwrap_err();
+        assert!(
+            problems.iter().any(|p| p.contains("a cycle")),
+            "{problems:?}"
+        );
+    }
     use crate::parse::jsonrpc::parse_body;
 
     fn strings(list: &[&str]) -> Vec<String> {
@@ -156,6 +323,7 @@ mod tests {
                 r#"{"lookup_invoice": "invoices:read", "void_invoice": "invoices:write invoices:read", "*": "invoices:read"}"#,
             )
             .unwrap(),
+            implies: ScopeHierarchy::default(),
         }
     }
 

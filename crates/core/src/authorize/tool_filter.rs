@@ -10,6 +10,13 @@ use serde_json::Value;
 
 use crate::authorize::policy::ScopePolicy;
 
+/// The result member saying who may reuse a list (MCP 2026-07-28).
+const CACHE_SCOPE: &str = "cacheScope";
+/// The result member saying for how long, in milliseconds.
+const TTL_MS: &str = "ttlMs";
+/// The scope of a result only its requester may reuse.
+const PRIVATE: &str = "private";
+
 /// Which responses to filter, and what the token may call.
 #[derive(Debug, Clone)]
 pub struct ToolListFilter {
@@ -29,6 +36,13 @@ pub struct Unfilterable;
 impl ToolListFilter {
     /// Removes tools from `message` when it is the response to one of the
     /// `tools/list` requests; returns whether anything changed.
+    ///
+    /// A list the gate filters depends on the token, so a result that says
+    /// how it may be cached (MCP 2026-07-28 `ttlMs` / `cacheScope`, SEP-2549)
+    /// is marked `"private"`: a cache shared across users must not hand one
+    /// user's list to another, naming tools they may not call. The origin's
+    /// `ttlMs` is kept (0 when it gave none). Results of earlier revisions,
+    /// which carry neither member, are left without them.
     fn filter_message(&self, message: &mut Value) -> bool {
         let is_ours = message
             .get("id")
@@ -36,11 +50,10 @@ impl ToolListFilter {
         if !is_ours {
             return false;
         }
-        let Some(tools) = message
-            .get_mut("result")
-            .and_then(|result| result.get_mut("tools"))
-            .and_then(Value::as_array_mut)
-        else {
+        let Some(result) = message.get_mut("result").and_then(Value::as_object_mut) else {
+            return false;
+        };
+        let Some(tools) = result.get_mut("tools").and_then(Value::as_array_mut) else {
             return false;
         };
         let before = tools.len();
@@ -49,7 +62,14 @@ impl ToolListFilter {
                 .and_then(Value::as_str)
                 .is_some_and(|name| self.policy.may_call_tool(name, &self.held))
         });
-        tools.len() != before
+        let mut changed = tools.len() != before;
+        let cacheable = result.contains_key(CACHE_SCOPE) || result.contains_key(TTL_MS);
+        if cacheable && result.get(CACHE_SCOPE).and_then(Value::as_str) != Some(PRIVATE) {
+            result.insert(CACHE_SCOPE.to_owned(), Value::from(PRIVATE));
+            result.entry(TTL_MS).or_insert(Value::from(0));
+            changed = true;
+        }
+        changed
     }
 
     fn filter_value(&self, value: &mut Value) -> bool {
@@ -198,6 +218,7 @@ mod tests {
                 required: Vec::new(),
                 methods: ScopeMap::default(),
                 tools: ScopeMap::parse(r#"{"lookup": "read", "void": "write"}"#).unwrap(),
+                implies: Default::default(),
             },
             held: vec!["read".to_owned()],
         }
@@ -234,6 +255,45 @@ mod tests {
             Ok(None)
         );
         assert_eq!(filter().filter_json(b"<html>"), Err(Unfilterable));
+    }
+
+    /// MCP 2026-07-28 (SEP-2549): a list the gate filtered for one token is
+    /// private to it, in JSON and in SSE; results without caching members
+    /// (earlier revisions) get none.
+    #[test]
+    fn filtered_lists_are_private_to_their_token() {
+        let public = r#"{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"lookup"},{"name":"void"}],"ttlMs":60000,"cacheScope":"public"}}"#;
+        let filtered: Value =
+            serde_json::from_slice(&filter().filter_json(public.as_bytes()).unwrap().unwrap())
+                .unwrap();
+        assert_eq!(
+            (
+                &filtered["result"]["cacheScope"],
+                &filtered["result"]["ttlMs"]
+            ),
+            (&Value::from("private"), &Value::from(60000))
+        );
+        // Nothing hidden for this token, yet the list still depends on it.
+        let readable = r#"{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"lookup"}],"cacheScope":"public"}}"#;
+        let filtered: Value =
+            serde_json::from_slice(&filter().filter_json(readable.as_bytes()).unwrap().unwrap())
+                .unwrap();
+        assert_eq!(
+            (
+                &filtered["result"]["cacheScope"],
+                &filtered["result"]["ttlMs"]
+            ),
+            (&Value::from("private"), &Value::from(0))
+        );
+        let older: Value =
+            serde_json::from_slice(&filter().filter_json(LIST.as_bytes()).unwrap().unwrap())
+                .unwrap();
+        assert!(older["result"].get("cacheScope").is_none());
+        let mut sse = filter().sse();
+        let mut out = sse.push(format!("event: message\ndata: {public}\n\n").as_bytes());
+        out.extend(sse.finish());
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains(r#""cacheScope":"private""#), "{text}");
     }
 
     #[test]

@@ -11,7 +11,10 @@ use serde::Deserialize;
 use serde_json::Value;
 use url::Url;
 
-use crate::authorize::policy::{is_scope_token, ScopeMap, ScopePolicy};
+use crate::authorize::policy::{
+    is_scope_token, ScopeHierarchy, ScopeMap, ScopePolicy, DEFAULT_ENTRY as DEFAULT_ENTRY_NAME,
+    OFFLINE_ACCESS,
+};
 use crate::verify::introspect::{ClientAuthMethod, IntrospectionClient};
 use crate::verify::jwk::JwsAlgorithm;
 use crate::verify::keys::{is_loopback_host, CacheSettings, FetchLimits, TrustedIssuer};
@@ -43,6 +46,7 @@ pub mod binding {
     pub const JWKS_CACHE: &str = "JWKS_CACHE";
     pub const MCP_TOOL_SCOPES: &str = "MCP_TOOL_SCOPES";
     pub const MCP_METHOD_SCOPES: &str = "MCP_METHOD_SCOPES";
+    pub const MCP_SCOPE_IMPLIES: &str = "MCP_SCOPE_IMPLIES";
     pub const MCP_MAX_BODY_BYTES: &str = "MCP_MAX_BODY_BYTES";
     pub const MCP_SESSION_TTL_SECONDS: &str = "MCP_SESSION_TTL_SECONDS";
     pub const OAUTH_TOKEN_FORMAT: &str = "OAUTH_TOKEN_FORMAT";
@@ -56,7 +60,7 @@ pub mod binding {
 
     /// The bindings that describe the one route of a single-route gate; with
     /// `MCP_ROUTES` they belong in the route entries instead.
-    pub const SINGLE_ROUTE: [&str; 10] = [
+    pub const SINGLE_ROUTE: [&str; 11] = [
         MCP_RESOURCE,
         MCP_ORIGIN,
         OAUTH_AUDIENCE,
@@ -64,6 +68,7 @@ pub mod binding {
         MCP_REQUIRED_SCOPES,
         MCP_TOOL_SCOPES,
         MCP_METHOD_SCOPES,
+        MCP_SCOPE_IMPLIES,
         MCP_RESOURCE_NAME,
         MCP_RESOURCE_DOCUMENTATION,
         ORIGIN_AUTHORIZATION,
@@ -232,6 +237,9 @@ pub struct Config {
     /// e.g. `https://inspector.example.com`); the resources' own origin is
     /// always allowed.
     pub allowed_origins: Vec<String>,
+    /// What the configuration asks that the gate does differently, each as
+    /// `BINDING: what and why`; logged once when the isolate parses it.
+    pub warnings: Vec<String>,
 }
 
 impl Config {
@@ -300,6 +308,7 @@ impl fmt::Display for ConfigError {
 struct Parser<'b, B: Bindings + ?Sized> {
     bindings: &'b B,
     problems: Vec<BindingProblem>,
+    warnings: Vec<String>,
 }
 
 impl<B: Bindings + ?Sized> Parser<'_, B> {
@@ -572,6 +581,7 @@ impl Config {
         let mut p = Parser {
             bindings,
             problems: Vec::new(),
+            warnings: Vec::new(),
         };
 
         let issuer_ids = p.required(OAUTH_ISSUER).map(|raw| {
@@ -710,6 +720,7 @@ impl Config {
                 session_ttl_seconds,
                 introspection,
                 allowed_origins,
+                warnings: p.warnings,
             })
         } else {
             Err(ConfigError {
@@ -740,6 +751,8 @@ struct RouteEntry {
     tool_scopes: Option<Value>,
     #[serde(default, deserialize_with = "present")]
     method_scopes: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    scope_implies: Option<Value>,
     resource_name: Option<String>,
     resource_documentation: Option<String>,
     #[serde(default, deserialize_with = "present")]
@@ -773,6 +786,7 @@ enum Field {
     RequiredScopes,
     ToolScopes,
     MethodScopes,
+    ScopeImplies,
     ResourceDocumentation,
     Issuers,
     OriginAuthorization,
@@ -789,6 +803,7 @@ impl Field {
             Field::RequiredScopes => MCP_REQUIRED_SCOPES,
             Field::ToolScopes => MCP_TOOL_SCOPES,
             Field::MethodScopes => MCP_METHOD_SCOPES,
+            Field::ScopeImplies => MCP_SCOPE_IMPLIES,
             Field::ResourceDocumentation => MCP_RESOURCE_DOCUMENTATION,
             // Only entries choose issuers; the flat route takes them all.
             Field::Issuers => OAUTH_ISSUER,
@@ -807,6 +822,7 @@ impl Field {
             Field::RequiredScopes => ("required_scopes", ": "),
             Field::ToolScopes => ("tool_scopes", ": "),
             Field::MethodScopes => ("method_scopes", ": "),
+            Field::ScopeImplies => ("scope_implies", ": "),
             Field::ResourceDocumentation => ("resource_documentation", " "),
             Field::Issuers => ("issuers", ": "),
             Field::OriginAuthorization => ("origin_authorization_secret", " "),
@@ -831,6 +847,18 @@ fn is_audience(audience: &str) -> bool {
 }
 
 impl<B: Bindings + ?Sized> Parser<'_, B> {
+    /// A route's binding that is taken, but not as written.
+    fn route_warning(&mut self, source: &Source, field: Field, warning: impl fmt::Display) {
+        let line = match source {
+            Source::Flat => format!("{}: {warning}", field.binding()),
+            Source::Entry(label) => {
+                let (member, then) = field.member();
+                format!("{}: {label}: {member}{then}{warning}", binding::MCP_ROUTES)
+            }
+        };
+        self.warnings.push(line);
+    }
+
     fn route_problem(&mut self, source: &Source, field: Field, problem: impl fmt::Display) {
         match source {
             Source::Flat => self.problem(field.binding(), problem.to_string()),
@@ -871,6 +899,7 @@ impl<B: Bindings + ?Sized> Parser<'_, B> {
             // Still JSON text here: Parser::scope_map reads it.
             tool_scopes: value(MCP_TOOL_SCOPES),
             method_scopes: value(MCP_METHOD_SCOPES),
+            scope_implies: value(MCP_SCOPE_IMPLIES),
             resource_name: self.optional(MCP_RESOURCE_NAME),
             resource_documentation: self.optional(MCP_RESOURCE_DOCUMENTATION),
             issuers: None,
@@ -954,10 +983,38 @@ impl<B: Bindings + ?Sized> Parser<'_, B> {
         if audiences.is_empty() {
             audiences.extend(resource.as_ref().map(|resource| resource.uri.clone()));
         }
-        let scopes_supported = self.scopes(source, Field::ScopesSupported, entry.scopes_supported);
+        let mut scopes_supported =
+            self.scopes(source, Field::ScopesSupported, entry.scopes_supported);
+        // MCP 2026-07-28 authorization §Refresh Tokens: a protected resource
+        // SHOULD NOT list offline_access (refresh tokens are not a resource
+        // requirement); challenges leave it out too (forward::reply).
+        if scopes_supported.iter().any(|scope| scope == OFFLINE_ACCESS) {
+            scopes_supported.retain(|scope| scope != OFFLINE_ACCESS);
+            self.route_warning(
+                source,
+                Field::ScopesSupported,
+                "offline_access is left out of the metadata: refresh tokens are the authorization server's business, not a resource requirement",
+            );
+        }
         let required_scopes = self.scopes(source, Field::RequiredScopes, entry.required_scopes);
+        if required_scopes.iter().any(|scope| scope == OFFLINE_ACCESS) {
+            self.route_warning(
+                source,
+                Field::RequiredScopes,
+                "offline_access is required of tokens but never named in a challenge, so clients cannot learn they need it",
+            );
+        }
         let tools = self.scope_map(source, Field::ToolScopes, entry.tool_scopes);
         let methods = self.scope_map(source, Field::MethodScopes, entry.method_scopes);
+        let known: std::collections::BTreeSet<String> = scopes_supported
+            .iter()
+            .chain(&required_scopes)
+            .chain(tools.all_scopes())
+            .chain(methods.all_scopes())
+            .filter(|scope| *scope != DEFAULT_ENTRY_NAME)
+            .cloned()
+            .collect();
+        let implies = self.scope_hierarchy(source, entry.scope_implies, &known);
         let resource_name = text(entry.resource_name);
         let resource_documentation = text(entry.resource_documentation).filter(|raw| {
             self.route_url(source, Field::ResourceDocumentation, raw, UrlRule::Origin)
@@ -999,6 +1056,7 @@ impl<B: Bindings + ?Sized> Parser<'_, B> {
                 required: required_scopes.clone(),
                 methods,
                 tools,
+                implies,
             },
             resource: resource?,
             origin: origin?,
@@ -1081,6 +1139,34 @@ impl<B: Bindings + ?Sized> Parser<'_, B> {
                 self.route_problem(source, field, problem);
             }
             ScopeMap::default()
+        })
+    }
+
+    /// A route's scope hierarchy (JSON text in the flat form), checked
+    /// against every scope the route names (`known`).
+    fn scope_hierarchy(
+        &mut self,
+        source: &Source,
+        value: Option<Value>,
+        known: &std::collections::BTreeSet<String>,
+    ) -> ScopeHierarchy {
+        let field = Field::ScopeImplies;
+        let value = match (source, value) {
+            (_, None) => return ScopeHierarchy::default(),
+            (Source::Flat, Some(Value::String(raw))) => match serde_json::from_str(&raw) {
+                Ok(value) => value,
+                Err(_) => {
+                    self.route_problem(source, field, "is not valid JSON");
+                    return ScopeHierarchy::default();
+                }
+            },
+            (_, Some(value)) => value,
+        };
+        ScopeHierarchy::from_value(value, known).unwrap_or_else(|problems| {
+            for problem in problems {
+                self.route_problem(source, field, problem);
+            }
+            ScopeHierarchy::default()
         })
     }
 

@@ -11,7 +11,9 @@ use crate::authorize::tool_filter::ToolListFilter;
 use crate::config::{Config, Route};
 use crate::forward::origin::OriginRequest;
 use crate::forward::reply::{Denial, Reply};
-use crate::parse::jsonrpc::{check_routing_headers, parse_body, TOOLS_CALL, TOOLS_LIST};
+use crate::parse::jsonrpc::{
+    check_routing_headers, parse_body, RoutingHeaders, RpcError, TOOLS_CALL, TOOLS_LIST,
+};
 use crate::verify::jwt::AccessToken;
 
 /// Methods forwarded to the origin (MCP Streamable HTTP transport).
@@ -192,16 +194,33 @@ pub fn authorize_rpc(
             .collect(),
         required_scopes: required.iter().cloned().collect(),
     };
-    if let Err(error) = check_routing_headers(
-        header("mcp-method").as_deref(),
-        header("mcp-name").as_deref(),
-        &messages,
-    ) {
-        return Err((Denial::MalformedRpc(error), Some(audit)));
+    let (protocol_version, method, name) = (
+        header("mcp-protocol-version"),
+        header("mcp-method"),
+        header("mcp-name"),
+    );
+    let routing = RoutingHeaders {
+        protocol_version: protocol_version.as_deref(),
+        method: method.as_deref(),
+        name: name.as_deref(),
+    };
+    if let Err(error) = check_routing_headers(routing, &messages) {
+        let denial = match (error, messages.as_slice()) {
+            (RpcError::HeaderMismatch, [message]) => Denial::HeaderMismatch {
+                id: message.id.clone(),
+            },
+            (RpcError::HeaderMismatch, _) => Denial::HeaderMismatch { id: None },
+            (error, _) => Denial::MalformedRpc(error),
+        };
+        return Err((denial, Some(audit)));
     }
-    if required.iter().any(|scope| !token.has_scope(scope)) {
+    // Decisions use the token's effective scopes (a broader scope holds the
+    // narrower ones it implies); the challenge names, in one go, every
+    // scope the operation needs that another of them does not cover.
+    let held = route.policy.implies.effective(&token.scopes);
+    if required.iter().any(|scope| !held.contains(scope)) {
         let denial = Denial::InsufficientScope {
-            required: audit.required_scopes.clone(),
+            required: route.policy.implies.broadest(&audit.required_scopes),
         };
         return Err((denial, Some(audit)));
     }
@@ -216,7 +235,7 @@ pub fn authorize_rpc(
     let tool_filter = (!list_ids.is_empty() && may_hide_tools).then(|| ToolListFilter {
         request_ids: list_ids,
         policy: policy.clone(),
-        held: token.scopes.clone(),
+        held,
     });
     Ok(RpcPlan { audit, tool_filter })
 }

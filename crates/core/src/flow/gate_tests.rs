@@ -13,7 +13,6 @@ use crate::flow::script::Script;
 use crate::forward::reply::Denial;
 use crate::io::FetchError;
 use crate::parse::bearer::BearerError;
-use crate::parse::jsonrpc::RpcError;
 use crate::testkit::{config, good_claims, jwks_json, mint, mint_raw, with, NOW};
 use crate::verify::introspect_cache::IntrospectionMemory;
 use crate::verify::jwk::{JwsAlgorithm, KeySet};
@@ -546,9 +545,23 @@ fn post_bodies_must_be_json_rpc_and_match_the_routing_headers() {
         call("lookup_invoice").as_bytes(),
     )
     .unwrap_err();
-    assert_eq!(denial, Denial::MalformedRpc(RpcError::HeaderMismatch));
+    assert_eq!(
+        denial,
+        Denial::HeaderMismatch {
+            id: Some(serde_json::Value::from(1))
+        }
+    );
     let reply = denial.reply(Some(&config.routes[0]));
-    assert_eq!((reply.status, reply.body.contains("-32020")), (400, true));
+    let body: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!(
+        (reply.status, &body["error"]["code"], &body["id"]),
+        (
+            400,
+            &serde_json::Value::from(-32020),
+            &serde_json::Value::from(1)
+        ),
+        "the error names the request it refuses"
+    );
 }
 
 #[test]

@@ -660,7 +660,8 @@ impl Flow {
                 return Some(self.refuse(config, Denial::OriginNotAllowed));
             }
             if self.request.method == "OPTIONS" {
-                let reply = mcp_preflight_reply(&origin);
+                let requested = self.request.head().header("access-control-request-headers");
+                let reply = mcp_preflight_reply(&origin, requested);
                 self.record.cors_origin = Some(origin);
                 return Some(self.serve(config, reply, "preflight"));
             }
@@ -918,13 +919,14 @@ impl Flow {
         };
         // A POST's scopes are decided with its body, so that one challenge
         // can name everything the operation needs.
+        let held = route.policy.implies.effective(&token.scopes);
         let missing = route
             .required_scopes
             .iter()
-            .any(|scope| !token.has_scope(scope));
+            .any(|scope| !held.contains(scope));
         if missing && self.request.method != "POST" {
             let denial = Denial::InsufficientScope {
-                required: route.required_scopes.clone(),
+                required: route.policy.implies.broadest(&route.required_scopes),
             };
             self.record.token = Some(token);
             self.ready = Some(self.refuse(config, denial));

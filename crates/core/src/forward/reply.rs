@@ -6,6 +6,7 @@
 
 use serde::Serialize;
 
+use crate::authorize::policy::OFFLINE_ACCESS;
 use crate::config::Route;
 use crate::parse::bearer::BearerError;
 use crate::parse::jsonrpc::RpcError;
@@ -68,9 +69,15 @@ pub enum Denial {
     IntrospectionUnavailable(IntrospectionUnavailable),
     /// The JSON-RPC body is larger than `MCP_MAX_BODY_BYTES`.
     PayloadTooLarge,
-    /// The body is not a JSON-RPC message the gate can authorize, or the
-    /// MCP routing headers disagree with it.
+    /// The body is not a JSON-RPC message the gate can authorize.
     MalformedRpc(RpcError),
+    /// The MCP routing headers disagree with the body (MCP 2026-07-28
+    /// Streamable HTTP §Server Validation); carries the request's id when
+    /// the body is one request, so the client can match the error to it.
+    HeaderMismatch {
+        /// The id of the body's single request.
+        id: Option<serde_json::Value>,
+    },
     /// The session belongs to another subject or client; answered as the
     /// origin answers an unknown session, so it reveals nothing.
     ForeignSession,
@@ -99,6 +106,7 @@ impl Denial {
             Self::IntrospectionUnavailable(error) => error.reason(),
             Self::PayloadTooLarge => "body_too_large",
             Self::MalformedRpc(error) => error.reason(),
+            Self::HeaderMismatch { .. } => RpcError::HeaderMismatch.reason(),
             Self::ForeignSession => "foreign_session",
             Self::BadGateway => "bad_gateway",
             Self::OriginNotAllowed => "origin_not_allowed",
@@ -181,9 +189,15 @@ impl Denial {
                 "The request body is too large",
                 Vec::new(),
             ),
-            Self::MalformedRpc(error) => rpc_error_reply(400, error.code(), error.message()),
+            Self::MalformedRpc(error) => rpc_error_reply(400, error.code(), error.message(), None),
+            Self::HeaderMismatch { id } => rpc_error_reply(
+                400,
+                RpcError::HeaderMismatch.code(),
+                RpcError::HeaderMismatch.message(),
+                id.as_ref(),
+            ),
             // The MCP SDKs' answer to an unknown session: 404 with a JSON-RPC error.
-            Self::ForeignSession => rpc_error_reply(404, -32001, "Session not found"),
+            Self::ForeignSession => rpc_error_reply(404, -32001, "Session not found", None),
             Self::BadGateway => json_reply(
                 502,
                 "bad_gateway",
@@ -201,12 +215,24 @@ impl Denial {
 /// `Bearer` challenge (RFC 6750 §3) with `resource_metadata` (RFC 9728 §5.1).
 /// Every value placed here is a fixed string, a configured URL, or scopes
 /// checked against the scope-token syntax, so none needs escaping.
+/// `offline_access` is never named (MCP 2026-07-28 authorization §Refresh
+/// Tokens); a `scope` left empty is left out.
 fn challenge(
     error: Option<&str>,
     description: Option<&str>,
     scope: Option<&str>,
     metadata: Option<&str>,
 ) -> String {
+    let scope = scope
+        .map(|scopes| {
+            scopes
+                .split(' ')
+                .filter(|scope| !scope.is_empty() && *scope != OFFLINE_ACCESS)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .filter(|scopes| !scopes.is_empty());
+    let scope = scope.as_deref();
     let params: Vec<String> = [
         error.map(|v| format!("error=\"{v}\"")),
         description.map(|v| format!("error_description=\"{v}\"")),
@@ -250,10 +276,12 @@ fn json_reply(
 
 /// A JSON-RPC error response (JSON-RPC 2.0 §5) with a null id: the gate
 /// answers for the whole body, not one request in it.
-fn rpc_error_reply(status: u16, code: i64, message: &str) -> Reply {
+/// A JSON-RPC error answer; `id` is the request's when the refusal concerns
+/// one readable request, else `null` (JSON-RPC 2.0 §5).
+fn rpc_error_reply(status: u16, code: i64, message: &str, id: Option<&serde_json::Value>) -> Reply {
     let body = serde_json::json!({
         "jsonrpc": "2.0",
-        "id": null,
+        "id": id.cloned().unwrap_or(serde_json::Value::Null),
         "error": { "code": code, "message": message },
     });
     Reply {
@@ -329,15 +357,32 @@ pub fn with_cors(headers: &mut Vec<(String, String)>, origin: &str) {
     }
 }
 
-/// `204` answer to a CORS preflight for the MCP endpoint from an allowed origin.
-pub fn mcp_preflight_reply(origin: &str) -> Reply {
+/// `204` answer to a CORS preflight for the MCP endpoint from an allowed
+/// origin. `requested` is the preflight's `Access-Control-Request-Headers`:
+/// the `Mcp-Param-*` fields a tool's schema asks clients to send (MCP
+/// 2026-07-28 Streamable HTTP §Custom Headers from Tool Parameters) have
+/// names no fixed list can hold, so those requested are allowed by name
+/// (a wildcard would not cover `Authorization`, Fetch §CORS protocol).
+pub fn mcp_preflight_reply(origin: &str, requested: Option<&str>) -> Reply {
+    let mut allowed = String::from(
+        "Authorization, Content-Type, Accept, Mcp-Session-Id, MCP-Protocol-Version, Last-Event-ID, Mcp-Method, Mcp-Name",
+    );
+    for name in requested.unwrap_or_default().split(',').map(str::trim) {
+        let is_param = name.len() > PARAM_PREFIX.len()
+            && name.as_bytes()[..PARAM_PREFIX.len()].eq_ignore_ascii_case(PARAM_PREFIX.as_bytes())
+            && name.bytes().all(is_tchar);
+        if is_param {
+            allowed.push_str(", ");
+            allowed.push_str(name);
+        }
+    }
     let mut headers = cors_headers(origin);
     headers.extend([
-        ("access-control-allow-methods", "GET, POST, DELETE".to_owned()),
         (
-            "access-control-allow-headers",
-            "Authorization, Content-Type, Accept, Mcp-Session-Id, MCP-Protocol-Version, Last-Event-ID, Mcp-Method, Mcp-Name".to_owned(),
+            "access-control-allow-methods",
+            "GET, POST, DELETE".to_owned(),
         ),
+        ("access-control-allow-headers", allowed),
         ("access-control-max-age", "600".to_owned()),
     ]);
     Reply {
@@ -345,6 +390,14 @@ pub fn mcp_preflight_reply(origin: &str) -> Reply {
         headers,
         body: String::new(),
     }
+}
+
+/// The prefix of the fields mirroring tool parameters (`Mcp-Param-{Name}`).
+const PARAM_PREFIX: &str = "mcp-param-";
+
+/// A field-name character (RFC 9110 §5.6.2 `tchar`).
+fn is_tchar(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
 }
 
 /// `204` answer to a CORS preflight for the metadata document.

@@ -388,13 +388,6 @@ pub struct AccessToken {
     pub token_id: Option<String>,
 }
 
-impl AccessToken {
-    /// Whether the token grants `scope`.
-    pub fn has_scope(&self, scope: &str) -> bool {
-        self.scopes.iter().any(|granted| granted == scope)
-    }
-}
-
 /// Verifies `token` with `keys` (the key set of the issuer it names) and the
 /// native RustCrypto backend, then checks its claims at `now`: the reference
 /// the tests and fuzzers hold the edge's WebCrypto checks to.
