@@ -1122,17 +1122,20 @@ impl<B: Bindings + ?Sized> Parser<'_, B> {
     }
 
     /// A scope map; absent means empty. The flat binding holds it as JSON text.
+    /// A route member that is JSON: as written in an `MCP_ROUTES` entry, or
+    /// the text of a flat binding parsed. `None` when absent or not JSON.
+    fn route_json(&mut self, source: &Source, field: Field, value: Option<Value>) -> Option<Value> {
+        match (source, value?) {
+            (Source::Flat, Value::String(raw)) => serde_json::from_str(&raw)
+                .inspect_err(|_| self.route_problem(source, field, "is not valid JSON"))
+                .ok(),
+            (_, value) => Some(value),
+        }
+    }
+
     fn scope_map(&mut self, source: &Source, field: Field, value: Option<Value>) -> ScopeMap {
-        let value = match (source, value) {
-            (_, None) => return ScopeMap::default(),
-            (Source::Flat, Some(Value::String(raw))) => match serde_json::from_str(&raw) {
-                Ok(value) => value,
-                Err(_) => {
-                    self.route_problem(source, field, "is not valid JSON");
-                    return ScopeMap::default();
-                }
-            },
-            (_, Some(value)) => value,
+        let Some(value) = self.route_json(source, field, value) else {
+            return ScopeMap::default();
         };
         ScopeMap::from_value(value).unwrap_or_else(|problems| {
             for problem in problems {
@@ -1151,16 +1154,8 @@ impl<B: Bindings + ?Sized> Parser<'_, B> {
         known: &std::collections::BTreeSet<String>,
     ) -> ScopeHierarchy {
         let field = Field::ScopeImplies;
-        let value = match (source, value) {
-            (_, None) => return ScopeHierarchy::default(),
-            (Source::Flat, Some(Value::String(raw))) => match serde_json::from_str(&raw) {
-                Ok(value) => value,
-                Err(_) => {
-                    self.route_problem(source, field, "is not valid JSON");
-                    return ScopeHierarchy::default();
-                }
-            },
-            (_, Some(value)) => value,
+        let Some(value) = self.route_json(source, field, value) else {
+            return ScopeHierarchy::default();
         };
         ScopeHierarchy::from_value(value, known).unwrap_or_else(|problems| {
             for problem in problems {
