@@ -262,32 +262,23 @@ mod tests {
     /// (earlier revisions) get none.
     #[test]
     fn filtered_lists_are_private_to_their_token() {
+        let filtered = |body: &str| -> Value {
+            serde_json::from_slice(&filter().filter_json(body.as_bytes()).unwrap().unwrap())
+                .unwrap()
+        };
+        let caching = |result: &Value| (result["cacheScope"].clone(), result["ttlMs"].clone());
         let public = r#"{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"lookup"},{"name":"void"}],"ttlMs":60000,"cacheScope":"public"}}"#;
-        let filtered: Value =
-            serde_json::from_slice(&filter().filter_json(public.as_bytes()).unwrap().unwrap())
-                .unwrap();
         assert_eq!(
-            (
-                &filtered["result"]["cacheScope"],
-                &filtered["result"]["ttlMs"]
-            ),
-            (&Value::from("private"), &Value::from(60000))
+            caching(&filtered(public)["result"]),
+            (Value::from("private"), Value::from(60000))
         );
         // Nothing hidden for this token, yet the list still depends on it.
         let readable = r#"{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"lookup"}],"cacheScope":"public"}}"#;
-        let filtered: Value =
-            serde_json::from_slice(&filter().filter_json(readable.as_bytes()).unwrap().unwrap())
-                .unwrap();
         assert_eq!(
-            (
-                &filtered["result"]["cacheScope"],
-                &filtered["result"]["ttlMs"]
-            ),
-            (&Value::from("private"), &Value::from(0))
+            caching(&filtered(readable)["result"]),
+            (Value::from("private"), Value::from(0))
         );
-        let older: Value =
-            serde_json::from_slice(&filter().filter_json(LIST.as_bytes()).unwrap().unwrap())
-                .unwrap();
+        let older = filtered(LIST);
         assert!(older["result"].get("cacheScope").is_none());
         let mut sse = filter().sse();
         let mut out = sse.push(format!("event: message\ndata: {public}\n\n").as_bytes());
