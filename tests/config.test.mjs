@@ -35,6 +35,7 @@ function cases({ origin, issuer }) {
       names: 'MCP_SCOPE_IMPLIES',
     },
     'scope-hierarchy-unknown-scope': { bindings: { ...good, MCP_SCOPE_IMPLIES: '{"admin": "*"}' }, names: 'MCP_SCOPE_IMPLIES' },
+    'min-protocol-version-not-a-revision': { bindings: { ...good, MCP_MIN_PROTOCOL_VERSION: '2026-07-29' }, names: 'MCP_MIN_PROTOCOL_VERSION' },
     'missing-kv': { bindings: good, names: 'JWKS_CACHE', kv: false },
   };
 }

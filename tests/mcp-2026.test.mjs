@@ -120,6 +120,65 @@ describe('MCP 2026-07-28 request metadata headers', () => {
   });
 });
 
+describe('a minimum protocol revision (MCP_MIN_PROTOCOL_VERSION)', () => {
+  let stack;
+  let token;
+  before(async () => {
+    stack = await startStack({ bindings: () => ({ MCP_MIN_PROTOCOL_VERSION: '2025-11-25' }) });
+    token = await stack.issuer.mint({ scope: 'invoices:read' });
+  });
+  after(() => stack?.close());
+
+  /** Asserts a 400 UnsupportedProtocolVersionError (-32022) naming what was asked and what is let through. */
+  async function unsupported(label, send, { id, requested }) {
+    const response = await expectOriginUntouched(stack.origin, send);
+    assert.equal(response.status, 400, label);
+    const answer = await response.json();
+    assert.deepEqual(
+      [answer.id, answer.error?.code, answer.error?.data],
+      [id, -32022, { supported: ['2025-11-25', MODERN], requested }],
+      label,
+    );
+  }
+
+  test('older revisions are refused with -32022, whether the header, the initialize or nothing names them; never forwarded', async () => {
+    const initialize = { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'old', version: '0' } } };
+    await unsupported('initialize offering 2025-06-18', () => post(stack.gate, token, initialize), { id: 1, requested: '2025-06-18' });
+    const list = { jsonrpc: '2.0', id: 2, method: 'tools/list' };
+    await unsupported('header 2025-06-18', () => post(stack.gate, token, list, { 'mcp-protocol-version': '2025-06-18' }), { id: 2, requested: '2025-06-18' });
+    await unsupported('no version at all: 2025-03-26 assumed', () => post(stack.gate, token, list), { id: 2, requested: '2025-03-26' });
+    const stream = () => stack.gate.fetch('/mcp', { headers: { authorization: `Bearer ${token}`, accept: 'text/event-stream' } });
+    await unsupported('a GET stream without the header', stream, { id: null, requested: '2025-03-26' });
+    const [line] = await stack.gate.output.waitFor((entry) => entry.reason === 'protocol_version_unsupported');
+    assert.equal(line.status, 400);
+  });
+
+  test('the minimum and later revisions pass', async () => {
+    const before = stack.origin.requests.length;
+    const initialize = { jsonrpc: '2.0', id: 3, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'new', version: '0' } } };
+    const response = await post(stack.gate, token, initialize);
+    assert.equal(response.status, 200);
+    await response.body?.cancel();
+    const discover = { jsonrpc: '2.0', id: 4, method: 'server/discover', params: { _meta: meta() } };
+    const modern = await post(stack.gate, token, discover, { 'mcp-protocol-version': MODERN, 'mcp-method': 'server/discover' });
+    assert.ok(!(await modern.text()).includes('-32022'));
+    assert.equal(stack.origin.requests.length, before + 2);
+  });
+
+  test('without the binding every revision passes (mcp.test.mjs runs the earlier revisions)', async () => {
+    const plain = await startStack();
+    try {
+      const old = await plain.issuer.mint({ scope: 'invoices:read' });
+      const initialize = { jsonrpc: '2.0', id: 5, method: 'initialize', params: { protocolVersion: '2025-03-26', capabilities: {}, clientInfo: { name: 'old', version: '0' } } };
+      const response = await post(plain.gate, old, initialize);
+      assert.equal(response.status, 200);
+      await response.body?.cancel();
+    } finally {
+      await plain.close();
+    }
+  });
+});
+
 describe('scope hierarchies (MCP_SCOPE_IMPLIES)', () => {
   let stack;
   before(async () => {

@@ -8,7 +8,8 @@ import { fileURLToPath } from 'node:url';
 import { Miniflare } from 'miniflare';
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-export const BUILD_DIR = join(ROOT, 'build');
+/** The build the tests run: build/, or PORTCULLIS_BUILD_DIR (a copy, so a rebuild cannot change it mid-run). */
+export const BUILD_DIR = process.env.PORTCULLIS_BUILD_DIR ?? join(ROOT, 'build');
 export const WORKER_SCRIPT = join(BUILD_DIR, 'index.js');
 /** The compatibility date the worker is deployed with (wrangler.toml), so tests run what production runs. */
 export const COMPATIBILITY_DATE = deployedCompatibilityDate() ?? '2025-09-01';

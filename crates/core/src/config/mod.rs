@@ -49,6 +49,7 @@ pub mod binding {
     pub const MCP_SCOPE_IMPLIES: &str = "MCP_SCOPE_IMPLIES";
     pub const MCP_MAX_BODY_BYTES: &str = "MCP_MAX_BODY_BYTES";
     pub const MCP_SESSION_TTL_SECONDS: &str = "MCP_SESSION_TTL_SECONDS";
+    pub const MCP_MIN_PROTOCOL_VERSION: &str = "MCP_MIN_PROTOCOL_VERSION";
     pub const OAUTH_TOKEN_FORMAT: &str = "OAUTH_TOKEN_FORMAT";
     pub const OAUTH_INTROSPECTION_URI: &str = "OAUTH_INTROSPECTION_URI";
     pub const OAUTH_INTROSPECTION_CLIENT_ID: &str = "OAUTH_INTROSPECTION_CLIENT_ID";
@@ -231,6 +232,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// How long a session's owner is remembered.
     pub session_ttl_seconds: u64,
+    /// The oldest MCP revision let through (one of
+    /// [`crate::parse::version::KNOWN_REVISIONS`]); `None`: every revision.
+    pub min_protocol_version: Option<&'static str>,
     /// Opaque tokens.
     pub introspection: IntrospectionConfig,
     /// Browser origins allowed to call the MCP endpoints (ASCII serialization,
@@ -680,6 +684,20 @@ impl Config {
             DEFAULT_SESSION_TTL_SECONDS,
             60..=30 * 86_400,
         );
+        let min_protocol_version = p.optional(MCP_MIN_PROTOCOL_VERSION).and_then(|raw| {
+            let known = crate::parse::version::KNOWN_REVISIONS;
+            let found = known.into_iter().find(|revision| *revision == raw);
+            if found.is_none() {
+                p.problem(
+                    MCP_MIN_PROTOCOL_VERSION,
+                    format!(
+                        "{raw:?} is not an MCP revision (one of {})",
+                        known.join(" ")
+                    ),
+                );
+            }
+            found
+        });
         let introspection = p.introspection(issuers.len());
         let mut allowed_origins = Vec::new();
         for raw in p.list(MCP_ALLOWED_ORIGINS) {
@@ -718,6 +736,7 @@ impl Config {
                 key_cache,
                 max_body_bytes,
                 session_ttl_seconds,
+                min_protocol_version,
                 introspection,
                 allowed_origins,
                 warnings: p.warnings,

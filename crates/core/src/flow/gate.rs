@@ -12,8 +12,9 @@ use crate::config::{Config, Route};
 use crate::forward::origin::OriginRequest;
 use crate::forward::reply::{Denial, Reply};
 use crate::parse::jsonrpc::{
-    check_routing_headers, parse_body, RoutingHeaders, RpcError, TOOLS_CALL, TOOLS_LIST,
+    check_routing_headers, parse_body, RoutingHeaders, RpcError, RpcMessage, TOOLS_CALL, TOOLS_LIST,
 };
+use crate::parse::version::{check_minimum, request_revision};
 use crate::verify::jwt::AccessToken;
 
 /// Methods forwarded to the origin (MCP Streamable HTTP transport).
@@ -176,6 +177,7 @@ pub struct RpcPlan {
 /// The refusal carries the audit record when the body could be read.
 pub fn authorize_rpc(
     route: &Route,
+    min_version: Option<&str>,
     request: &RequestHead<'_>,
     token: &AccessToken,
     body: &[u8],
@@ -214,6 +216,9 @@ pub fn authorize_rpc(
         };
         return Err((denial, Some(audit)));
     }
+    if let Err(denial) = check_revision(min_version, protocol_version.as_deref(), &messages) {
+        return Err((denial, Some(audit)));
+    }
     // Decisions use the token's effective scopes (a broader scope holds the
     // narrower ones it implies); the challenge names, in one go, every
     // scope the operation needs that another of them does not cover.
@@ -238,6 +243,28 @@ pub fn authorize_rpc(
         held,
     });
     Ok(RpcPlan { audit, tool_filter })
+}
+
+/// Refuses a request whose MCP revision is older than `minimum`
+/// (`MCP_MIN_PROTOCOL_VERSION`); `messages` is empty for a request without a
+/// JSON-RPC body (`GET`, `DELETE`), whose revision only its header names.
+pub fn check_revision(
+    minimum: Option<&str>,
+    header: Option<&str>,
+    messages: &[RpcMessage],
+) -> Result<(), Denial> {
+    let Some(minimum) = minimum else {
+        return Ok(());
+    };
+    check_minimum(minimum, request_revision(header, messages)).map_err(|refusal| {
+        Denial::UnsupportedProtocolVersion {
+            id: match messages {
+                [message] => message.id.clone(),
+                _ => None,
+            },
+            refusal,
+        }
+    })
 }
 
 #[cfg(test)]

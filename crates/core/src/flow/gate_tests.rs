@@ -488,6 +488,7 @@ fn post_scopes_are_decided_with_the_body_and_challenge_names_them_all() {
     let req = request("POST", "/mcp", None, &headers);
     let plan = authorize_rpc(
         &config.routes[0],
+        None,
         &req,
         &token,
         call("lookup_invoice").as_bytes(),
@@ -496,6 +497,7 @@ fn post_scopes_are_decided_with_the_body_and_challenge_names_them_all() {
     assert_eq!(plan.audit.tools, ["lookup_invoice"]);
     let (denial, audit) = authorize_rpc(
         &config.routes[0],
+        None,
         &req,
         &token,
         call("void_invoice").as_bytes(),
@@ -516,7 +518,7 @@ fn post_scopes_are_decided_with_the_body_and_challenge_names_them_all() {
         .contains(r#"scope="invoices:write mcp:read""#));
     // A batch with one forbidden message is refused whole.
     let batch = format!("[{}, {}]", call("lookup_invoice"), call("void_invoice"));
-    assert!(authorize_rpc(&config.routes[0], &req, &token, batch.as_bytes()).is_err());
+    assert!(authorize_rpc(&config.routes[0], None, &req, &token, batch.as_bytes()).is_err());
 }
 
 #[test]
@@ -527,6 +529,7 @@ fn post_bodies_must_be_json_rpc_and_match_the_routing_headers() {
     for body in ["", "not json", "{}", "[]"] {
         let (denial, _) = authorize_rpc(
             &config.routes[0],
+            None,
             &request("POST", "/mcp", None, &headers),
             &token,
             body.as_bytes(),
@@ -540,6 +543,7 @@ fn post_bodies_must_be_json_rpc_and_match_the_routing_headers() {
     let req = request("POST", "/mcp", None, &headers);
     let (denial, _) = authorize_rpc(
         &config.routes[0],
+        None,
         &req,
         &token,
         call("lookup_invoice").as_bytes(),
@@ -571,13 +575,13 @@ fn tools_list_gets_a_filter_only_when_the_policy_can_hide_tools() {
     let headers = bearer(&mint(JwsAlgorithm::EdDsa, &good_claims()));
     let token = verified(&config, &headers);
     let req = request("POST", "/mcp", None, &headers);
-    let filter = authorize_rpc(&config.routes[0], &req, &token, list)
+    let filter = authorize_rpc(&config.routes[0], None, &req, &token, list)
         .unwrap()
         .tool_filter
         .unwrap();
     assert_eq!(filter.request_ids, [serde_json::Value::from("l")]);
     let plain = self::config(&[]);
-    assert!(authorize_rpc(&plain.routes[0], &req, &token, list)
+    assert!(authorize_rpc(&plain.routes[0], None, &req, &token, list)
         .unwrap()
         .tool_filter
         .is_none());
@@ -918,6 +922,7 @@ fn per_route_tool_scopes_apply_only_on_their_route() {
     let req = request("POST", "/billing", None, &[]);
     let (denial, _) = authorize_rpc(
         &config.routes[0],
+        None,
         &req,
         &token,
         call("void_invoice").as_bytes(),
@@ -932,6 +937,7 @@ fn per_route_tool_scopes_apply_only_on_their_route() {
     let req = request("POST", "/tickets", None, &[]);
     assert!(authorize_rpc(
         &config.routes[1],
+        None,
         &req,
         &token,
         call("void_invoice").as_bytes()

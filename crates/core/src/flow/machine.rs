@@ -40,7 +40,8 @@ use crate::authorize::sessions::{is_valid_session_id, may_use_session, session_k
 use crate::authorize::tool_filter::{SseToolFilter, ToolListFilter};
 use crate::config::{Config, ConfigError, Route, TokenFormat};
 use crate::flow::gate::{
-    authorize_rpc, target, Decision, Outcome, RequestHead, Target, FORWARDED_METHODS,
+    authorize_rpc, check_revision, target, Decision, Outcome, RequestHead, Target,
+    FORWARDED_METHODS,
 };
 use crate::forward::log::request_log;
 use crate::forward::origin::{client_response_headers, origin_headers, origin_url, OriginRequest};
@@ -980,7 +981,13 @@ impl Flow {
                     declared,
                 }));
             };
-            match authorize_rpc(route, &self.request.head(), &token, body) {
+            match authorize_rpc(
+                route,
+                config.min_protocol_version,
+                &self.request.head(),
+                &token,
+                body,
+            ) {
                 Ok(plan) => {
                     self.record.audit = Some(plan.audit);
                     self.tool_filter = plan.tool_filter;
@@ -989,6 +996,11 @@ impl Flow {
                     self.record.audit = audit;
                     return Some(self.refuse(config, denial));
                 }
+            }
+        } else {
+            let header = self.request.head().header("mcp-protocol-version");
+            if let Err(denial) = check_revision(config.min_protocol_version, header, &[]) {
+                return Some(self.refuse(config, denial));
             }
         }
         let forward = self.forward.clone()?;

@@ -10,9 +10,13 @@ use crate::authorize::policy::OFFLINE_ACCESS;
 use crate::config::Route;
 use crate::parse::bearer::BearerError;
 use crate::parse::jsonrpc::RpcError;
+use crate::parse::version::Unsupported;
 use crate::verify::introspect::{IntrospectionRefusal, IntrospectionUnavailable};
 use crate::verify::jwt::TokenError;
 use crate::verify::keys::KeySourceError;
+
+/// MCP 2026-07-28 `UnsupportedProtocolVersionError`.
+const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
 
 /// Seconds a client should wait before retrying while keys are unavailable.
 pub const RETRY_AFTER_SECONDS: u32 = 30;
@@ -78,6 +82,15 @@ pub enum Denial {
         /// The id of the body's single request.
         id: Option<serde_json::Value>,
     },
+    /// The request speaks an MCP revision older than
+    /// `MCP_MIN_PROTOCOL_VERSION` (MCP 2026-07-28
+    /// `UnsupportedProtocolVersionError`).
+    UnsupportedProtocolVersion {
+        /// The id of the body's single request, when there is one.
+        id: Option<serde_json::Value>,
+        /// What was requested and what the gate lets through.
+        refusal: Unsupported,
+    },
     /// The session belongs to another subject or client; answered as the
     /// origin answers an unknown session, so it reveals nothing.
     ForeignSession,
@@ -107,6 +120,7 @@ impl Denial {
             Self::PayloadTooLarge => "body_too_large",
             Self::MalformedRpc(error) => error.reason(),
             Self::HeaderMismatch { .. } => RpcError::HeaderMismatch.reason(),
+            Self::UnsupportedProtocolVersion { .. } => "protocol_version_unsupported",
             Self::ForeignSession => "foreign_session",
             Self::BadGateway => "bad_gateway",
             Self::OriginNotAllowed => "origin_not_allowed",
@@ -189,15 +203,28 @@ impl Denial {
                 "The request body is too large",
                 Vec::new(),
             ),
-            Self::MalformedRpc(error) => rpc_error_reply(400, error.code(), error.message(), None),
+            Self::MalformedRpc(error) => {
+                rpc_error_reply(400, error.code(), error.message(), None, None)
+            }
             Self::HeaderMismatch { id } => rpc_error_reply(
                 400,
                 RpcError::HeaderMismatch.code(),
                 RpcError::HeaderMismatch.message(),
                 id.as_ref(),
+                None,
+            ),
+            Self::UnsupportedProtocolVersion { id, refusal } => rpc_error_reply(
+                400,
+                UNSUPPORTED_PROTOCOL_VERSION,
+                "Unsupported protocol version",
+                id.as_ref(),
+                Some(serde_json::json!({
+                    "supported": refusal.supported,
+                    "requested": refusal.requested,
+                })),
             ),
             // The MCP SDKs' answer to an unknown session: 404 with a JSON-RPC error.
-            Self::ForeignSession => rpc_error_reply(404, -32001, "Session not found", None),
+            Self::ForeignSession => rpc_error_reply(404, -32001, "Session not found", None, None),
             Self::BadGateway => json_reply(
                 502,
                 "bad_gateway",
@@ -274,15 +301,24 @@ fn json_reply(
     }
 }
 
-/// A JSON-RPC error response (JSON-RPC 2.0 §5) with a null id: the gate
-/// answers for the whole body, not one request in it.
 /// A JSON-RPC error answer; `id` is the request's when the refusal concerns
-/// one readable request, else `null` (JSON-RPC 2.0 §5).
-fn rpc_error_reply(status: u16, code: i64, message: &str, id: Option<&serde_json::Value>) -> Reply {
+/// one readable request, else `null` (JSON-RPC 2.0 §5); `data` when the
+/// client acts on it (§5.1).
+fn rpc_error_reply(
+    status: u16,
+    code: i64,
+    message: &str,
+    id: Option<&serde_json::Value>,
+    data: Option<serde_json::Value>,
+) -> Reply {
+    let mut error = serde_json::json!({ "code": code, "message": message });
+    if let Some(data) = data {
+        error["data"] = data;
+    }
     let body = serde_json::json!({
         "jsonrpc": "2.0",
         "id": id.cloned().unwrap_or(serde_json::Value::Null),
-        "error": { "code": code, "message": message },
+        "error": error,
     });
     Reply {
         status,

@@ -25,6 +25,9 @@ pub struct RpcMessage {
     /// `params._meta["io.modelcontextprotocol/protocolVersion"]` (MCP
     /// 2026-07-28 per-request metadata); `None` when it carries none.
     pub protocol_version: Option<String>,
+    /// The `params.protocolVersion` an `initialize` offers (MCP lifecycle,
+    /// 2025 revisions); `None` for any other message.
+    pub offered_version: Option<String>,
 }
 
 impl RpcMessage {
@@ -120,6 +123,7 @@ fn parse_message(value: &Value) -> Result<RpcMessage, RpcError> {
                 target: None,
                 id,
                 protocol_version: None,
+                offered_version: None,
             })
         } else {
             Err(RpcError::NotJsonRpc)
@@ -138,11 +142,17 @@ fn parse_message(value: &Value) -> Result<RpcMessage, RpcError> {
         .and_then(|meta| meta.get(PROTOCOL_VERSION_META))
         .and_then(Value::as_str)
         .map(str::to_owned);
+    let offered_version = params
+        .filter(|_| method == "initialize")
+        .and_then(|params| params.get("protocolVersion"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     Ok(RpcMessage {
         method: Some(method),
         target,
         id,
         protocol_version,
+        offered_version,
     })
 }
 

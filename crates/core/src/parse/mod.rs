@@ -2,3 +2,4 @@
 //! MCP routing headers, read into types before anything is decided.
 pub mod bearer;
 pub mod jsonrpc;
+pub mod version;
