@@ -70,3 +70,18 @@ if [ "$(cat "$lock_stamp" 2>/dev/null)" != "$lock_sum" ]; then
   npm ci --no-audit --no-fund
   echo "$lock_sum" > "$lock_stamp"
 fi
+
+# The official MCP Python SDK for tests/python-sdk.test.mjs, in a project venv
+# (.venv): exactly the set pinned in tests/python/requirements.txt (--no-deps,
+# so nothing unpinned slips in; pip check proves the set is complete). The venv
+# is rebuilt only when that file changed since the last install.
+venv_stamp=.venv/.portcullis-requirements.sha256
+requirements_sum=$(sha256sum tests/python/requirements.txt | cut -d' ' -f1)
+if [ "$(cat "$venv_stamp" 2>/dev/null)" != "$requirements_sum" ]; then
+  step "Installing the MCP Python SDK into .venv (about 15 seconds, once)"
+  rm -rf .venv
+  python3 -m venv .venv
+  .venv/bin/pip install --no-input -q --disable-pip-version-check --no-deps -r tests/python/requirements.txt
+  .venv/bin/pip check --disable-pip-version-check > /dev/null
+  echo "$requirements_sum" > "$venv_stamp"
+fi

@@ -18,46 +18,11 @@ import { StreamableHTTPClientTransport, StreamableHTTPError } from '@modelcontex
 import { UnauthorizedError, auth, extractWWWAuthenticateParams } from '@modelcontextprotocol/sdk/client/auth.js';
 import { ClientCredentialsProvider } from '@modelcontextprotocol/sdk/client/auth-extensions.js';
 import { decodeJwt, decodeProtectedHeader } from 'jose';
-import { SCOPES, startAuthorizationServer } from '../demo/authorization-server.mjs';
-import { startStack } from './helpers/stack.mjs';
-import { HttpUserProvider } from './helpers/oauth.mjs';
+import { SCOPES } from '../demo/authorization-server.mjs';
+import { HttpUserProvider, assertInOrder, startOAuthStack } from './helpers/oauth.mjs';
 import { assertNoSecrets } from './helpers/http.mjs';
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-const TOOL_SCOPES = JSON.stringify({ lookup_invoice: 'invoices:read', void_invoice: 'invoices:write', '*': 'invoices:read' });
-
-/** The gate in front of the SDK origin, trusting a fresh oidc-provider (keys found by discovery). */
-async function startOAuthStack({ accessTokenTTL = 3600, bindings = {} } = {}) {
-  const resources = [];
-  const as = await startAuthorizationServer({ resources, accessTokenFormat: 'jwt', accessTokenTTL });
-  let stack;
-  try {
-    stack = await startStack({
-      bindings: ({ resource }) => {
-        resources.push(resource);
-        return {
-          OAUTH_ISSUER: as.issuer,
-          OAUTH_JWKS_URI: undefined, // discovered: RFC 8414, then OpenID Connect Discovery
-          MCP_SCOPES_SUPPORTED: SCOPES,
-          MCP_REQUIRED_SCOPES: 'invoices:read',
-          MCP_TOOL_SCOPES: TOOL_SCOPES,
-          ...bindings,
-        };
-      },
-    });
-  } catch (error) {
-    await as.close();
-    throw error;
-  }
-  return {
-    as,
-    stack,
-    async close() {
-      await stack.close();
-      await as.close();
-    },
-  };
-}
 
 /** A fetch for the SDK that records every request it makes and each answer's status and challenge. */
 function recordingFetch() {
@@ -73,16 +38,6 @@ function recordingFetch() {
     return response;
   };
   return { log, fetchFn };
-}
-
-/** `steps` appear in `actual` in this order (other entries may come between). */
-function assertInOrder(actual, steps) {
-  let from = 0;
-  for (const step of steps) {
-    const at = actual.indexOf(step, from);
-    assert.ok(at >= 0, `expected "${step}" after position ${from} in:\n  ${actual.join('\n  ')}`);
-    from = at + 1;
-  }
 }
 
 /** The access and refresh tokens a provider holds and held, for leak checks. */

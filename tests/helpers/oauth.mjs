@@ -2,11 +2,67 @@
 // authorization request's redirects, signs in on the login form, approves
 // the consent form, and stops at the client's redirect URI with the code.
 // Cookies are kept as a browser would for that one host. Nothing is mocked:
-// every step is a request to the real oidc-provider.
+// every step is a request to the real oidc-provider. Also: the gate in
+// front of a fresh oidc-provider, for the tests of real OAuth clients.
 
 import assert from 'node:assert/strict';
+import { SCOPES, startAuthorizationServer } from '../../demo/authorization-server.mjs';
+import { startStack } from './stack.mjs';
 
 const MAX_STEPS = 20;
+
+/** The per-tool policy of the OAuth stack: the write tool needs invoices:write, every other tool invoices:read. */
+export const TOOL_SCOPES = JSON.stringify({ lookup_invoice: 'invoices:read', void_invoice: 'invoices:write', '*': 'invoices:read' });
+
+/**
+ * The gate (and the SDK demo origin) trusting a fresh oidc-provider that
+ * issues JWT access tokens for the gate's resource; keys found by discovery.
+ *
+ * @param {object} [options]
+ * @param {number} [options.accessTokenTTL=3600] access token lifetime, in seconds.
+ * @param {object} [options.bindings] merged over the stack's OAuth bindings (e.g. MCP_ORIGIN for another origin).
+ */
+export async function startOAuthStack({ accessTokenTTL = 3600, bindings = {} } = {}) {
+  const resources = [];
+  const as = await startAuthorizationServer({ resources, accessTokenFormat: 'jwt', accessTokenTTL });
+  let stack;
+  try {
+    stack = await startStack({
+      bindings: ({ resource }) => {
+        resources.push(resource);
+        return {
+          OAUTH_ISSUER: as.issuer,
+          OAUTH_JWKS_URI: undefined, // discovered: RFC 8414, then OpenID Connect Discovery
+          MCP_SCOPES_SUPPORTED: SCOPES,
+          MCP_REQUIRED_SCOPES: 'invoices:read',
+          MCP_TOOL_SCOPES: TOOL_SCOPES,
+          ...bindings,
+        };
+      },
+    });
+  } catch (error) {
+    await as.close();
+    throw error;
+  }
+  return {
+    as,
+    stack,
+    async close() {
+      await stack.close();
+      await as.close();
+    },
+  };
+}
+
+/** `steps` appear in `actual` in this order (other entries may come between). */
+export function assertInOrder(actual, steps) {
+  let from = 0;
+  for (const step of steps) {
+    const at = actual.indexOf(step, from);
+    assert.ok(at >= 0, `expected "${step}" after position ${from} in:\n  ${actual.join('\n  ')}`);
+    from = at + 1;
+  }
+}
 
 /**
  * Goes from `authorizationUrl` to the redirect back to `redirectUri`.

@@ -262,7 +262,7 @@ pub fn check_revision(
                 [message] => message.id.clone(),
                 _ => None,
             },
-            refusal,
+            refusal: Box::new(refusal),
         }
     })
 }

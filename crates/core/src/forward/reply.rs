@@ -89,7 +89,7 @@ pub enum Denial {
         /// The id of the body's single request, when there is one.
         id: Option<serde_json::Value>,
         /// What was requested and what the gate lets through.
-        refusal: Unsupported,
+        refusal: Box<Unsupported>,
     },
     /// The session belongs to another subject or client; answered as the
     /// origin answers an unknown session, so it reveals nothing.
