@@ -143,14 +143,16 @@ async function drive(request, env, ctx, started, handle, next) {
   for (;;) {
     switch (+next[0]) {
       case RESPOND: {
-        // RESPOND, status, body kind, background, base, log, body, headers...
+        // RESPOND, status, body kind, background, base, ends, log, body, headers...
         const kind = +next[2];
-        const body = next[6];
-        const response = new Response(
-          kind === BODY_ORIGIN ? origin.body : kind === BODY_FILTERED ? filtered(origin.body, handle) : body === '' ? null : body,
-          { status: +next[1], headers: next[4] === '1' ? laidOver(origin.headers, next, 7) : pairsFrom(next, 7) },
-        );
-        console.log(`${next[5]},"duration_ms":${Date.now() - started}}`);
+        const body = next[7];
+        let stream = kind === BODY_ORIGIN ? origin.body : kind === BODY_FILTERED ? filtered(origin.body, handle) : null;
+        if (stream && next[5] !== '') stream = endingAt(stream, +next[5]);
+        const response = new Response(stream ?? (body === '' ? null : body), {
+          status: +next[1],
+          headers: next[4] === '1' ? laidOver(origin.headers, next, 8) : pairsFrom(next, 8),
+        });
+        console.log(`${next[6]},"duration_ms":${Date.now() - started}}`);
         if (next[3] == 1) ctx.waitUntil(runBackground(env, handle, instance));
         return response;
       }
@@ -326,6 +328,32 @@ async function fetchDocument(handle, [, url, form, authorization, timeoutMs, max
   } catch {
     return gateFetched(handle, signal.aborted ? 2 : 1, 0);
   }
+}
+
+/** The longest delay a timer takes (2^31 - 1 ms, about 24.8 days); longer ones fire at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * An origin event stream that ends at `endsAt` (ms since the epoch): closed
+ * for the client, and the origin's body cancelled, so the origin stops too.
+ */
+function endingAt(body, endsAt) {
+  let timer;
+  const ending = new TransformStream({
+    start(controller) {
+      timer = setTimeout(() => {
+        console.log(JSON.stringify({ event: 'stream_ended', reason: 'token_no_longer_accepted' }));
+        controller.terminate();
+      }, Math.min(Math.max(0, endsAt - Date.now()), MAX_TIMER_MS));
+    },
+    flush() {
+      clearTimeout(timer);
+    },
+    cancel() {
+      clearTimeout(timer);
+    },
+  });
+  return body.pipeThrough(ending);
 }
 
 /** The origin's body through the machine's `tools/list` filter. */

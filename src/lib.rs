@@ -553,10 +553,12 @@ fn step_out(step: Step, background: bool) -> Out {
     }
 }
 
-/// `RESPOND, status, body kind, background, base, log, body, headers...`;
-/// the body is text, or bytes (then the step is an array) when it is not
-/// UTF-8 without NUL. `base` 1: the headers are laid over the origin's
-/// answer's (`Response::from_origin`), 0: they are all.
+/// `RESPOND, status, body kind, background, base, ends, log, body,
+/// headers...`; the body is text, or bytes (then the step is an array) when
+/// it is not UTF-8 without NUL. `base` 1: the headers are laid over the
+/// origin's answer's (`Response::from_origin`), 0: they are all. `ends`: when
+/// the driver ends the origin's event stream, in milliseconds since the
+/// epoch (`Response::ends_at`), or empty.
 fn respond(response: Response, background: bool) -> Out {
     let Response {
         status,
@@ -564,6 +566,7 @@ fn respond(response: Response, background: bool) -> Out {
         body,
         log,
         from_origin,
+        ends_at,
     } = response;
     let (kind, body) = match body {
         Body::Bytes(bytes) => (BODY_BYTES, Some(bytes)),
@@ -583,11 +586,15 @@ fn respond(response: Response, background: bool) -> Out {
             }),
     };
     let base = if from_origin { "1" } else { "0" };
+    let ends = ends_at
+        .map(|seconds| seconds.saturating_mul(1000).to_string())
+        .unwrap_or_default();
     let fields = [
         status.as_str(),
         kind.as_str(),
         background,
         base,
+        ends.as_str(),
         log.as_str(),
     ];
     match text {
@@ -629,6 +636,7 @@ fn failure() -> Out {
                 r#"{"event":"request","decision":"deny","reason":"runtime_error","status":500"#,
             ),
             from_origin: false,
+            ends_at: None,
         },
         false,
     )

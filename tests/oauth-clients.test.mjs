@@ -304,10 +304,17 @@ describe('MCP TypeScript SDK client: refresh when the access token expires mid-s
       assert.ok(provider.tokens().refresh_token, 'a refresh token was issued');
       const { exp } = decodeJwt(firstToken);
       assert.ok(exp - Math.floor(Date.now() / 1000) <= TTL);
-      // Let it expire.
-      await sleep(Math.max(0, (exp + 1) * 1000 - Date.now()));
       const tokenCalls = as.count('/token');
       const authCalls = as.count('/auth');
+      // Let it expire.
+      await sleep(Math.max(0, (exp + 1) * 1000 - Date.now()));
+      // The gate ends the SDK's standing GET stream when its token expires;
+      // the SDK reconnects, is refused, and refreshes there. Let that
+      // refresh finish first: the SDK refreshes on each channel that sees a
+      // 401, and with a rotated refresh token only one of two concurrent
+      // refreshes can win (the loser throws the client back to a new login).
+      const settled = Date.now() + 5000;
+      while (as.count('/token') === tokenCalls && Date.now() < settled) await sleep(50);
 
       const second = await client.callTool({ name: 'lookup_invoice', arguments: { invoice_id: 'INV-1003' } });
       assert.match(second.content[0].text, /Initech/);

@@ -1,13 +1,17 @@
 // Server-Sent Events through the gate arrive one by one, as the origin sends
-// them, not buffered until the response ends.
+// them, not buffered until the response ends; and a stream ends when the
+// token that opened it stops being accepted (MCP 2026-07-28: long-lived
+// streams must not outlive their authorization).
 
 import assert from 'node:assert/strict';
+import http from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { LoggingMessageNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
-import { startStack } from './helpers/stack.mjs';
-import { withTimeout } from './helpers/gate.mjs';
+import { startIssuer } from '../demo/issuer.mjs';
+import { closeAll, startStack } from './helpers/stack.mjs';
+import { freePort, startGate, withTimeout } from './helpers/gate.mjs';
 
 const STEPS = 5;
 const INTERVAL_MS = 300;
@@ -184,5 +188,75 @@ describe('SSE streaming through the gate', () => {
     } finally {
       await client.close();
     }
+  });
+});
+
+/**
+ * An origin whose every answer is an event stream that never ends on its
+ * own (a `subscriptions/listen` or a standing GET): one event each 200 ms.
+ * `closed` counts the streams whose connection went away.
+ */
+async function startEndlessOrigin() {
+  const state = { opened: 0, closed: 0 };
+  const server = http.createServer((req, res) => {
+    state.opened += 1;
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store' });
+    let n = 0;
+    const timer = setInterval(() => res.write(`event: message\ndata: {"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":${n++}}}\n\n`), 200);
+    res.on('close', () => {
+      clearInterval(timer);
+      state.closed += 1;
+    });
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${server.address().port}/mcp`,
+    state,
+    close: () => new Promise((resolve) => server.close(resolve)),
+  };
+}
+
+describe('a stream ends when its token does', () => {
+  const closers = [];
+  let gate;
+  let issuer;
+  let origin;
+  before(async () => {
+    const port = await freePort();
+    const resource = `http://127.0.0.1:${port}/mcp`;
+    issuer = await startIssuer({ audience: resource });
+    closers.push(() => issuer.close());
+    origin = await startEndlessOrigin();
+    closers.push(() => origin.close());
+    gate = await startGate({
+      port,
+      bindings: { MCP_RESOURCE: resource, MCP_ORIGIN: origin.url, OAUTH_ISSUER: issuer.issuer, OAUTH_JWKS_URI: issuer.jwksUri, JWT_LEEWAY_SECONDS: '1' },
+    });
+    closers.push(() => gate.close());
+  });
+  after(() => closeAll(closers));
+
+  test('a GET stream opened with a token that expires is closed at exp + leeway, for the client and the origin', async () => {
+    const exp = Math.floor(Date.now() / 1000) + 3;
+    const token = await issuer.mint({ scope: 'invoices:read', exp });
+    const response = await gate.fetch('/mcp', {
+      headers: { authorization: `Bearer ${token}`, accept: 'text/event-stream', 'mcp-protocol-version': '2025-11-25' },
+    });
+    assert.equal(response.status, 200);
+    const events = await readEvents(response, { timeoutMs: 15_000 });
+    const ended = Date.now();
+    // Ended by the gate at exp + 1 s (leeway), not by the read timeout.
+    assert.ok(ended >= (exp + 1) * 1000 - 50, `ended ${(exp + 1) * 1000 - ended} ms before exp + leeway`);
+    assert.ok(ended <= (exp + 1) * 1000 + 2000, `ended ${ended - (exp + 1) * 1000} ms after exp + leeway`);
+    assert.ok(events.length >= 5, `events flowed until then (${events.length})`);
+    const deadline = Date.now() + 2000;
+    while (origin.state.closed < origin.state.opened && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(origin.state.closed, origin.state.opened, "the origin's stream was closed too");
+    await gate.output.waitFor((line) => line.event === 'stream_ended');
+
+    // Reconnecting with the same token is refused: it has expired.
+    const again = await gate.fetch('/mcp', { headers: { authorization: `Bearer ${token}`, accept: 'text/event-stream' } });
+    assert.equal(again.status, 401);
+    await again.body?.cancel();
   });
 });

@@ -258,6 +258,10 @@ pub struct Response {
     /// the same fields as if it had given them all (the machine reads and
     /// replaces no other).
     pub from_origin: bool,
+    /// For an event stream from the origin: when the driver must end it
+    /// (unix seconds), the moment the token that opened it stops being
+    /// accepted. `None`: the body ends when the origin ends it.
+    pub ends_at: Option<i64>,
 }
 
 /// What to do next.
@@ -356,6 +360,8 @@ pub struct Flow {
     session_owner: Option<Option<String>>,
     /// Filters the origin's `tools/list` answer.
     tool_filter: Option<ToolListFilter>,
+    /// Until when the verified token is accepted (unix seconds).
+    accepted_until: Option<i64>,
     /// The streaming form of `tool_filter`, once answering with SSE.
     sse: Option<SseToolFilter>,
     /// A step to hand out before stepping further (the answer, once made).
@@ -379,6 +385,7 @@ impl Flow {
             body: None,
             session_owner: None,
             tool_filter: None,
+            accepted_until: None,
             sse: None,
             ready: None,
         }
@@ -466,7 +473,13 @@ impl Flow {
                         Poll::Ready(Ok(Err(refusal))) => {
                             return self.refuse(config, Denial::InactiveToken(refusal))
                         }
-                        Poll::Ready(Ok(Ok(token))) => self.authenticated(config, token),
+                        Poll::Ready(Ok(Ok(token))) => {
+                            // The verdict is trusted for the cache's lifetime;
+                            // revocation shows at the next introspection.
+                            let ttl = config.introspection.ttl_seconds;
+                            let until = self.now.saturating_add(ttl).min(token.expires_at);
+                            self.authenticated(config, token, until)
+                        }
                     }
                 }
                 State::FindingKeys { mut lookup, wants } => match lookup.step() {
@@ -785,7 +798,8 @@ impl Flow {
         match wants {
             KeysFor::CachedToken { token, kid } => {
                 if kid.as_deref().is_some_and(|kid| set.has_kid(kid)) {
-                    self.authenticated(config, token);
+                    let until = accepted_until(config, &token);
+                    self.authenticated(config, token, until);
                     return None;
                 }
                 if let Some(key) = &self.token_key {
@@ -897,7 +911,8 @@ impl Flow {
                 if let (Some(key), Some(kid)) = (&self.token_key, token.kid()) {
                     self.gate.tokens.insert(key, &verified, Some(kid), self.now);
                 }
-                self.authenticated(config, verified);
+                let until = accepted_until(config, &verified);
+                self.authenticated(config, verified, until);
                 None
             }
         }
@@ -912,8 +927,10 @@ impl Flow {
         self.refuse(config, Denial::InvalidToken(error))
     }
 
-    /// The token is good: route scopes, then the forward's headers.
-    fn authenticated(&mut self, config: &Config, token: AccessToken) {
+    /// The token is good until `until` (unix seconds): route scopes, then the
+    /// forward's headers.
+    fn authenticated(&mut self, config: &Config, token: AccessToken, until: i64) {
+        self.accepted_until = Some(until);
         let Some(route) = self.route(config) else {
             self.ready = Some(self.refuse(config, Denial::Misconfigured));
             return;
@@ -1081,6 +1098,18 @@ impl Flow {
     }
 
     fn respond_from_origin(&mut self, config: &Config, head: &OriginHead, body: Body) -> Step {
+        // An event stream can stay open for hours: it ends when the token it
+        // was opened with would no longer be accepted, so an expired (or, when
+        // introspected, revoked) token cannot keep receiving messages. A
+        // client reconnects, and is judged again.
+        let is_stream = head.headers.iter().any(|(name, value)| {
+            name.eq_ignore_ascii_case("content-type")
+                && value
+                    .trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("text/event-stream")
+        });
+        let ends_at = self.accepted_until.filter(|_| is_stream);
         let mut headers = client_response_headers(&head.headers);
         if let Some(origin) = &self.record.cors_origin {
             with_cors(&mut headers, origin);
@@ -1092,6 +1121,7 @@ impl Flow {
             log: self.log_line(config, head.status),
             body,
             from_origin: true,
+            ends_at,
         })
     }
 
@@ -1150,6 +1180,7 @@ impl Flow {
             body,
             log,
             from_origin: false,
+            ends_at: None,
         })
     }
 
@@ -1162,6 +1193,13 @@ impl Flow {
             status,
         )
     }
+}
+
+/// When a verified JWT stops being accepted: its `exp` plus the leeway the
+/// gate grants (RFC 7519 §4.1.4).
+fn accepted_until(config: &Config, token: &AccessToken) -> i64 {
+    let leeway = i64::try_from(config.leeway_seconds).unwrap_or(0);
+    token.expires_at.saturating_add(leeway)
 }
 
 fn introspection_policy<'c>(

@@ -293,6 +293,27 @@ fn an_unreachable_origin_is_502() {
 }
 
 #[test]
+fn an_event_stream_ends_when_its_token_stops_being_accepted() {
+    let gate = gate(&[("JWT_LEEWAY_SECONDS", "30")]);
+    let mut sse = script();
+    sse.origin = Ok((
+        200,
+        vec![(
+            "content-type".into(),
+            "Text/Event-Stream; charset=utf-8".into(),
+        )],
+    ));
+    let run = sse.run(&gate, post(&token()), NOW);
+    assert_eq!(run.response.body, Body::Origin);
+    assert_eq!(run.response.ends_at, Some(NOW + 300 + 30), "exp + leeway");
+    // A JSON answer ends by itself; the gate's own answers too.
+    let run = script().run(&gate, post(&token()), NOW + 1);
+    assert_eq!(run.response.ends_at, None);
+    let run = script().run(&gate, request("POST", "/mcp", &[]), NOW);
+    assert_eq!((run.response.status, run.response.ends_at), (401, None));
+}
+
+#[test]
 fn a_filtered_tools_list_hides_tools_in_json_and_in_sse() {
     let gate = gate(&[("MCP_TOOL_SCOPES", r#"{"void":["invoices:write"]}"#)]);
     let list = r#"{"jsonrpc":"2.0","id":7,"method":"tools/list"}"#;
