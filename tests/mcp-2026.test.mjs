@@ -104,6 +104,22 @@ describe('MCP 2026-07-28 request metadata headers', () => {
     await forwarded('2025-06-18', { body: { jsonrpc: '2.0', id: 62, method: 'ping' }, headers: { 'mcp-protocol-version': '2025-06-18' } });
   });
 
+  test('Mcp-Param-* headers that mirror an argument of the call are forwarded; one naming a value the body lacks is 400 -32020', async () => {
+    const withArgs = (id, args, headers) => {
+      const request = call(id, 'lookup_invoice', { headers });
+      request.body.params.arguments = args;
+      return request;
+    };
+    const args = { invoice_id: 'INV-1001', where: { region: 'eu-west1', priority: 3, urgent: false, note: 'für' } };
+    const good = { 'mcp-param-region': 'eu-west1', 'mcp-param-priority': '3', 'mcp-param-urgent': 'false', 'mcp-param-note': encoded('für') };
+    const received = await forwarded('mirrored', withArgs(71, args, good));
+    assert.equal(received.headers['mcp-param-region'], 'eu-west1', 'forwarded as sent');
+    await mismatch('a region the body lacks', withArgs(72, args, { 'mcp-param-region': 'us-east1' }));
+    await mismatch('not Base64 UTF-8', withArgs(73, args, { 'mcp-param-note': '=?base64?/w==?=' }));
+    const list = { body: { jsonrpc: '2.0', id: 74, method: 'tools/list', params: { _meta: meta() } }, headers: { 'mcp-protocol-version': MODERN, 'mcp-method': 'tools/list', 'mcp-param-region': 'eu-west1' } };
+    await mismatch('on a request that has no arguments', list);
+  });
+
   test('a CORS preflight allows the Mcp-Param-* headers the browser asks for, and nothing else it made up', async () => {
     const response = await stack.gate.fetch('/mcp', {
       method: 'OPTIONS',

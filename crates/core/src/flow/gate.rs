@@ -12,7 +12,8 @@ use crate::config::{Config, Route};
 use crate::forward::origin::OriginRequest;
 use crate::forward::reply::{Denial, Reply};
 use crate::parse::jsonrpc::{
-    check_routing_headers, parse_body, RoutingHeaders, RpcError, RpcMessage, TOOLS_CALL, TOOLS_LIST,
+    check_param_headers, check_routing_headers, is_param_header, parse_body, RoutingHeaders,
+    RpcError, RpcMessage, TOOLS_CALL, TOOLS_LIST,
 };
 use crate::parse::version::{check_minimum, request_revision};
 use crate::verify::jwt::AccessToken;
@@ -206,7 +207,15 @@ pub fn authorize_rpc(
         method: method.as_deref(),
         name: name.as_deref(),
     };
-    if let Err(error) = check_routing_headers(routing, &messages) {
+    let params: Vec<(&str, &str)> = request
+        .headers
+        .iter()
+        .filter(|(name, _)| is_param_header(name))
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect();
+    let checked =
+        check_routing_headers(routing, &messages).and_then(|()| check_param_headers(&params, body));
+    if let Err(error) = checked {
         let denial = match (error, messages.as_slice()) {
             (RpcError::HeaderMismatch, [message]) => Denial::HeaderMismatch {
                 id: message.id.clone(),

@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::authorize::policy::OFFLINE_ACCESS;
 use crate::config::Route;
 use crate::parse::bearer::BearerError;
-use crate::parse::jsonrpc::RpcError;
+use crate::parse::jsonrpc::{is_param_header, RpcError};
 use crate::parse::version::Unsupported;
 use crate::verify::introspect::{IntrospectionRefusal, IntrospectionUnavailable};
 use crate::verify::jwt::TokenError;
@@ -404,10 +404,7 @@ pub fn mcp_preflight_reply(origin: &str, requested: Option<&str>) -> Reply {
         "Authorization, Content-Type, Accept, Mcp-Session-Id, MCP-Protocol-Version, Last-Event-ID, Mcp-Method, Mcp-Name",
     );
     for name in requested.unwrap_or_default().split(',').map(str::trim) {
-        let is_param = name.len() > PARAM_PREFIX.len()
-            && name.as_bytes()[..PARAM_PREFIX.len()].eq_ignore_ascii_case(PARAM_PREFIX.as_bytes())
-            && name.bytes().all(is_tchar);
-        if is_param {
+        if is_param_header(name) && name.bytes().all(is_tchar) {
             allowed.push_str(", ");
             allowed.push_str(name);
         }
@@ -427,9 +424,6 @@ pub fn mcp_preflight_reply(origin: &str, requested: Option<&str>) -> Reply {
         body: String::new(),
     }
 }
-
-/// The prefix of the fields mirroring tool parameters (`Mcp-Param-{Name}`).
-const PARAM_PREFIX: &str = "mcp-param-";
 
 /// A field-name character (RFC 9110 §5.6.2 `tchar`).
 fn is_tchar(byte: u8) -> bool {
