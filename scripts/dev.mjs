@@ -186,6 +186,8 @@ async function runStack({ routes = false } = {}) {
     // The MCP Inspector's default origins.
     MCP_ALLOWED_ORIGINS: INSPECTOR_ORIGINS.join(' '),
     ORIGIN_AUTHORIZATION: originAuthorization,
+    // Seals the origin's requestState to its user; made up for this run only.
+    MCP_STATE_SECRET: randomBytes(32).toString('base64url'),
   };
   const gate = runGate(vars, () => Promise.allSettled([origin.close(), as.close()]));
   await waitForGate('/.well-known/oauth-protected-resource/mcp');
@@ -303,6 +305,7 @@ async function runRoutesStack() {
     // Throwaway credentials for the origins, made up for this run only.
     BILLING_ORIGIN_AUTHORIZATION: `Bearer demo-billing-${randomBytes(16).toString('hex')}`,
     TICKETS_ORIGIN_AUTHORIZATION: `Bearer demo-tickets-${randomBytes(16).toString('hex')}`,
+    MCP_STATE_SECRET: randomBytes(32).toString('base64url'),
   };
   const gate = runGate(vars, () => Promise.allSettled([origins.billing.close(), origins.tickets.close(), as.close()]));
   await waitForGate('/.well-known/oauth-protected-resource/billing/mcp');

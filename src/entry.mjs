@@ -157,11 +157,11 @@ async function drive(request, env, ctx, started, handle, next) {
         return response;
       }
       case FORWARD: {
-        // FORWARD, url, headers...
+        // FORWARD, url, body (the machine's rewrite of the body, or empty), headers...
         const { method } = request;
-        const body = read ?? (method === 'GET' || method === 'HEAD' ? undefined : request.body);
+        const body = next[2] !== '' ? next[2] : (read ?? (method === 'GET' || method === 'HEAD' ? undefined : request.body));
         try {
-          origin = await fetch(next[1], { method, headers: pairsFrom(next, 2), body, redirect: 'manual' });
+          origin = await fetch(next[1], { method, headers: pairsFrom(next, 3), body, redirect: 'manual' });
         } catch {
           origin = undefined;
         }

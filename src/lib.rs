@@ -540,12 +540,18 @@ fn step_out(step: Step, background: bool) -> Out {
                 [max_bytes.to_string().as_str(), declared.as_str()],
             )
         }
-        // The body goes as the entry read it for READ_BODY: the very bytes
-        // the machine authorized.
+        // `FORWARD, url, body, headers...`. The body is the machine's when
+        // it rewrote it (JSON, so text without NUL); empty: the body goes as
+        // the entry read it for READ_BODY, the very bytes the machine
+        // authorized.
         Step::Need(Need::Forward(forward)) => {
             #[cfg(feature = "panic-probe")]
             panic_probe(&forward.headers);
-            Out::text(FORWARD, [forward.url.as_str()]).with_headers(&forward.headers)
+            let body = forward
+                .body
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .unwrap_or_default();
+            Out::text(FORWARD, [forward.url.as_str(), body.as_str()]).with_headers(&forward.headers)
         }
         Step::Need(Need::ReadOriginBody) => Out::text(READ_ORIGIN_BODY, []),
         Step::Respond(response) => respond(response, background),

@@ -36,9 +36,13 @@ function cases({ origin, issuer }) {
     },
     'scope-hierarchy-unknown-scope': { bindings: { ...good, MCP_SCOPE_IMPLIES: '{"admin": "*"}' }, names: 'MCP_SCOPE_IMPLIES' },
     'min-protocol-version-not-a-revision': { bindings: { ...good, MCP_MIN_PROTOCOL_VERSION: '2026-07-29' }, names: 'MCP_MIN_PROTOCOL_VERSION' },
+    'state-secret-too-short': { bindings: { ...good, MCP_STATE_SECRET: SHORT_STATE_SECRET }, names: 'MCP_STATE_SECRET' },
     'missing-kv': { bindings: good, names: 'JWKS_CACHE', kv: false },
   };
 }
+
+/** A secret too short to seal requestState with: refused, and never echoed. */
+const SHORT_STATE_SECRET = 'st4te-secret-far-too-short';
 
 describe('misconfiguration', () => {
   let issuer;
@@ -116,6 +120,7 @@ describe('misconfiguration', () => {
       const lines = output.lines.filter((l) => l.json?.event !== 'request' && l.line.includes(binding));
       assert.ok(lines.length >= count, `${binding}: expected ${count} log line(s) naming it, got ${lines.length}; output:\n${output.text.slice(-3000)}`);
     }
+    assert.ok(!output.text.includes(SHORT_STATE_SECRET), 'a refused secret is never echoed');
   });
 
   test('each refused request is logged with status 500, and no token is printed', async () => {

@@ -1,6 +1,7 @@
 // The whole stack for one test file: demo issuer(s) + demo origin + the gate
 // in Miniflare, wired together on 127.0.0.1, and torn down together.
 
+import { randomBytes } from 'node:crypto';
 import { startIssuer } from '../../demo/issuer.mjs';
 import { startOrigin } from '../../demo/origin.mjs';
 import { freePort, startGate } from './gate.mjs';
@@ -29,6 +30,8 @@ export async function startStack({ issuer: issuerOptions = {}, origin: originOpt
       MCP_ORIGIN: origin.url,
       OAUTH_ISSUER: issuer.issuer,
       OAUTH_JWKS_URI: issuer.jwksUri,
+      // requestState sealed to its user (made up for this stack only).
+      MCP_STATE_SECRET: randomBytes(32).toString('base64url'),
     };
     const bindings = { ...defaults, ...(overrides ? overrides({ resource, issuer, origin, base }) : {}) };
     const gate = await startGate({ bindings, port, buildDir });

@@ -1,5 +1,7 @@
 //! What a verified token may do: scopes per route, method and tool, the
-//! sessions it owns, and the tools it may see in `tools/list`.
+//! sessions it owns, the tools it may see in `tools/list`, and the
+//! `requestState` it may resume.
 pub mod policy;
+pub mod request_state;
 pub mod sessions;
 pub mod tool_filter;

@@ -15,6 +15,7 @@ use crate::authorize::policy::{
     is_scope_token, ScopeHierarchy, ScopeMap, ScopePolicy, DEFAULT_ENTRY as DEFAULT_ENTRY_NAME,
     OFFLINE_ACCESS,
 };
+use crate::authorize::request_state::StateKey;
 use crate::verify::introspect::{ClientAuthMethod, IntrospectionClient};
 use crate::verify::jwk::JwsAlgorithm;
 use crate::verify::keys::{is_loopback_host, CacheSettings, FetchLimits, TrustedIssuer};
@@ -50,6 +51,7 @@ pub mod binding {
     pub const MCP_MAX_BODY_BYTES: &str = "MCP_MAX_BODY_BYTES";
     pub const MCP_SESSION_TTL_SECONDS: &str = "MCP_SESSION_TTL_SECONDS";
     pub const MCP_MIN_PROTOCOL_VERSION: &str = "MCP_MIN_PROTOCOL_VERSION";
+    pub const MCP_STATE_SECRET: &str = "MCP_STATE_SECRET";
     pub const OAUTH_TOKEN_FORMAT: &str = "OAUTH_TOKEN_FORMAT";
     pub const OAUTH_INTROSPECTION_URI: &str = "OAUTH_INTROSPECTION_URI";
     pub const OAUTH_INTROSPECTION_CLIENT_ID: &str = "OAUTH_INTROSPECTION_CLIENT_ID";
@@ -235,6 +237,9 @@ pub struct Config {
     /// The oldest MCP revision let through (one of
     /// [`crate::parse::version::KNOWN_REVISIONS`]); `None`: every revision.
     pub min_protocol_version: Option<&'static str>,
+    /// Seals the origin's `requestState` to its caller; `None`: states pass
+    /// as the origin made them.
+    pub state_key: Option<StateKey>,
     /// Opaque tokens.
     pub introspection: IntrospectionConfig,
     /// Browser origins allowed to call the MCP endpoints (ASCII serialization,
@@ -698,6 +703,21 @@ impl Config {
             }
             found
         });
+        // A secret: never echoed, whatever is wrong with it.
+        let state_key = match p
+            .optional(MCP_STATE_SECRET)
+            .map(|raw| StateKey::parse(&raw))
+        {
+            Some(Ok(key)) => Some(key),
+            Some(Err(problem)) => {
+                p.problem(MCP_STATE_SECRET, problem);
+                None
+            }
+            None => {
+                p.warnings.push(format!("{MCP_STATE_SECRET}: unset, so the requestState of multi round-trip requests (MCP 2026-07-28) reaches clients as the origin made it, and a state issued to one user can be echoed by another unless the origin binds it; set a secret of 32 characters or more to have the gate seal each state to its user and call"));
+                None
+            }
+        };
         let introspection = p.introspection(issuers.len());
         let mut allowed_origins = Vec::new();
         for raw in p.list(MCP_ALLOWED_ORIGINS) {
@@ -737,6 +757,7 @@ impl Config {
                 max_body_bytes,
                 session_ttl_seconds,
                 min_protocol_version,
+                state_key,
                 introspection,
                 allowed_origins,
                 warnings: p.warnings,

@@ -12,8 +12,8 @@ use crate::config::{Config, Route};
 use crate::forward::origin::OriginRequest;
 use crate::forward::reply::{Denial, Reply};
 use crate::parse::jsonrpc::{
-    check_param_headers, check_routing_headers, is_param_header, parse_body, RoutingHeaders,
-    RpcError, RpcMessage, TOOLS_CALL, TOOLS_LIST,
+    carries_header_metadata, check_param_headers, check_routing_headers, is_param_header,
+    parse_body, RoutingHeaders, RpcError, RpcMessage, TOOLS_CALL, TOOLS_LIST,
 };
 use crate::parse::version::{check_minimum, request_revision};
 use crate::verify::jwt::AccessToken;
@@ -170,6 +170,9 @@ pub struct RpcPlan {
     pub audit: RpcAudit,
     /// Set when the body lists tools and the policy may hide some.
     pub tool_filter: Option<ToolListFilter>,
+    /// The request's revision has multi round-trip requests (MCP
+    /// 2026-07-28 on): its answers may carry `requestState`.
+    pub multi_round_trip: bool,
 }
 
 /// Authorizes the JSON-RPC body of a POST from a verified `token`: the body
@@ -251,7 +254,13 @@ pub fn authorize_rpc(
         policy: policy.clone(),
         held,
     });
-    Ok(RpcPlan { audit, tool_filter })
+    let multi_round_trip =
+        carries_header_metadata(request_revision(protocol_version.as_deref(), &messages));
+    Ok(RpcPlan {
+        audit,
+        tool_filter,
+        multi_round_trip,
+    })
 }
 
 /// Refuses a request whose MCP revision is older than `minimum`

@@ -36,8 +36,8 @@
 
 use std::rc::Rc;
 
+use crate::authorize::request_state::{open_body, Holder, StateSealer, STATEFUL_METHODS};
 use crate::authorize::sessions::{is_valid_session_id, may_use_session, session_key, SessionOwner};
-use crate::authorize::tool_filter::{SseToolFilter, ToolListFilter};
 use crate::config::{Config, ConfigError, Route, TokenFormat};
 use crate::flow::gate::{
     authorize_rpc, check_revision, target, Decision, Outcome, RequestHead, Target,
@@ -49,6 +49,7 @@ pub use crate::forward::origin::{origin_fields_replaced, ORIGIN_FIELDS_DECIDED};
 use crate::forward::reply::{
     mcp_preflight_reply, metadata_preflight_reply, metadata_reply, with_cors, Denial, Reply,
 };
+use crate::forward::rewrite::{AnswerRewrite, SseRewrite};
 use crate::io::{Io, IoAnswer, Poll};
 use crate::parse::bearer::{extract_bearer, CredentialCarriers};
 use crate::verify::introspect::{looks_like_jwt, IntrospectionPolicy};
@@ -193,11 +194,12 @@ pub enum Need {
         /// the driver may read such a body whole at once.
         declared: Option<u64>,
     },
-    /// Send this to the origin (with the body read for [`Need::ReadBody`],
-    /// if any, else the client's own body for methods that carry one);
+    /// Send this to the origin (with its `body` when the gate rewrote the
+    /// body, else the body read for [`Need::ReadBody`], if any, else the
+    /// client's own body for methods that carry one);
     /// answered with [`Answer::Origin`].
     Forward(OriginRequest),
-    /// Read the origin's whole body (a JSON `tools/list` answer to filter);
+    /// Read the origin's whole body (a JSON answer to rewrite);
     /// answered with [`Answer::OriginBody`].
     ReadOriginBody,
 }
@@ -235,7 +237,7 @@ pub enum Body {
     /// The origin's body, streamed through untouched.
     Origin,
     /// The origin's body streamed through [`Flow::filter_chunk`] and
-    /// [`Flow::filter_end`] (a `tools/list` answer as Server-Sent Events).
+    /// [`Flow::filter_end`] (an answer to rewrite, as Server-Sent Events).
     OriginFiltered,
 }
 
@@ -306,7 +308,7 @@ enum State {
     CheckingSession { key: String, head: OriginHead },
     /// Binding the session to the token's owner.
     BindingSession { head: OriginHead },
-    /// Reading the origin's JSON `tools/list` answer to filter it.
+    /// Reading the origin's JSON answer to rewrite it.
     ReadingOriginBody { head: OriginHead },
     /// The answer is given; running a background key set refresh.
     Refreshing(KeySetRefresh),
@@ -358,12 +360,12 @@ pub struct Flow {
     body: Option<Vec<u8>>,
     /// The session's stored owner, once read.
     session_owner: Option<Option<String>>,
-    /// Filters the origin's `tools/list` answer.
-    tool_filter: Option<ToolListFilter>,
+    /// Rewrites the origin's answer (`tools/list` filtered, states sealed).
+    rewrite: Option<AnswerRewrite>,
     /// Until when the verified token is accepted (unix seconds).
     accepted_until: Option<i64>,
-    /// The streaming form of `tool_filter`, once answering with SSE.
-    sse: Option<SseToolFilter>,
+    /// The streaming form of `rewrite`, once answering with SSE.
+    sse: Option<SseRewrite>,
     /// A step to hand out before stepping further (the answer, once made).
     ready: Option<Step>,
 }
@@ -384,7 +386,7 @@ impl Flow {
             forward: None,
             body: None,
             session_owner: None,
-            tool_filter: None,
+            rewrite: None,
             accepted_until: None,
             sse: None,
             ready: None,
@@ -691,6 +693,7 @@ impl Flow {
         self.forward = Some(OriginRequest {
             url: origin_url(&route.origin, &self.request.path[suffix..], head.query),
             headers: Vec::new(),
+            body: None,
         });
         let authorization = head.header_values("authorization");
         let carriers = CredentialCarriers {
@@ -1006,8 +1009,45 @@ impl Flow {
                 body,
             ) {
                 Ok(plan) => {
+                    let stateful = plan
+                        .audit
+                        .methods
+                        .iter()
+                        .any(|method| STATEFUL_METHODS.contains(&method.as_str()));
                     self.record.audit = Some(plan.audit);
-                    self.tool_filter = plan.tool_filter;
+                    // Answers of earlier revisions carry no state, so their
+                    // bodies are opened only to refuse one that does.
+                    let may_carry = plan.multi_round_trip || StateSealer::may_concern(body);
+                    let mut states = None;
+                    if let (Some(key), true) = (&config.state_key, stateful && may_carry) {
+                        let holder = Holder {
+                            resource: route.resource.uri.clone(),
+                            issuer: token.issuer.clone(),
+                            subject: token.subject.clone(),
+                            client_id: token.client_id.clone(),
+                        };
+                        match open_body(key, &holder, self.now, body) {
+                            Ok(opened) => {
+                                if let Some(forward) = &mut self.forward {
+                                    forward.body = opened.body;
+                                }
+                                states = opened.sealer.filter(|_| plan.multi_round_trip);
+                            }
+                            Err(refused) => {
+                                let denial = Denial::InvalidRequestState {
+                                    id: refused.id,
+                                    why: refused.why,
+                                };
+                                return Some(self.refuse(config, denial));
+                            }
+                        }
+                    }
+                    if plan.tool_filter.is_some() || states.is_some() {
+                        self.rewrite = Some(AnswerRewrite {
+                            tools: plan.tool_filter,
+                            states,
+                        });
+                    }
                 }
                 Err((denial, audit)) => {
                     self.record.audit = audit;
@@ -1053,13 +1093,14 @@ impl Flow {
         }
     }
 
-    /// The client's answer from the origin's, `tools/list` filtered.
+    /// The client's answer from the origin's, rewritten (`tools/list`
+    /// filtered, states sealed).
     fn answer_from_origin(&mut self, config: &Config, head: OriginHead) -> Step {
-        let filter = self
-            .tool_filter
+        let rewrite = self
+            .rewrite
             .take()
             .filter(|_| (200..300).contains(&head.status));
-        let Some(filter) = filter else {
+        let Some(rewrite) = rewrite else {
             return self.respond_from_origin(config, &head, Body::Origin);
         };
         let content_type = head
@@ -1069,16 +1110,21 @@ impl Flow {
             .map(|(_, value)| value.to_ascii_lowercase())
             .unwrap_or_default();
         if content_type.starts_with("application/json") {
-            self.tool_filter = Some(filter);
+            self.rewrite = Some(rewrite);
             self.state = State::ReadingOriginBody { head };
             return Step::Need(Need::ReadOriginBody);
         }
         if content_type.starts_with("text/event-stream") {
-            self.sse = Some(filter.sse());
+            self.sse = Some(rewrite.sse());
             return self.respond_from_origin(config, &head, Body::OriginFiltered);
         }
-        // A tools/list answer in a form the gate cannot filter is not passed on.
-        self.refuse(config, Denial::BadGateway)
+        // A tools/list answer in a form the gate cannot filter is not passed
+        // on; any other answer holds no JSON-RPC result whose state a client
+        // could echo.
+        if rewrite.tools.is_some() {
+            return self.refuse(config, Denial::BadGateway);
+        }
+        self.respond_from_origin(config, &head, Body::Origin)
     }
 
     fn filtered_json(
@@ -1087,10 +1133,10 @@ impl Flow {
         head: OriginHead,
         body: Result<Vec<u8>, ()>,
     ) -> Step {
-        let (Some(filter), Ok(body)) = (self.tool_filter.take(), body) else {
+        let (Some(rewrite), Ok(body)) = (self.rewrite.take(), body) else {
             return self.refuse(config, Denial::BadGateway);
         };
-        match filter.filter_json(&body) {
+        match rewrite.rewrite_json(&body) {
             Ok(Some(filtered)) => self.respond_from_origin(config, &head, Body::Bytes(filtered)),
             Ok(None) => self.respond_from_origin(config, &head, Body::Bytes(body)),
             Err(_) => self.refuse(config, Denial::BadGateway),

@@ -339,6 +339,86 @@ fn a_filtered_tools_list_hides_tools_in_json_and_in_sse() {
     assert!(text.contains("lookup") && !text.contains("void"), "{text}");
 }
 
+/// MCP 2026-07-28 multi round-trip requests: the origin's `requestState`
+/// reaches the client sealed to its user and call (JSON and SSE); a retry
+/// from another user is refused and never forwarded; the owner's retry
+/// reaches the origin with the origin's own state.
+#[test]
+fn a_request_state_is_sealed_to_its_user_and_opened_for_them_only() {
+    let gate = gate(&[("MCP_STATE_SECRET", "0123456789abcdef0123456789abcdef")]);
+    let modern = |token: &str| {
+        let mut request = post(token);
+        for (name, value) in [
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "lookup"),
+        ] {
+            request.headers.push((name.into(), value.into()));
+        }
+        request
+    };
+    let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"lookup","arguments":{},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#;
+    let paused = r#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"input_required","inputRequests":{},"requestState":"origin-state"}}"#;
+    let mut first = script();
+    first.body = Ok(call.as_bytes().to_vec());
+    first.origin_body = paused.as_bytes().to_vec();
+    let run = first.run(&gate, modern(&token()), NOW);
+    assert_eq!(run.response.status, 200);
+    let answer: serde_json::Value = serde_json::from_slice(&run.body).unwrap();
+    let sealed = answer["result"]["requestState"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        sealed.starts_with("pc1.") && sealed.ends_with(".origin-state"),
+        "{sealed}"
+    );
+
+    let mut sse = script();
+    sse.body = Ok(call.as_bytes().to_vec());
+    sse.origin = Ok((
+        200,
+        vec![("content-type".into(), "text/event-stream".into())],
+    ));
+    sse.origin_body = format!("event: message\ndata: {paused}\n\n").into_bytes();
+    let run = sse.run(&gate, modern(&token()), NOW);
+    assert_eq!(run.response.body, Body::OriginFiltered);
+    let text = String::from_utf8(run.body.clone()).unwrap();
+    assert!(text.contains(r#""requestState":"pc1."#), "{text}");
+    // A 2025 client's answers carry no state: streamed as they come.
+    let mut legacy = script();
+    legacy.origin_body = paused.as_bytes().to_vec();
+    let run = legacy.run(&gate, post(&token()), NOW);
+    assert_eq!(run.response.body, Body::Origin);
+
+    let retry = call.replace(
+        r#""arguments":{}"#,
+        &format!(r#""arguments":{{}},"requestState":"{sealed}""#),
+    );
+    let mut someone_else = script();
+    someone_else.body = Ok(retry.clone().into_bytes());
+    let other = mint(
+        JwsAlgorithm::EdDsa,
+        &with(&good_claims(), json!({"sub": "user-2", "jti": "t-2"})),
+    );
+    let run = someone_else.run(&gate, modern(&other), NOW + 5);
+    refused(&run, 400, "request_state_foreign");
+    let reply: serde_json::Value = serde_json::from_slice(&run.body).unwrap();
+    assert_eq!(
+        (reply["id"].clone(), reply["error"]["code"].clone()),
+        (json!(1), json!(-32602))
+    );
+
+    let mut owner = script();
+    owner.body = Ok(retry.into_bytes());
+    let run = owner.run(&gate, modern(&token()), NOW + 5);
+    let (_, body) = run.forwarded.as_ref().expect("forwarded");
+    let forwarded: serde_json::Value = serde_json::from_slice(body.as_deref().unwrap()).unwrap();
+    assert_eq!(forwarded["params"]["requestState"], "origin-state");
+    // An answer without a state passes as the origin gave it, unparsed.
+    assert_eq!(run.body, b"{}");
+}
+
 #[test]
 fn a_kid_unknown_to_a_fetched_set_is_not_fetched_again() {
     let gate = gate(&[]);

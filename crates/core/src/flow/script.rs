@@ -159,7 +159,9 @@ impl Script {
                 }),
                 Need::Forward(request) => {
                     assert!(forwarded.is_none(), "the machine forwarded twice");
-                    forwarded = Some((request, flow.body().map(<[u8]>::to_vec)));
+                    // The gate's rewrite of the body, else the body as read.
+                    let body = request.body.clone().or(flow.body().map(<[u8]>::to_vec));
+                    forwarded = Some((request, body));
                     Answer::Origin(self.origin.clone())
                 }
                 Need::ReadOriginBody => Answer::OriginBody(Ok(self.origin_body.clone())),

@@ -1,6 +1,7 @@
 //! What leaves the gate: the request the origin receives (without the
-//! client's token), every answer the gate gives itself, and the log line
-//! that records it.
+//! client's token), the origin's answer as the client receives it, every
+//! answer the gate gives itself, and the log line that records it.
 pub mod log;
 pub mod origin;
 pub mod reply;
+pub mod rewrite;

@@ -77,6 +77,10 @@ pub struct OriginRequest {
     pub url: String,
     /// Header fields to send, names in lower case.
     pub headers: Vec<(String, String)>,
+    /// The body the gate rewrote (a request whose `requestState` it
+    /// opened), sent instead of the client's; `None`: the client's body,
+    /// as read.
+    pub body: Option<Vec<u8>>,
 }
 
 /// Maps the client's path below the resource onto the origin URL.

@@ -7,6 +7,7 @@
 use serde::Serialize;
 
 use crate::authorize::policy::OFFLINE_ACCESS;
+use crate::authorize::request_state::StateRefusal;
 use crate::config::Route;
 use crate::parse::bearer::BearerError;
 use crate::parse::jsonrpc::{is_param_header, RpcError};
@@ -94,6 +95,14 @@ pub enum Denial {
     /// The session belongs to another subject or client; answered as the
     /// origin answers an unknown session, so it reveals nothing.
     ForeignSession,
+    /// A `requestState` the gate did not seal for this caller and call, or
+    /// past its lifetime (MCP 2026-07-28 multi round-trip requests).
+    InvalidRequestState {
+        /// The id of the request that carried it.
+        id: Option<serde_json::Value>,
+        /// Why, for the log only.
+        why: StateRefusal,
+    },
     /// The origin could not be reached, or its `tools/list` answer could not
     /// be filtered (and so must not be passed on).
     BadGateway,
@@ -122,6 +131,7 @@ impl Denial {
             Self::HeaderMismatch { .. } => RpcError::HeaderMismatch.reason(),
             Self::UnsupportedProtocolVersion { .. } => "protocol_version_unsupported",
             Self::ForeignSession => "foreign_session",
+            Self::InvalidRequestState { why, .. } => why.reason(),
             Self::BadGateway => "bad_gateway",
             Self::OriginNotAllowed => "origin_not_allowed",
             Self::Misconfigured => "misconfigured",
@@ -225,6 +235,15 @@ impl Denial {
             ),
             // The MCP SDKs' answer to an unknown session: 404 with a JSON-RPC error.
             Self::ForeignSession => rpc_error_reply(404, -32001, "Session not found", None, None),
+            // The Python SDK's own answer to a state that does not open: one
+            // message whatever the reason.
+            Self::InvalidRequestState { id, .. } => rpc_error_reply(
+                400,
+                -32602,
+                "Invalid or expired requestState",
+                id.as_ref(),
+                None,
+            ),
             Self::BadGateway => json_reply(
                 502,
                 "bad_gateway",

@@ -156,8 +156,10 @@ fn parse_message(value: &Value) -> Result<RpcMessage, RpcError> {
     })
 }
 
-/// The member naming what `method` acts on; required where scopes may depend on it.
-fn target_of(
+/// The member naming what `method` acts on in `params` (see
+/// [`RpcMessage::target`]); required where scopes may depend on it, so `Err`
+/// when a method that names a target lacks it.
+pub fn target_of(
     method: &str,
     params: Option<&Map<String, Value>>,
 ) -> Result<Option<String>, RpcError> {
@@ -194,8 +196,9 @@ pub struct RoutingHeaders<'a> {
 }
 
 /// Whether a protocol version (`YYYY-MM-DD`) is `HEADER_METADATA_SINCE` or
-/// later. Anything not shaped like a date is not.
-fn carries_header_metadata(version: &str) -> bool {
+/// later (the revision that also brought multi round-trip requests).
+/// Anything not shaped like a date is not.
+pub fn carries_header_metadata(version: &str) -> bool {
     let shaped = version.len() == 10
         && version.bytes().enumerate().all(|(i, byte)| match i {
             4 | 7 => byte == b'-',
