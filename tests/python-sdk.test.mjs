@@ -254,6 +254,55 @@ describe('MCP Python SDK client and origin through the gate (static tokens), and
     assert.deepEqual(own.answer.result.content.map((c) => c.text), ['confirmed: for alice only']);
   });
 
+  test("Mcp-Param-* checked by the tool's schema once the gate has seen it listed: another argument's value, or no header for a marked argument, is 400 -32020, never forwarded", async () => {
+    const meta = {
+      'io.modelcontextprotocol/protocolVersion': MODERN,
+      'io.modelcontextprotocol/clientInfo': { name: 'raw', version: '0' },
+      'io.modelcontextprotocol/clientCapabilities': {},
+    };
+    const token = await stack.issuer.mint({ sub: 'carol', scope: 'invoices:read' });
+    const send = async (id, method, params, headers = {}) => {
+      const response = await stack.gate.fetch('/mcp', {
+        method: 'POST',
+        headers: {
+          authorization: `Bearer ${token}`,
+          'content-type': 'application/json',
+          accept: 'application/json, text/event-stream',
+          'mcp-protocol-version': MODERN,
+          'mcp-method': method,
+          ...headers,
+        },
+        body: JSON.stringify({ jsonrpc: '2.0', id, method, params: { ...params, _meta: meta } }),
+      });
+      const text = await response.text();
+      const data = response.headers.get('content-type')?.startsWith('text/event-stream') ? text.split('\n').find((l) => l.startsWith('data:'))?.slice(5) : text;
+      return { status: response.status, text, answer: data?.startsWith('{') ? JSON.parse(data) : undefined };
+    };
+    const forecast = (id, headers) => send(id, 'tools/call', { name: 'forecast', arguments: { city: 'us-east', region: 'eu-north' } }, { 'mcp-name': 'forecast', ...headers });
+
+    const listed = await send(1, 'tools/list', {});
+    assert.equal(listed.status, 200, listed.text);
+    const schema = listed.answer.result.tools.find((tool) => tool.name === 'forecast').inputSchema;
+    assert.equal(schema.properties.region['x-mcp-header'], 'Region', 'the origin marks region');
+
+    const before = (await python.record()).requests.length;
+    for (const [label, id, headers] of [
+      ["another argument's value", 2, { 'mcp-param-region': 'us-east' }],
+      ['no header for the marked argument', 3, {}],
+      ['the header twice', 4, { 'mcp-param-region': 'eu-north, eu-north' }],
+    ]) {
+      const refused = await forecast(id, headers);
+      assert.equal(refused.status, 400, `${label}: ${refused.text}`);
+      assert.equal(refused.answer.error.code, -32020, label);
+      assert.equal(refused.answer.id, id, label);
+    }
+    assert.equal((await python.record()).requests.length, before, 'never forwarded');
+
+    const good = await forecast(5, { 'mcp-param-region': 'eu-north' });
+    assert.equal(good.status, 200, good.text);
+    assert.deepEqual(JSON.parse(good.answer.result.content[0].text), { city: 'us-east', region: 'eu-north', mcp_param_region: 'eu-north' });
+  });
+
   describe('protocol revision matrix: list and call through the gate', () => {
     /** A fetch for the TypeScript SDK that asks for `version` in initialize, as a client of that revision does. */
     const pinnedFetch = (version) => (url, init = {}) => {

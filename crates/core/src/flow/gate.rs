@@ -12,9 +12,10 @@ use crate::config::{Config, Route};
 use crate::forward::origin::OriginRequest;
 use crate::forward::reply::{Denial, Reply};
 use crate::parse::jsonrpc::{
-    carries_header_metadata, check_param_headers, check_routing_headers, is_param_header,
-    parse_body, RoutingHeaders, RpcError, RpcMessage, TOOLS_CALL, TOOLS_LIST,
+    carries_header_metadata, check_routing_headers, parse_body, RoutingHeaders, RpcError,
+    RpcMessage, TOOLS_CALL, TOOLS_LIST,
 };
+use crate::parse::tool_headers::{check_param_headers, is_param_header, ToolSchemas};
 use crate::parse::version::{check_minimum, request_revision};
 use crate::verify::jwt::AccessToken;
 
@@ -170,14 +171,18 @@ pub struct RpcPlan {
     pub audit: RpcAudit,
     /// Set when the body lists tools and the policy may hide some.
     pub tool_filter: Option<ToolListFilter>,
-    /// The request's revision has multi round-trip requests (MCP
-    /// 2026-07-28 on): its answers may carry `requestState`.
-    pub multi_round_trip: bool,
+    /// The request's revision is 2026-07-28 or later: its answers may carry
+    /// `requestState` (multi round-trip requests), its `tools/list` answers
+    /// the tools' header marks.
+    pub modern: bool,
+    /// The ids of the body's `tools/list` requests.
+    pub list_ids: Vec<serde_json::Value>,
 }
 
 /// Authorizes the JSON-RPC body of a POST from a verified `token`: the body
 /// must be JSON-RPC, agree with the MCP routing headers, and the token must
 /// hold every scope its messages need (route-level, per method, per tool).
+/// `schemas`: the tools' header marks this isolate learned, used at `now`.
 /// The refusal carries the audit record when the body could be read.
 pub fn authorize_rpc(
     route: &Route,
@@ -185,6 +190,8 @@ pub fn authorize_rpc(
     request: &RequestHead<'_>,
     token: &AccessToken,
     body: &[u8],
+    schemas: &ToolSchemas,
+    now: i64,
 ) -> Result<RpcPlan, (Denial, Option<RpcAudit>)> {
     let messages = parse_body(body).map_err(|error| (Denial::MalformedRpc(error), None))?;
     let header = |name: &str| {
@@ -216,8 +223,17 @@ pub fn authorize_rpc(
         .filter(|(name, _)| is_param_header(name))
         .map(|(name, value)| (name.as_str(), value.as_str()))
         .collect();
-    let checked =
-        check_routing_headers(routing, &messages).and_then(|()| check_param_headers(&params, body));
+    // Only 2026-07-28 clients mirror arguments: an earlier one sends no
+    // Mcp-Param-* field, and must not be refused for leaving one out.
+    let modern = carries_header_metadata(request_revision(protocol_version.as_deref(), &messages));
+    let marks = match messages.as_slice() {
+        [message] if modern => message
+            .tool()
+            .and_then(|tool| schemas.marks(&route.resource.uri, tool, now)),
+        _ => None,
+    };
+    let checked = check_routing_headers(routing, &messages)
+        .and_then(|()| check_param_headers(&params, body, marks.as_deref().map(Vec::as_slice)));
     if let Err(error) = checked {
         let denial = match (error, messages.as_slice()) {
             (RpcError::HeaderMismatch, [message]) => Denial::HeaderMismatch {
@@ -250,16 +266,15 @@ pub fn authorize_rpc(
     let may_hide_tools =
         !policy.tools.is_empty() || !policy.methods.scopes_for(TOOLS_CALL).is_empty();
     let tool_filter = (!list_ids.is_empty() && may_hide_tools).then(|| ToolListFilter {
-        request_ids: list_ids,
+        request_ids: list_ids.clone(),
         policy: policy.clone(),
         held,
     });
-    let multi_round_trip =
-        carries_header_metadata(request_revision(protocol_version.as_deref(), &messages));
     Ok(RpcPlan {
         audit,
         tool_filter,
-        multi_round_trip,
+        modern,
+        list_ids,
     })
 }
 

@@ -104,6 +104,7 @@ fn cold_gate(config: &Config) -> Rc<Gate> {
         keys: Rc::new(KeyMemory::default()),
         introspection: IntrospectionMemory::default(),
         tokens: VerifiedTokens::with_capacity(0),
+        tool_schemas: Rc::default(),
     })
 }
 
@@ -492,6 +493,8 @@ fn post_scopes_are_decided_with_the_body_and_challenge_names_them_all() {
         &req,
         &token,
         call("lookup_invoice").as_bytes(),
+        &ToolSchemas::default(),
+        NOW,
     )
     .unwrap();
     assert_eq!(plan.audit.tools, ["lookup_invoice"]);
@@ -501,6 +504,8 @@ fn post_scopes_are_decided_with_the_body_and_challenge_names_them_all() {
         &req,
         &token,
         call("void_invoice").as_bytes(),
+        &ToolSchemas::default(),
+        NOW,
     )
     .unwrap_err();
     assert_eq!(
@@ -518,7 +523,16 @@ fn post_scopes_are_decided_with_the_body_and_challenge_names_them_all() {
         .contains(r#"scope="invoices:write mcp:read""#));
     // A batch with one forbidden message is refused whole.
     let batch = format!("[{}, {}]", call("lookup_invoice"), call("void_invoice"));
-    assert!(authorize_rpc(&config.routes[0], None, &req, &token, batch.as_bytes()).is_err());
+    assert!(authorize_rpc(
+        &config.routes[0],
+        None,
+        &req,
+        &token,
+        batch.as_bytes(),
+        &ToolSchemas::default(),
+        NOW
+    )
+    .is_err());
 }
 
 #[test]
@@ -533,6 +547,8 @@ fn post_bodies_must_be_json_rpc_and_match_the_routing_headers() {
             &request("POST", "/mcp", None, &headers),
             &token,
             body.as_bytes(),
+            &ToolSchemas::default(),
+            NOW,
         )
         .unwrap_err();
         assert!(matches!(denial, Denial::MalformedRpc(_)), "{body:?}");
@@ -547,6 +563,8 @@ fn post_bodies_must_be_json_rpc_and_match_the_routing_headers() {
         &req,
         &token,
         call("lookup_invoice").as_bytes(),
+        &ToolSchemas::default(),
+        NOW,
     )
     .unwrap_err();
     assert_eq!(
@@ -575,16 +593,32 @@ fn tools_list_gets_a_filter_only_when_the_policy_can_hide_tools() {
     let headers = bearer(&mint(JwsAlgorithm::EdDsa, &good_claims()));
     let token = verified(&config, &headers);
     let req = request("POST", "/mcp", None, &headers);
-    let filter = authorize_rpc(&config.routes[0], None, &req, &token, list)
-        .unwrap()
-        .tool_filter
-        .unwrap();
+    let filter = authorize_rpc(
+        &config.routes[0],
+        None,
+        &req,
+        &token,
+        list,
+        &ToolSchemas::default(),
+        NOW,
+    )
+    .unwrap()
+    .tool_filter
+    .unwrap();
     assert_eq!(filter.request_ids, [serde_json::Value::from("l")]);
     let plain = self::config(&[]);
-    assert!(authorize_rpc(&plain.routes[0], None, &req, &token, list)
-        .unwrap()
-        .tool_filter
-        .is_none());
+    assert!(authorize_rpc(
+        &plain.routes[0],
+        None,
+        &req,
+        &token,
+        list,
+        &ToolSchemas::default(),
+        NOW
+    )
+    .unwrap()
+    .tool_filter
+    .is_none());
 }
 
 #[test]
@@ -926,6 +960,8 @@ fn per_route_tool_scopes_apply_only_on_their_route() {
         &req,
         &token,
         call("void_invoice").as_bytes(),
+        &ToolSchemas::default(),
+        NOW,
     )
     .unwrap_err();
     assert_eq!(
@@ -940,7 +976,9 @@ fn per_route_tool_scopes_apply_only_on_their_route() {
         None,
         &req,
         &token,
-        call("void_invoice").as_bytes()
+        call("void_invoice").as_bytes(),
+        &ToolSchemas::default(),
+        NOW
     )
     .is_ok());
 }

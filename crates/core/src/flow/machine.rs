@@ -52,6 +52,7 @@ use crate::forward::reply::{
 use crate::forward::rewrite::{AnswerRewrite, SseRewrite};
 use crate::io::{Io, IoAnswer, Poll};
 use crate::parse::bearer::{extract_bearer, CredentialCarriers};
+use crate::parse::tool_headers::{SchemaLearner, ToolSchemas};
 use crate::verify::introspect::{looks_like_jwt, IntrospectionPolicy};
 use crate::verify::introspect_cache::{IntrospectionLookup, IntrospectionMemory};
 use crate::verify::jwk::{JwsAlgorithm, KeySet, PublicKey};
@@ -70,6 +71,8 @@ pub struct Gate {
     pub introspection: IntrospectionMemory,
     /// Verified tokens and remembered refusals.
     pub tokens: VerifiedTokens,
+    /// The tools' `Mcp-Param-*` marks, learned from `tools/list` answers.
+    pub tool_schemas: Rc<ToolSchemas>,
 }
 
 impl Gate {
@@ -80,6 +83,7 @@ impl Gate {
             keys: Rc::new(KeyMemory::default()),
             introspection: IntrospectionMemory::default(),
             tokens: VerifiedTokens::default(),
+            tool_schemas: Rc::default(),
         }
     }
 }
@@ -1007,6 +1011,8 @@ impl Flow {
                 &self.request.head(),
                 &token,
                 body,
+                &self.gate.tool_schemas,
+                self.now,
             ) {
                 Ok(plan) => {
                     let stateful = plan
@@ -1017,7 +1023,7 @@ impl Flow {
                     self.record.audit = Some(plan.audit);
                     // Answers of earlier revisions carry no state, so their
                     // bodies are opened only to refuse one that does.
-                    let may_carry = plan.multi_round_trip || StateSealer::may_concern(body);
+                    let may_carry = plan.modern || StateSealer::may_concern(body);
                     let mut states = None;
                     if let (Some(key), true) = (&config.state_key, stateful && may_carry) {
                         let holder = Holder {
@@ -1031,7 +1037,7 @@ impl Flow {
                                 if let Some(forward) = &mut self.forward {
                                     forward.body = opened.body;
                                 }
-                                states = opened.sealer.filter(|_| plan.multi_round_trip);
+                                states = opened.sealer.filter(|_| plan.modern);
                             }
                             Err(refused) => {
                                 let denial = Denial::InvalidRequestState {
@@ -1042,8 +1048,16 @@ impl Flow {
                             }
                         }
                     }
-                    if plan.tool_filter.is_some() || states.is_some() {
+                    // Only 2026-07-28 tools carry header marks.
+                    let learn = (plan.modern && !plan.list_ids.is_empty()).then(|| SchemaLearner {
+                        schemas: Rc::clone(&self.gate.tool_schemas),
+                        resource: route.resource.uri.clone(),
+                        list_ids: plan.list_ids,
+                        now: self.now,
+                    });
+                    if plan.tool_filter.is_some() || states.is_some() || learn.is_some() {
                         self.rewrite = Some(AnswerRewrite {
+                            learn,
                             tools: plan.tool_filter,
                             states,
                         });

@@ -419,6 +419,60 @@ fn a_request_state_is_sealed_to_its_user_and_opened_for_them_only() {
     assert_eq!(run.body, b"{}");
 }
 
+/// MCP 2026-07-28 §Custom Headers: a tool's `x-mcp-header` marks, learned
+/// from the `tools/list` answer the gate passed on, decide which argument
+/// each `Mcp-Param-*` must mirror; an earlier revision's call needs none.
+#[test]
+fn param_headers_are_checked_by_the_schema_the_gate_saw_listed() {
+    let gate = gate(&[]);
+    let headers = |method: &str, extra: &[(&str, &str)]| {
+        let mut request = post(&token());
+        request
+            .headers
+            .push(("mcp-protocol-version".into(), "2026-07-28".into()));
+        request.headers.push(("mcp-method".into(), method.into()));
+        for (name, value) in extra {
+            request.headers.push(((*name).into(), (*value).into()));
+        }
+        request
+    };
+    let meta = r#""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}"#;
+    let mut list = script();
+    list.body = Ok(format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{{{meta}}}}}"#
+    )
+    .into_bytes());
+    list.origin_body = br#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"lookup","inputSchema":{"type":"object","properties":{"region":{"type":"string","x-mcp-header":"Region"},"city":{"type":"string"}}}}]}}"#.to_vec();
+    let run = list.run(&gate, headers("tools/list", &[]), NOW);
+    assert_eq!(run.response.status, 200);
+    assert_eq!(run.body, list.origin_body, "passed on unchanged");
+
+    let call = format!(
+        r#"{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"lookup","arguments":{{"region":"eu","city":"us"}},{meta}}}}}"#
+    );
+    let attempt = |extra: &[(&str, &str)]| {
+        let mut script = script();
+        script.body = Ok(call.clone().into_bytes());
+        let mut all = vec![("mcp-name", "lookup")];
+        all.extend_from_slice(extra);
+        script.run(&gate, headers("tools/call", &all), NOW + 1)
+    };
+    refused(
+        &attempt(&[("mcp-param-region", "us")]),
+        400,
+        "mcp_header_mismatch",
+    );
+    refused(&attempt(&[]), 400, "mcp_header_mismatch");
+    assert!(attempt(&[("Mcp-Param-Region", "eu")]).forwarded.is_some());
+    // A 2025 client mirrors nothing, and is not asked to.
+    let mut legacy = script();
+    legacy.body = Ok(call.replace(meta, r#""_meta":{}"#).into_bytes());
+    assert!(legacy
+        .run(&gate, post(&token()), NOW + 1)
+        .forwarded
+        .is_some());
+}
+
 #[test]
 fn a_kid_unknown_to_a_fetched_set_is_not_fetched_again() {
     let gate = gate(&[]);

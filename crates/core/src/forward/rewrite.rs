@@ -11,10 +11,15 @@ use serde_json::Value;
 
 use crate::authorize::request_state::StateSealer;
 use crate::authorize::tool_filter::ToolListFilter;
+use crate::parse::tool_headers::SchemaLearner;
 
-/// The rewrites of one request's answer; at least one is set.
+/// The rewrites of one request's answer, and what the gate learns from it;
+/// at least one is set.
 #[derive(Debug, Clone)]
 pub struct AnswerRewrite {
+    /// Learns the tools' header marks from a `tools/list` answer (before it
+    /// is filtered: the marks of a tool are the same for every caller).
+    pub learn: Option<SchemaLearner>,
     /// Hides the tools the token may not call.
     pub tools: Option<ToolListFilter>,
     /// Seals the origin's `requestState` to the caller.
@@ -30,10 +35,13 @@ impl AnswerRewrite {
     /// Whether `bytes` may hold a response this rewrites: a cheap test that
     /// spares parsing answers to calls whose state needs no sealing.
     fn may_concern(&self, bytes: &[u8]) -> bool {
-        self.tools.is_some() || StateSealer::may_concern(bytes)
+        self.tools.is_some() || self.learn.is_some() || StateSealer::may_concern(bytes)
     }
 
     fn rewrite_message(&self, message: &mut Value) -> bool {
+        if let Some(learn) = &self.learn {
+            learn.learn_message(message);
+        }
         let filtered = self
             .tools
             .as_ref()
@@ -210,6 +218,7 @@ mod tests {
             held: vec!["read".to_owned()],
         };
         AnswerRewrite {
+            learn: None,
             tools: Some(tools),
             states: None,
         }

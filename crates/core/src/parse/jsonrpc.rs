@@ -268,74 +268,6 @@ pub fn check_routing_headers(
     Ok(())
 }
 
-/// The prefix of the fields mirroring tool arguments (MCP 2026-07-28
-/// Streamable HTTP §Custom Headers from Tool Parameters), lower case.
-const PARAM_HEADER_PREFIX: &str = "mcp-param-";
-
-/// Whether a field name is `Mcp-Param-{Name}` (any case, a name after the prefix).
-pub fn is_param_header(name: &str) -> bool {
-    name.len() > PARAM_HEADER_PREFIX.len()
-        && name.as_bytes()[..PARAM_HEADER_PREFIX.len()]
-            .eq_ignore_ascii_case(PARAM_HEADER_PREFIX.as_bytes())
-}
-
-/// Checks the `Mcp-Param-*` fields of a request (`params`: name and value of
-/// each) against its body, as far as a gate can without the tool's schema:
-/// they mirror arguments of one `tools/call`, so each must decode
-/// (§Value Encoding) to the value of an argument the body carries, at any
-/// depth of plain objects (where `x-mcp-header` may sit), rendered as the
-/// client renders it. A field naming a value the body never carries is the
-/// confused-deputy case the check exists for: something downstream routing
-/// on a value the origin will not act on. Which argument each field must
-/// mirror is in the tool's schema; the origin, which has it, checks that.
-pub fn check_param_headers(params: &[(&str, &str)], body: &[u8]) -> Result<(), RpcError> {
-    if params.is_empty() {
-        return Ok(());
-    }
-    let value: Value = serde_json::from_slice(body).map_err(|_| RpcError::NotJson)?;
-    let is_call = value.get("method").and_then(Value::as_str) == Some(TOOLS_CALL);
-    let arguments = value
-        .get("params")
-        .and_then(|params| params.get("arguments"))
-        .filter(|_| is_call)
-        .ok_or(RpcError::HeaderMismatch)?;
-    for (_, raw) in params {
-        let decoded = decode_header_value(raw.trim()).ok_or(RpcError::HeaderMismatch)?;
-        if !mirrors_an_argument(arguments, &decoded) {
-            return Err(RpcError::HeaderMismatch);
-        }
-    }
-    Ok(())
-}
-
-/// Whether `header` is the client's rendering of a scalar in `node`, or in
-/// an object below it: a string as it is, a boolean as `true` / `false`, an
-/// integer in decimal (compared as a number, so `42` matches `42.0`).
-fn mirrors_an_argument(node: &Value, header: &str) -> bool {
-    match node {
-        Value::Object(members) => members
-            .values()
-            .any(|member| mirrors_an_argument(member, header)),
-        Value::String(text) => text == header,
-        Value::Bool(flag) => header == if *flag { "true" } else { "false" },
-        Value::Number(number) => {
-            let as_integer = |text: &str| -> Option<i128> {
-                let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
-                fraction
-                    .bytes()
-                    .all(|digit| digit == b'0')
-                    .then(|| whole.parse().ok())
-                    .flatten()
-            };
-            match (as_integer(&number.to_string()), as_integer(header)) {
-                (Some(body), Some(header)) => body == header,
-                _ => number.to_string() == header,
-            }
-        }
-        Value::Null | Value::Array(_) => false,
-    }
-}
-
 /// Opening marker of the Base64 form of an MCP header value (lower case,
 /// case-sensitive).
 const ENCODED_PREFIX: &str = "=?base64?";
@@ -399,41 +331,6 @@ mod tests {
         assert_eq!(
             decode_header_value("=?BASE64?SGk=?=").as_deref(),
             Some("=?BASE64?SGk=?=")
-        );
-    }
-
-    /// The argument headers of MCP 2026-07-28 §Custom Headers from Tool
-    /// Parameters, checked without the schema.
-    #[test]
-    fn argument_headers_must_mirror_a_value_of_the_call() {
-        let call = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"execute_sql","arguments":{"region":"us-west1","query":"SELECT 1","opts":{"priority":42,"dry":true,"tenant":"caf\u00e9"}}}}"#;
-        for good in [
-            vec![("Mcp-Param-Region", "us-west1")],
-            vec![("mcp-param-priority", "42"), ("mcp-param-dry", "true")],
-            vec![("Mcp-Param-Priority", "42.0")],
-            vec![("Mcp-Param-Tenant", "=?base64?Y2Fmw6k=?=")],
-            vec![],
-        ] {
-            assert_eq!(check_param_headers(&good, call), Ok(()), "{good:?}");
-        }
-        for bad in [
-            vec![("Mcp-Param-Region", "eu-west1")],
-            vec![("Mcp-Param-Region", "us-west1"), ("Mcp-Param-Dry", "false")],
-            vec![("Mcp-Param-Priority", "42.5")],
-            vec![("Mcp-Param-Tenant", "=?base64?not base64?=")],
-            vec![("Mcp-Param-Tenant", "caf\u{e9}")],
-        ] {
-            assert_eq!(
-                check_param_headers(&bad, call),
-                Err(RpcError::HeaderMismatch),
-                "{bad:?}"
-            );
-        }
-        let list = br#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
-        assert_eq!(
-            check_param_headers(&[("Mcp-Param-Region", "us-west1")], list),
-            Err(RpcError::HeaderMismatch),
-            "only a tools/call has arguments to mirror"
         );
     }
 
