@@ -63,6 +63,35 @@ async function assertOriginSawNoToken(python, from, { subject, secrets = [] }) {
   return seen;
 }
 
+/**
+ * Sends one 2026-07-28 request as a client would, headers and `_meta`
+ * envelope included, without an SDK (which would not let a test change the
+ * token between rounds or send wrong headers); the status, the text and the
+ * JSON-RPC answer, whether it came as JSON or as an event.
+ */
+async function sendModern(gate, token, { id, method, params = {}, headers = {}, capabilities = {} }) {
+  const meta = {
+    'io.modelcontextprotocol/protocolVersion': MODERN,
+    'io.modelcontextprotocol/clientInfo': { name: 'raw', version: '0' },
+    'io.modelcontextprotocol/clientCapabilities': capabilities,
+  };
+  const response = await gate.fetch('/mcp', {
+    method: 'POST',
+    headers: {
+      authorization: `Bearer ${token}`,
+      'content-type': 'application/json',
+      accept: 'application/json, text/event-stream',
+      'mcp-protocol-version': MODERN,
+      'mcp-method': method,
+      ...headers,
+    },
+    body: JSON.stringify({ jsonrpc: '2.0', id, method, params: { ...params, _meta: meta } }),
+  });
+  const text = await response.text();
+  const data = response.headers.get('content-type')?.startsWith('text/event-stream') ? text.split('\n').find((l) => l.startsWith('data:'))?.slice(5) : text;
+  return { status: response.status, text, answer: data?.startsWith('{') ? JSON.parse(data) : undefined };
+}
+
 describe('MCP Python SDK client and origin through the gate (static tokens), and the revision matrix', () => {
   let python;
   let stack;
@@ -213,28 +242,14 @@ describe('MCP Python SDK client and origin through the gate (static tokens), and
   test('a requestState handed to one user is refused for another, never forwarded; its owner completes the call', async () => {
     // Raw requests, as a 2026-07-28 client sends them: the SDK client cannot
     // change its token between the two rounds of one call, an attacker can.
-    const meta = {
-      'io.modelcontextprotocol/protocolVersion': MODERN,
-      'io.modelcontextprotocol/clientInfo': { name: 'replay', version: '0' },
-      'io.modelcontextprotocol/clientCapabilities': { elicitation: { form: {} } },
-    };
-    const call = async (token, id, params) => {
-      const response = await stack.gate.fetch('/mcp', {
-        method: 'POST',
-        headers: {
-          authorization: `Bearer ${token}`,
-          'content-type': 'application/json',
-          accept: 'application/json, text/event-stream',
-          'mcp-protocol-version': MODERN,
-          'mcp-method': 'tools/call',
-          'mcp-name': 'confirm_echo',
-        },
-        body: JSON.stringify({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'confirm_echo', arguments: { text: 'for alice only' }, ...params, _meta: meta } }),
+    const call = (token, id, params) =>
+      sendModern(stack.gate, token, {
+        id,
+        method: 'tools/call',
+        params: { name: 'confirm_echo', arguments: { text: 'for alice only' }, ...params },
+        headers: { 'mcp-name': 'confirm_echo' },
+        capabilities: { elicitation: { form: {} } },
       });
-      const text = await response.text();
-      const data = response.headers.get('content-type')?.startsWith('text/event-stream') ? text.split('\n').find((l) => l.startsWith('data:'))?.slice(5) : text;
-      return { status: response.status, text, answer: data?.startsWith('{') ? JSON.parse(data) : undefined };
-    };
     const alice = await stack.issuer.mint({ sub: 'alice', scope: 'invoices:read' });
     const bob = await stack.issuer.mint({ sub: 'bob', scope: 'invoices:read' });
 
@@ -255,29 +270,8 @@ describe('MCP Python SDK client and origin through the gate (static tokens), and
   });
 
   test("Mcp-Param-* checked by the tool's schema once the gate has seen it listed: another argument's value, or no header for a marked argument, is 400 -32020, never forwarded", async () => {
-    const meta = {
-      'io.modelcontextprotocol/protocolVersion': MODERN,
-      'io.modelcontextprotocol/clientInfo': { name: 'raw', version: '0' },
-      'io.modelcontextprotocol/clientCapabilities': {},
-    };
     const token = await stack.issuer.mint({ sub: 'carol', scope: 'invoices:read' });
-    const send = async (id, method, params, headers = {}) => {
-      const response = await stack.gate.fetch('/mcp', {
-        method: 'POST',
-        headers: {
-          authorization: `Bearer ${token}`,
-          'content-type': 'application/json',
-          accept: 'application/json, text/event-stream',
-          'mcp-protocol-version': MODERN,
-          'mcp-method': method,
-          ...headers,
-        },
-        body: JSON.stringify({ jsonrpc: '2.0', id, method, params: { ...params, _meta: meta } }),
-      });
-      const text = await response.text();
-      const data = response.headers.get('content-type')?.startsWith('text/event-stream') ? text.split('\n').find((l) => l.startsWith('data:'))?.slice(5) : text;
-      return { status: response.status, text, answer: data?.startsWith('{') ? JSON.parse(data) : undefined };
-    };
+    const send = (id, method, params, headers) => sendModern(stack.gate, token, { id, method, params, headers });
     const forecast = (id, headers) => send(id, 'tools/call', { name: 'forecast', arguments: { city: 'us-east', region: 'eu-north' } }, { 'mcp-name': 'forecast', ...headers });
 
     const listed = await send(1, 'tools/list', {});
