@@ -273,22 +273,20 @@ fn render(value: &Value) -> Option<std::borrow::Cow<'_, str>> {
     }
 }
 
-/// A JSON number's value when it is a whole number.
-fn integral(value: &Value) -> Option<i128> {
+/// A JSON number's value when it is a whole number within `i64` (the spec
+/// holds marked integers to JavaScript's safe range, far inside it).
+fn integral(value: &Value) -> Option<i64> {
     let number = value.as_number()?;
     if let Some(whole) = number.as_i64() {
-        return Some(whole.into());
-    }
-    if let Some(whole) = number.as_u64() {
-        return Some(whole.into());
+        return Some(whole);
     }
     let float = number.as_f64()?;
-    // Whole floats within ±2^63 convert exactly.
-    (float.fract() == 0.0 && float.abs() < 9.2e18).then_some(float as i128)
+    // Whole floats below 2^62 in magnitude convert exactly.
+    (float.fract() == 0.0 && float.abs() < 4.6e18).then_some(float as i64)
 }
 
 /// A header in canonical decimal (`-?[0-9]+(\.0+)?`) as an integer.
-fn integer_header(header: &str) -> Option<i128> {
+fn integer_header(header: &str) -> Option<i64> {
     let (whole, fraction) = header.split_once('.').unwrap_or((header, ""));
     let digits = whole.strip_prefix('-').unwrap_or(whole);
     let canonical = !digits.is_empty()
