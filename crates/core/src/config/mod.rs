@@ -7,6 +7,7 @@
 
 use std::fmt;
 
+#[cfg(test)]
 use serde::Deserialize;
 use serde_json::Value;
 use url::Url;
@@ -771,31 +772,34 @@ impl Config {
 }
 
 /// One route as written, before any rule is applied: an `MCP_ROUTES` entry
-/// as deserialized, or the single-route bindings gathered into the same shape
-/// ([`Parser::flat_entry`]). [`Parser::route`] applies every rule to it, once
-/// for both sources. Unknown members are refused, so a misspelt policy member
-/// never silently leaves a route open; a policy member given as `null` is
-/// present (and refused), not absent.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+/// as read ([`RouteEntry::from_value`]), or the single-route bindings
+/// gathered into the same shape ([`Parser::flat_entry`]). [`Parser::route`]
+/// applies every rule to it, once for both sources. Unknown members are
+/// refused, so a misspelt policy member never silently leaves a route open;
+/// a policy member given as `null` is present (and refused), not absent.
+///
+/// The serde attributes are the reader's specification: the tests hold
+/// [`RouteEntry::from_value`] to what this derive reads.
+#[cfg_attr(test, derive(Deserialize, Debug, PartialEq))]
+#[cfg_attr(test, serde(deny_unknown_fields))]
 struct RouteEntry {
     resource: Option<String>,
     origin: Option<String>,
-    #[serde(default, deserialize_with = "present")]
+    #[cfg_attr(test, serde(default, deserialize_with = "present"))]
     audience: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
+    #[cfg_attr(test, serde(default, deserialize_with = "present"))]
     scopes_supported: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
+    #[cfg_attr(test, serde(default, deserialize_with = "present"))]
     required_scopes: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
+    #[cfg_attr(test, serde(default, deserialize_with = "present"))]
     tool_scopes: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
+    #[cfg_attr(test, serde(default, deserialize_with = "present"))]
     method_scopes: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
+    #[cfg_attr(test, serde(default, deserialize_with = "present"))]
     scope_implies: Option<Value>,
     resource_name: Option<String>,
     resource_documentation: Option<String>,
-    #[serde(default, deserialize_with = "present")]
+    #[cfg_attr(test, serde(default, deserialize_with = "present"))]
     issuers: Option<Value>,
     /// The name of the binding holding the origin credential (for the flat
     /// form, `ORIGIN_AUTHORIZATION` when it is bound).
@@ -803,8 +807,151 @@ struct RouteEntry {
 }
 
 /// A member that is written is present, even as `null`.
+#[cfg(test)]
 fn present<'de, D: serde::Deserializer<'de>>(value: D) -> Result<Option<Value>, D::Error> {
     Value::deserialize(value).map(Some)
+}
+
+/// The members of a [`RouteEntry`] in declaration order: the positions of
+/// the array form, and the list serde's unknown-member message gives.
+const ROUTE_MEMBERS: [&str; 12] = [
+    "resource",
+    "origin",
+    "audience",
+    "scopes_supported",
+    "required_scopes",
+    "tool_scopes",
+    "method_scopes",
+    "scope_implies",
+    "resource_name",
+    "resource_documentation",
+    "issuers",
+    "origin_authorization_secret",
+];
+
+impl RouteEntry {
+    /// An `MCP_ROUTES` entry read as serde's derive of the struct above
+    /// reads it from a JSON value (`serde_json::from_value`), with serde's
+    /// own messages: an object by member name (unknown members refused,
+    /// members in the map's order), or an array by position (missing text
+    /// members refused, missing JSON members absent, extra elements
+    /// refused). Written out because the derive, with the value deserializer
+    /// it brings along, was a tenth of the configuration's code in the worker.
+    fn from_value(value: Value) -> Result<RouteEntry, serde_json::Error> {
+        use serde::de::Error as _;
+        let mut entry = RouteEntry {
+            resource: None,
+            origin: None,
+            audience: None,
+            scopes_supported: None,
+            required_scopes: None,
+            tool_scopes: None,
+            method_scopes: None,
+            scope_implies: None,
+            resource_name: None,
+            resource_documentation: None,
+            issuers: None,
+            origin_authorization_secret: None,
+        };
+        match value {
+            Value::Object(members) => {
+                for (name, value) in members {
+                    let Some(index) = ROUTE_MEMBERS.iter().position(|member| *member == name)
+                    else {
+                        return Err(serde_json::Error::unknown_field(&name, &ROUTE_MEMBERS));
+                    };
+                    entry.set(index, value)?;
+                }
+            }
+            Value::Array(items) => {
+                let len = items.len();
+                let mut items = items.into_iter();
+                for index in 0..ROUTE_MEMBERS.len() {
+                    match items.next() {
+                        Some(value) => entry.set(index, value)?,
+                        None if !is_text_member(index) => {}
+                        None => {
+                            return Err(serde_json::Error::invalid_length(
+                                index,
+                                &"struct RouteEntry with 12 elements",
+                            ))
+                        }
+                    }
+                }
+                if items.len() != 0 {
+                    return Err(serde_json::Error::invalid_length(
+                        len,
+                        &"fewer elements in array",
+                    ));
+                }
+            }
+            other => {
+                return Err(serde_json::Error::invalid_type(
+                    unexpected(&other),
+                    &"struct RouteEntry",
+                ))
+            }
+        }
+        Ok(entry)
+    }
+
+    fn set(&mut self, index: usize, value: Value) -> Result<(), serde_json::Error> {
+        if is_text_member(index) {
+            let text = match value {
+                Value::Null => None,
+                Value::String(text) => Some(text),
+                other => {
+                    return Err(serde::de::Error::invalid_type(
+                        unexpected(&other),
+                        &"a string",
+                    ))
+                }
+            };
+            match index {
+                0 => self.resource = text,
+                1 => self.origin = text,
+                8 => self.resource_name = text,
+                9 => self.resource_documentation = text,
+                _ => self.origin_authorization_secret = text,
+            }
+        } else {
+            let value = Some(value);
+            match index {
+                2 => self.audience = value,
+                3 => self.scopes_supported = value,
+                4 => self.required_scopes = value,
+                5 => self.tool_scopes = value,
+                6 => self.method_scopes = value,
+                7 => self.scope_implies = value,
+                _ => self.issuers = value,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether the [`ROUTE_MEMBERS`] member at `index` is text
+/// (`Option<String>`: `null` is absent, any other non-string refused); the
+/// others keep any JSON value, `null` included.
+fn is_text_member(index: usize) -> bool {
+    matches!(index, 0 | 1 | 8 | 9 | 11)
+}
+
+/// What serde_json's value deserializer names a value it refuses.
+fn unexpected(value: &Value) -> serde::de::Unexpected<'_> {
+    use serde::de::Unexpected;
+    match value {
+        Value::Null => Unexpected::Unit,
+        Value::Bool(b) => Unexpected::Bool(*b),
+        Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => Unexpected::Unsigned(u),
+            (None, Some(i)) => Unexpected::Signed(i),
+            (None, None) => Unexpected::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => Unexpected::Str(s),
+        Value::Array(_) => Unexpected::Seq,
+        Value::Object(_) => Unexpected::Map,
+    }
 }
 
 /// Where a route was written, which decides how its problems are named.
@@ -975,7 +1122,7 @@ impl<B: Bindings + ?Sized> Parser<'_, B> {
                 Some(resource) => format!("route {number} ({resource})"),
                 None => format!("route {number}"),
             };
-            match serde_json::from_value::<RouteEntry>(value) {
+            match RouteEntry::from_value(value) {
                 Ok(entry) => routes.extend(self.route(&Source::Entry(label), entry, issuers)),
                 // serde's message names the member (unknown field, wrong type),
                 // never a secret: secrets are not in this binding.
@@ -1996,6 +2143,109 @@ mod tests {
                 )),
                 "{member}: {error}"
             );
+        }
+    }
+
+    /// Every value `RouteEntry::from_value` is given and what serde's derive
+    /// makes of it (its specification): the same entry, or the same message.
+    fn assert_read_as_derived(value: Value) {
+        let derived =
+            serde_json::from_value::<RouteEntry>(value.clone()).map_err(|e| e.to_string());
+        let read = RouteEntry::from_value(value.clone()).map_err(|e| e.to_string());
+        assert_eq!(read, derived, "{value}");
+    }
+
+    /// JSON values of every kind, including the edge cases of serde's names
+    /// for them (negative, large and fractional numbers, text needing escapes).
+    fn sample_values() -> Vec<Value> {
+        [
+            "null",
+            "true",
+            "false",
+            "0",
+            "5",
+            "-5",
+            "18446744073709551615",
+            "-9223372036854775808",
+            "1.5",
+            "-0.0",
+            "1e300",
+            "2.5e-8",
+            r#""""#,
+            r#""https://mcp.example.com/a""#,
+            r#""a\"b\n\u0007""#,
+            r#""ünïcode""#,
+            "[]",
+            r#"["x", 1]"#,
+            "{}",
+            r#"{"a": 1}"#,
+        ]
+        .into_iter()
+        .map(|raw| serde_json::from_str(raw).unwrap())
+        .collect()
+    }
+
+    #[test]
+    fn route_entries_are_read_as_serde_derives_them() {
+        let samples = sample_values();
+        // Not an object or an array.
+        for value in &samples {
+            if !value.is_object() && !value.is_array() {
+                assert_read_as_derived(value.clone());
+            }
+        }
+        // Each member, and unknown or misspelt ones, with every kind of value.
+        let names = ROUTE_MEMBERS.iter().copied().chain([
+            "tool_scope",
+            "Resource",
+            "",
+            "resource ",
+            "zzz",
+            "aaa",
+        ]);
+        for name in names {
+            for value in &samples {
+                let mut entry = serde_json::Map::new();
+                entry.insert(name.to_owned(), value.clone());
+                assert_read_as_derived(Value::Object(entry.clone()));
+                // Beside valid members, before and after it in the map's order.
+                entry.insert(
+                    "resource".to_owned(),
+                    Value::from("https://mcp.example.com/r"),
+                );
+                entry.insert("origin".to_owned(), Value::from("http://o.internal/"));
+                entry.insert("aaa".to_owned(), Value::from(1));
+                assert_read_as_derived(Value::Object(entry.clone()));
+                entry.remove("aaa");
+                entry.insert("zzz".to_owned(), Value::Null);
+                assert_read_as_derived(Value::Object(entry));
+            }
+        }
+        // The array form: every length, each position with every kind of value.
+        for len in 0..=14 {
+            let texts: Vec<Value> = (0..len).map(|i| Value::from(format!("v{i}"))).collect();
+            assert_read_as_derived(Value::Array(texts.clone()));
+            let nulls = vec![Value::Null; len];
+            assert_read_as_derived(Value::Array(nulls));
+            for position in 0..len {
+                for value in &samples {
+                    let mut items = texts.clone();
+                    items[position] = value.clone();
+                    assert_read_as_derived(Value::Array(items));
+                }
+            }
+        }
+        // Whole entries as operators write them.
+        for raw in [
+            r#"{"resource": "https://mcp.example.com/a", "origin": "http://a.internal/",
+                "audience": ["x", "y"], "scopes_supported": "a b", "required_scopes": null,
+                "tool_scopes": {"t": "a"}, "method_scopes": {}, "scope_implies": {"b": "a"},
+                "resource_name": "A", "resource_documentation": "https://docs.example.com",
+                "issuers": "https://auth.example.com", "origin_authorization_secret": "S"}"#,
+            r#"{"resource": "https://mcp.example.com/a", "origin": 5, "tool_scope": {}}"#,
+            r#"{"tool_scope": {}, "origin": 5}"#,
+        ] {
+            assert_read_as_derived(serde_json::from_str(raw).unwrap());
         }
     }
 }
