@@ -174,13 +174,6 @@ pub struct IntrospectionPolicy<'a> {
 /// The verdict on one token, as cached.
 pub type Verdict = Result<AccessToken, IntrospectionRefusal>;
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Audience {
-    One(String),
-    Many(Vec<String>),
-}
-
 /// Judges an RFC 7662 §2.2 response body at time `now`.
 pub fn judge_response(
     body: &[u8],
@@ -228,13 +221,16 @@ pub fn judge_response(
         None if policy.issuers.len() == 1 => policy.issuers[0].clone(),
         None => return Ok(Err(IntrospectionRefusal::UntrustedIssuer)),
     };
-    let audience_ok = match object
-        .get("aud")
-        .cloned()
-        .map(serde_json::from_value::<Audience>)
-    {
-        Some(Ok(Audience::One(aud))) => policy.audiences.contains(&aud),
-        Some(Ok(Audience::Many(auds))) => auds.iter().any(|aud| policy.audiences.contains(aud)),
+    let audience_ok = match object.get("aud") {
+        Some(Value::String(aud)) => policy.audiences.contains(aud),
+        // Only an array of strings names audiences at all.
+        Some(Value::Array(auds)) => {
+            auds.iter().all(Value::is_string)
+                && auds
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .any(|aud| policy.audiences.iter().any(|accepted| accepted == aud))
+        }
         // RFC 8707: a token not bound to this resource is not for it.
         _ => false,
     };
@@ -558,6 +554,54 @@ mod tests {
             "2YotnFZFEjr1zCsicMWpAA",
         ] {
             assert!(!looks_like_jwt(opaque), "{opaque}");
+        }
+    }
+
+    /// What the audience check replaced: serde's untagged enum read from the
+    /// member's value.
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum UntaggedAudience {
+        One(String),
+        Many(Vec<String>),
+    }
+
+    #[test]
+    fn audiences_are_judged_as_the_untagged_enum_judged_them() {
+        let accepted = "https://mcp.example/mcp";
+        for aud in [
+            "null",
+            "true",
+            "5",
+            "1.5",
+            r#""""#,
+            r#""https://mcp.example/mcp""#,
+            r#""https://other.example/mcp""#,
+            "[]",
+            r#"["https://mcp.example/mcp"]"#,
+            r#"["x", "https://mcp.example/mcp"]"#,
+            r#"["https://mcp.example/mcp", 1]"#,
+            r#"[null, "https://mcp.example/mcp"]"#,
+            r#"[["https://mcp.example/mcp"]]"#,
+            r#"["x", "y"]"#,
+            "{}",
+            r#"{"https://mcp.example/mcp": 1}"#,
+        ] {
+            let value: Value = serde_json::from_str(aud).unwrap();
+            let expected = match serde_json::from_value::<UntaggedAudience>(value) {
+                Ok(UntaggedAudience::One(one)) => one == accepted,
+                Ok(UntaggedAudience::Many(many)) => many.iter().any(|a| a == accepted),
+                Err(_) => false,
+            };
+            let verdict = judge(&format!(r#"{{"active":true,"aud":{aud}}}"#)).unwrap();
+            assert_eq!(verdict.is_ok(), expected, "{aud}");
+            if !expected {
+                assert_eq!(
+                    verdict,
+                    Err(IntrospectionRefusal::AudienceMismatch),
+                    "{aud}"
+                );
+            }
         }
     }
 }

@@ -13,6 +13,7 @@
 use std::fmt;
 
 use base64ct::{Base64UrlUnpadded, Encoding};
+use serde::de::{SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
@@ -135,7 +136,7 @@ struct RawClaims {
     #[serde(default)]
     sub: Option<String>,
     #[serde(default)]
-    aud: Option<Audience>,
+    aud: Option<Words>,
     #[serde(default, deserialize_with = "present")]
     exp: Option<Value>,
     #[serde(default, deserialize_with = "present")]
@@ -149,26 +150,47 @@ struct RawClaims {
     #[serde(default)]
     scope: Option<String>,
     #[serde(default)]
-    scp: Option<ScopeList>,
+    scp: Option<Words>,
     #[serde(default)]
     jti: Option<String>,
     #[serde(default, deserialize_with = "present")]
     cnf: Option<Value>,
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Audience {
+/// `aud` (RFC 7519 §4.1.3) and `scp`: one string, or an array of strings
+/// (`scp` is an array in most servers and a space-separated string in
+/// some). Read as serde's untagged enum of a `String` and a `Vec<String>`
+/// reads them from JSON (anything else refused), without buffering the
+/// value first.
+enum Words {
     One(String),
     Many(Vec<String>),
 }
 
-/// `scp` is an array in most servers and a space-separated string in some.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum ScopeList {
-    Many(Vec<String>),
-    Joined(String),
+impl<'de> Deserialize<'de> for Words {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct WordsVisitor;
+        impl<'de> Visitor<'de> for WordsVisitor {
+            type Value = Words;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or an array of strings")
+            }
+            fn visit_str<E: serde::de::Error>(self, word: &str) -> Result<Words, E> {
+                Ok(Words::One(word.to_owned()))
+            }
+            fn visit_string<E: serde::de::Error>(self, word: String) -> Result<Words, E> {
+                Ok(Words::One(word))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Words, A::Error> {
+                let mut words = Vec::new();
+                while let Some(word) = seq.next_element::<String>()? {
+                    words.push(word);
+                }
+                Ok(Words::Many(words))
+            }
+        }
+        deserializer.deserialize_any(WordsVisitor)
+    }
 }
 
 /// Keeps `null` distinguishable from an absent member.
@@ -465,8 +487,8 @@ fn check_claims(
         }
     }
     let audience_ok = match &claims.aud {
-        Some(Audience::One(aud)) => policy.audiences.contains(aud),
-        Some(Audience::Many(auds)) => auds.iter().any(|aud| policy.audiences.contains(aud)),
+        Some(Words::One(aud)) => policy.audiences.contains(aud),
+        Some(Words::Many(auds)) => auds.iter().any(|aud| policy.audiences.contains(aud)),
         None => false,
     };
     if !audience_ok {
@@ -474,8 +496,8 @@ fn check_claims(
     }
     let mut scopes: Vec<String> = Vec::new();
     let scp: Vec<&str> = match &claims.scp {
-        Some(ScopeList::Many(list)) => list.iter().map(String::as_str).collect(),
-        Some(ScopeList::Joined(joined)) => joined.split(' ').collect(),
+        Some(Words::Many(list)) => list.iter().map(String::as_str).collect(),
+        Some(Words::One(joined)) => joined.split(' ').collect(),
         None => Vec::new(),
     };
     for scope in claims.scope.iter().flat_map(|s| s.split(' ')).chain(scp) {

@@ -1,3 +1,4 @@
+use serde::Deserialize;
 use serde_json::json;
 
 use super::*;
@@ -961,4 +962,73 @@ fn arrays_never_pass_for_headers_or_claims() {
         &good_claims().to_string(),
     );
     assert_eq!(check(&token).unwrap_err(), TokenError::Malformed);
+}
+
+/// What `Words` replaced: serde's untagged enums for `aud` and `scp`.
+#[derive(Deserialize, Debug, PartialEq)]
+#[serde(untagged)]
+enum UntaggedWords {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize)]
+struct WithUntagged {
+    #[serde(default)]
+    aud: Option<UntaggedWords>,
+}
+
+#[derive(Deserialize)]
+struct WithWords {
+    #[serde(default)]
+    aud: Option<Words>,
+}
+
+/// JSON values of every kind, and near misses of a string list.
+const WORDS_SAMPLES: [&str; 24] = [
+    "null",
+    "true",
+    "0",
+    "-1",
+    "1.5",
+    r#""""#,
+    r#""https://mcp.example.com/mcp""#,
+    r#""a b\tc""#,
+    r#""esc\u00e9\"""#,
+    "[]",
+    "[null]",
+    r#"["a"]"#,
+    r#"["a", "b c", "a"]"#,
+    r#"["a", 1]"#,
+    r#"[1, "a"]"#,
+    r#"["a", null]"#,
+    r#"["a", ["b"]]"#,
+    r#"[["a"]]"#,
+    r#"["a", {}]"#,
+    "{}",
+    r#"{"a": "b"}"#,
+    r#"["a" "b"]"#,
+    r#"["a",]"#,
+    r#"[""#,
+];
+
+#[test]
+fn audience_and_scope_lists_are_read_as_the_untagged_enum_read_them() {
+    for sample in WORDS_SAMPLES {
+        for json in [
+            format!(r#"{{"aud": {sample}}}"#),
+            format!(r#"{{"aud": {sample}, "x": 1}}"#),
+            format!(r#"{{"aud": "first", "aud": {sample}}}"#),
+        ] {
+            let untagged = serde_json::from_str::<WithUntagged>(&json).map(|c| c.aud);
+            let words = serde_json::from_str::<WithWords>(&json).map(|c| {
+                c.aud.map(|words| match words {
+                    Words::One(word) => UntaggedWords::One(word),
+                    Words::Many(words) => UntaggedWords::Many(words),
+                })
+            });
+            assert_eq!(words.is_ok(), untagged.is_ok(), "{json}");
+            assert_eq!(words.ok(), untagged.ok(), "{json}");
+        }
+    }
 }
