@@ -19,8 +19,16 @@ if [ "${1:-}" = "--probes" ]; then
   args=(--out-dir "$out_dir" -- --features panic-probe,verify-probe)
 fi
 worker-build --release "$@" "${args[@]}"
-# worker-build keeps the wasm name section; the worker does not need it (panics
-# are logged by source location) and it is a third of the gzipped size.
-node scripts/strip-wasm-names.mjs "$out_dir/index_bg.wasm"
+wasm="$out_dir/index_bg.wasm"
+# wasm-bindgen exports the JavaScript classes of the worker crate the gate
+# never uses; without their exports, wasm-opt removes the code only they
+# reach (function bodies that stay are left as worker-build's wasm-opt made
+# them). Then the custom sections nothing reads at run time go: worker-build
+# keeps the name section, a third of the gzipped size, and the worker does
+# not need it (panics are logged by source location).
+node scripts/strip-wasm-names.mjs --exports "$wasm"
+"$WASM_OPT_BIN" --remove-unused-module-elements --debuginfo "$wasm" -o "$wasm.dce"
+mv "$wasm.dce" "$wasm"
+node scripts/strip-wasm-names.mjs "$wasm"
 mv "$out_dir/index.js" "$out_dir/gate.mjs"
 cp src/entry.mjs "$out_dir/index.js"
