@@ -13,7 +13,6 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use serde::Deserialize;
 use url::Url;
 
 use crate::config::IntrospectionConfig;
@@ -349,16 +348,12 @@ fn judge(
 /// `issuer` is the configured one (RFC 8414 §3.3); `https`, or `http` for a
 /// loopback issuer in local development.
 pub fn introspection_endpoint_from_metadata(document: &[u8], issuer: &str) -> Option<Url> {
-    #[derive(Deserialize)]
-    struct Metadata {
-        issuer: String,
-        introspection_endpoint: String,
-    }
-    let metadata: Metadata = serde_json::from_slice(document).ok()?;
-    if metadata.issuer != issuer {
+    let (metadata_issuer, endpoint) =
+        crate::verify::keys::issuer_and(document, "introspection_endpoint")?;
+    if metadata_issuer != issuer {
         return None;
     }
-    let url = crate::io::parse_url(&metadata.introspection_endpoint)?;
+    let url = crate::io::parse_url(&endpoint)?;
     let local = Url::parse(issuer).is_ok_and(|i| i.scheme() == "http");
     match url.scheme() {
         "https" => Some(url),

@@ -298,17 +298,12 @@ pub fn jwks_uri_from_metadata(
     document: &[u8],
     expected_issuer: &str,
 ) -> Result<Url, KeySourceError> {
-    #[derive(Deserialize)]
-    struct Metadata {
-        issuer: String,
-        jwks_uri: String,
-    }
-    let metadata: Metadata =
-        serde_json::from_slice(document).map_err(|_| KeySourceError::InvalidMetadata)?;
-    if metadata.issuer != expected_issuer {
+    let (issuer, jwks_uri) =
+        issuer_and(document, "jwks_uri").ok_or(KeySourceError::InvalidMetadata)?;
+    if issuer != expected_issuer {
         return Err(KeySourceError::InvalidMetadata);
     }
-    let uri = crate::io::parse_url(&metadata.jwks_uri).ok_or(KeySourceError::InvalidMetadata)?;
+    let uri = crate::io::parse_url(&jwks_uri).ok_or(KeySourceError::InvalidMetadata)?;
     let issuer_is_local = Url::parse(expected_issuer).is_ok_and(|issuer| issuer.scheme() == "http");
     match uri.scheme() {
         "https" => Ok(uri),
@@ -316,6 +311,70 @@ pub fn jwks_uri_from_metadata(
         "http" if issuer_is_local && is_loopback_host(&uri) => Ok(uri),
         _ => Err(KeySourceError::InvalidMetadata),
     }
+}
+
+/// `issuer` and the text member `member` of an authorization server
+/// metadata document (RFC 8414 §2), read as serde's derive of
+/// `struct { issuer: String, <member>: String }` reads them with
+/// `serde_json::from_slice`: an object with both members as strings, each
+/// at most once, any others ignored; or an array of exactly those two
+/// strings; nothing after it. One reader for the `jwks_uri` of key discovery
+/// and the `introspection_endpoint` of introspection, where a derive each
+/// brought a copy of the JSON parser's struct code.
+pub(crate) fn issuer_and(document: &[u8], member: &'static str) -> Option<(String, String)> {
+    use serde::de::{Error, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+    struct IssuerAnd(&'static str);
+
+    impl<'de> Visitor<'de> for IssuerAnd {
+        type Value = (String, String);
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("authorization server metadata")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let (mut issuer, mut other) = (None, None);
+            while let Some(key) = map.next_key::<String>()? {
+                let (slot, name) = if key == "issuer" {
+                    (&mut issuer, "issuer")
+                } else if key == self.0 {
+                    (&mut other, self.0)
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                };
+                if slot.is_some() {
+                    return Err(A::Error::duplicate_field(name));
+                }
+                *slot = Some(map.next_value::<String>()?);
+            }
+            let issuer = issuer.ok_or_else(|| A::Error::missing_field("issuer"))?;
+            let other = other.ok_or_else(|| A::Error::missing_field(self.0))?;
+            Ok((issuer, other))
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let issuer = seq
+                .next_element::<String>()?
+                .ok_or_else(|| A::Error::invalid_length(0, &self))?;
+            let other = seq
+                .next_element::<String>()?
+                .ok_or_else(|| A::Error::invalid_length(1, &self))?;
+            Ok((issuer, other))
+        }
+    }
+
+    let mut deserializer = serde_json::Deserializer::from_slice(document);
+    let pair = serde::Deserializer::deserialize_struct(
+        &mut deserializer,
+        "Metadata",
+        &[],
+        IssuerAnd(member),
+    )
+    .ok()?;
+    deserializer.end().ok()?;
+    Some(pair)
 }
 
 #[cfg(test)]

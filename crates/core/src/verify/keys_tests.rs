@@ -661,3 +661,76 @@ fn a_discovered_jwks_uri_that_fails_is_discovered_again() {
     assert!(keys.is_ok());
     assert_eq!(fresh.refresh_due(), None, "fresh again");
 }
+
+/// What `issuer_and` replaced: serde's derive of each metadata struct.
+#[derive(serde::Deserialize, Debug)]
+struct JwksMetadata {
+    issuer: String,
+    jwks_uri: String,
+}
+
+#[derive(serde::Deserialize, Debug)]
+struct IntrospectionMetadata {
+    issuer: String,
+    introspection_endpoint: String,
+}
+
+#[test]
+fn metadata_members_are_read_as_the_derived_structs_read_them() {
+    let documents = [
+        r#"{"issuer": "i", "jwks_uri": "j"}"#,
+        r#"{"jwks_uri": "j", "issuer": "i", "other": [1, {"x": null}]}"#,
+        r#"{"issuer": "i", "introspection_endpoint": "e", "jwks_uri": "j"}"#,
+        r#"{"iss\u0075er": "i", "jwks_uri": "j\n"}"#,
+        r#"{"issuer": "i"}"#,
+        r#"{"jwks_uri": "j"}"#,
+        r#"{"issuer": "i", "jwks_uri": 5}"#,
+        r#"{"issuer": null, "jwks_uri": "j"}"#,
+        r#"{"issuer": "i", "jwks_uri": "j", "issuer": "k"}"#,
+        r#"{"issuer": "i", "jwks_uri": "j", "jwks_uri": "k"}"#,
+        r#"{"issuer": "i", "jwks_uri": "j", "x": 1, "x": 2}"#,
+        r#"{"issuer": "i", "jwks_uri": "j"} "#,
+        r#"{"issuer": "i", "jwks_uri": "j"} x"#,
+        r#"{"issuer": "i", "jwks_uri": "j",}"#,
+        r#"{"issuer": "i", "jwks_uri": "j", "x": }"#,
+        r#"["i", "j"]"#,
+        r#"["i", "j", "k"]"#,
+        r#"["i"]"#,
+        r#"["i", 5]"#,
+        r#"[]"#,
+        r#"["i", "j",]"#,
+        r#""i""#,
+        "null",
+        "5",
+        "",
+        "{",
+        "{}",
+        "\u{feff}{}",
+    ];
+    for document in documents {
+        let bytes = document.as_bytes();
+        let jwks = serde_json::from_slice::<JwksMetadata>(bytes)
+            .ok()
+            .map(|m| (m.issuer, m.jwks_uri));
+        assert_eq!(issuer_and(bytes, "jwks_uri"), jwks, "{document}");
+        let introspection = serde_json::from_slice::<IntrospectionMetadata>(bytes)
+            .ok()
+            .map(|m| (m.issuer, m.introspection_endpoint));
+        assert_eq!(
+            issuer_and(bytes, "introspection_endpoint"),
+            introspection,
+            "{document}"
+        );
+    }
+    // Not UTF-8 inside a string, or outside one.
+    for bytes in [
+        &b"{\"issuer\": \"\xff\", \"jwks_uri\": \"j\"}"[..],
+        &b"{\"issuer\": \"i\", \"jwks_uri\": \"j\"}\xff"[..],
+        &b"{\"x\": \"\xff\", \"issuer\": \"i\", \"jwks_uri\": \"j\"}"[..],
+    ] {
+        let jwks = serde_json::from_slice::<JwksMetadata>(bytes)
+            .ok()
+            .map(|m| (m.issuer, m.jwks_uri));
+        assert_eq!(issuer_and(bytes, "jwks_uri"), jwks, "{bytes:?}");
+    }
+}
