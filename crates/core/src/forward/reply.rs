@@ -229,10 +229,7 @@ impl Denial {
                 UNSUPPORTED_PROTOCOL_VERSION,
                 "Unsupported protocol version",
                 id.as_ref(),
-                Some(serde_json::json!({
-                    "supported": refusal.supported,
-                    "requested": refusal.requested,
-                })),
+                Some(refusal),
             ),
             // The MCP SDKs' answer to an unknown session: 404 with a JSON-RPC error.
             Self::ForeignSession => rpc_error_reply(404, -32001, "Session not found", None, None),
@@ -323,30 +320,53 @@ fn json_reply(
 
 /// A JSON-RPC error answer; `id` is the request's when the refusal concerns
 /// one readable request, else `null` (JSON-RPC 2.0 §5); `data` when the
-/// client acts on it (§5.1).
+/// client acts on it (§5.1): what an unsupported revision may be answered
+/// with. Members in text order, as serde_json's maps give them.
 fn rpc_error_reply(
     status: u16,
     code: i64,
     message: &str,
     id: Option<&serde_json::Value>,
-    data: Option<serde_json::Value>,
+    data: Option<&Unsupported>,
 ) -> Reply {
-    let mut error = serde_json::json!({ "code": code, "message": message });
-    if let Some(data) = data {
-        error["data"] = data;
+    #[derive(Serialize)]
+    struct Body<'a> {
+        error: Error<'a>,
+        /// `None` is written `null`.
+        id: Option<&'a serde_json::Value>,
+        jsonrpc: &'static str,
     }
-    let body = serde_json::json!({
-        "jsonrpc": "2.0",
-        "id": id.cloned().unwrap_or(serde_json::Value::Null),
-        "error": error,
-    });
+    #[derive(Serialize)]
+    struct Error<'a> {
+        code: i64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        data: Option<Data<'a>>,
+        message: &'a str,
+    }
+    #[derive(Serialize)]
+    struct Data<'a> {
+        requested: &'a str,
+        supported: &'a [&'static str],
+    }
+    let body = Body {
+        error: Error {
+            code,
+            data: data.map(|refusal| Data {
+                requested: &refusal.requested,
+                supported: &refusal.supported,
+            }),
+            message,
+        },
+        id,
+        jsonrpc: "2.0",
+    };
     Reply {
         status,
         headers: vec![
             ("content-type", "application/json".to_owned()),
             ("cache-control", "no-store".to_owned()),
         ],
-        body: body.to_string(),
+        body: serde_json::to_string(&body).unwrap_or_default(),
     }
 }
 
@@ -463,5 +483,65 @@ pub fn metadata_preflight_reply() -> Reply {
             ("access-control-max-age", "86400".to_owned()),
         ],
         body: String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    /// What `rpc_error_reply` built before: the body as serde_json values.
+    fn with_json_values(
+        code: i64,
+        message: &str,
+        id: Option<&Value>,
+        data: Option<&Unsupported>,
+    ) -> String {
+        let mut error = json!({ "code": code, "message": message });
+        if let Some(refusal) = data {
+            error["data"] = json!({
+                "supported": refusal.supported,
+                "requested": refusal.requested,
+            });
+        }
+        json!({
+            "jsonrpc": "2.0",
+            "id": id.cloned().unwrap_or(Value::Null),
+            "error": error,
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn json_rpc_errors_are_written_as_the_json_values_wrote_them() {
+        let refusal = Unsupported {
+            requested: "2024-11-05 \"odd\"\n".to_owned(),
+            supported: vec!["2025-11-25", "2026-07-28"],
+        };
+        let none = Unsupported {
+            requested: String::new(),
+            supported: Vec::new(),
+        };
+        let ids = [
+            None,
+            Some(json!(1)),
+            Some(json!(-7)),
+            Some(json!(1.5)),
+            Some(json!("req-1 \u{7}ü")),
+            Some(Value::Null),
+            Some(json!({"b": [1, {"a": null}], "a": true})),
+        ];
+        for id in &ids {
+            for data in [None, Some(&refusal), Some(&none)] {
+                for (code, message) in [(-32600, "Invalid Request"), (i64::MIN, "\"quoted\"\t")] {
+                    assert_eq!(
+                        rpc_error_reply(400, code, message, id.as_ref(), data).body,
+                        with_json_values(code, message, id.as_ref(), data),
+                    );
+                }
+            }
+        }
     }
 }
