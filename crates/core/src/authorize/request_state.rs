@@ -187,10 +187,17 @@ impl StateKey {
             .tag(self.secrets.first()?, holder, call, expires, state)?
             .finalize()
             .into_bytes();
-        Some(format!(
-            "{SEALED_PREFIX}{expires}.{}.{state}",
-            Base64UrlUnpadded::encode_string(&tag)
-        ))
+        let mut sealed = String::from(SEALED_PREFIX);
+        for part in [
+            &expires.to_string(),
+            &Base64UrlUnpadded::encode_string(&tag),
+            state,
+        ] {
+            sealed.push_str(part);
+            sealed.push('.');
+        }
+        sealed.pop();
+        Some(sealed)
     }
 
     fn open<'s>(

@@ -102,7 +102,7 @@ pub fn marks(input_schema: &Value) -> Option<Vec<Mark>> {
                 "string" | "boolean" => false,
                 _ => return None,
             };
-            let header = format!("{PARAM_PREFIX}{}", name.to_ascii_lowercase());
+            let header = [PARAM_PREFIX, &name.to_ascii_lowercase()].concat();
             if found.iter().any(|mark| mark.header == header) || found.len() == MAX_MARKS {
                 return None;
             }
