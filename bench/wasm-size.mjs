@@ -22,7 +22,13 @@ function inspect(bytes) {
     if (section.id === 2) {
       const count = readU32(bytes, at);
       for (let i = 0; i < count; i++) {
-        for (let k = 0; k < 2; k++) at.offset += readU32(bytes, at);
+        // Module and field names: a length, then that many bytes. (Not
+      // `at.offset += readU32(…)`: that adds the length to the offset from
+      // before the length was read.)
+      for (let k = 0; k < 2; k++) {
+        const length = readU32(bytes, at);
+        at.offset += length;
+      }
         const kind = bytes[at.offset++];
         if (kind === 0) { readU32(bytes, at); imported++; }
         else if (kind === 1) { at.offset++; const flags = readU32(bytes, at); readU32(bytes, at); if (flags & 1) readU32(bytes, at); }
