@@ -5,17 +5,23 @@
 //! headers), and the record of the decision the log line is made from.
 //! [`crate::flow::machine`] runs them in order for one request.
 
+use std::rc::Rc;
+
 use serde::Serialize;
 
+use crate::authorize::request_state::{open_body, Holder, StateSealer, STATEFUL_METHODS};
 use crate::authorize::tool_filter::ToolListFilter;
 use crate::config::{Config, Route};
 use crate::forward::origin::OriginRequest;
 use crate::forward::reply::{Denial, Reply};
+use crate::forward::rewrite::AnswerRewrite;
 use crate::parse::jsonrpc::{
     carries_header_metadata, check_routing_headers, parse_body, RoutingHeaders, RpcError,
     RpcMessage, TOOLS_CALL, TOOLS_LIST,
 };
-use crate::parse::tool_headers::{check_param_headers, is_param_header, ToolSchemas};
+use crate::parse::tool_headers::{
+    check_param_headers, is_param_header, SchemaLearner, ToolSchemas,
+};
 use crate::parse::version::{check_minimum, request_revision};
 use crate::verify::jwt::AccessToken;
 
@@ -164,33 +170,32 @@ pub struct RpcAudit {
     pub required_scopes: Vec<String>,
 }
 
-/// How to forward an authorized JSON-RPC body.
+/// How to forward an authorized JSON-RPC body, and what its answer needs.
 #[derive(Debug, Clone)]
 pub struct RpcPlan {
     /// For the log.
     pub audit: RpcAudit,
-    /// Set when the body lists tools and the policy may hide some.
-    pub tool_filter: Option<ToolListFilter>,
-    /// The request's revision is 2026-07-28 or later: its answers may carry
-    /// `requestState` (multi round-trip requests), its `tools/list` answers
-    /// the tools' header marks.
-    pub modern: bool,
-    /// The ids of the body's `tools/list` requests.
-    pub list_ids: Vec<serde_json::Value>,
+    /// Set when the answer is rewritten: a `tools/list` the policy may
+    /// filter, a `requestState` to seal, tools' header marks to learn.
+    pub rewrite: Option<AnswerRewrite>,
+    /// The body to forward instead of the client's: its `requestState`
+    /// opened back into the origin's own.
+    pub forward_body: Option<Vec<u8>>,
 }
 
 /// Authorizes the JSON-RPC body of a POST from a verified `token`: the body
 /// must be JSON-RPC, agree with the MCP routing headers, and the token must
-/// hold every scope its messages need (route-level, per method, per tool).
-/// `schemas`: the tools' header marks this isolate learned, used at `now`.
+/// hold every scope its messages need (route-level, per method, per tool);
+/// a `requestState` it carries must open for the token's holder. `schemas`:
+/// the tools' header marks this isolate learned, used and added to at `now`.
 /// The refusal carries the audit record when the body could be read.
 pub fn authorize_rpc(
+    config: &Config,
     route: &Route,
-    min_version: Option<&str>,
     request: &RequestHead<'_>,
     token: &AccessToken,
     body: &[u8],
-    schemas: &ToolSchemas,
+    schemas: &Rc<ToolSchemas>,
     now: i64,
 ) -> Result<RpcPlan, (Denial, Option<RpcAudit>)> {
     let messages = parse_body(body).map_err(|error| (Denial::MalformedRpc(error), None))?;
@@ -244,6 +249,7 @@ pub fn authorize_rpc(
         };
         return Err((denial, Some(audit)));
     }
+    let min_version = config.min_protocol_version;
     if let Err(denial) = check_revision(min_version, protocol_version.as_deref(), &messages) {
         return Err((denial, Some(audit)));
     }
@@ -265,16 +271,57 @@ pub fn authorize_rpc(
     let policy = &route.policy;
     let may_hide_tools =
         !policy.tools.is_empty() || !policy.methods.scopes_for(TOOLS_CALL).is_empty();
-    let tool_filter = (!list_ids.is_empty() && may_hide_tools).then(|| ToolListFilter {
-        request_ids: list_ids.clone(),
+    // Only 2026-07-28 tools carry header marks.
+    let learn = (modern && !list_ids.is_empty()).then(|| SchemaLearner {
+        schemas: Rc::clone(schemas),
+        resource: route.resource.uri.clone(),
+        list_ids: list_ids.clone(),
+        now,
+    });
+    let tools = (!list_ids.is_empty() && may_hide_tools).then(|| ToolListFilter {
+        request_ids: list_ids,
         policy: policy.clone(),
         held,
     });
+    let stateful = messages.iter().any(|message| {
+        message
+            .method
+            .as_deref()
+            .is_some_and(|method| STATEFUL_METHODS.contains(&method))
+    });
+    let (forward_body, states) = match &config.state_key {
+        // Answers of earlier revisions carry no state, so their bodies are
+        // opened only to refuse one that does.
+        Some(key) if stateful && (modern || StateSealer::may_concern(body)) => {
+            let holder = Holder {
+                resource: route.resource.uri.clone(),
+                issuer: token.issuer.clone(),
+                subject: token.subject.clone(),
+                client_id: token.client_id.clone(),
+            };
+            match open_body(key, &holder, now, body) {
+                Ok(opened) => (opened.body, opened.sealer.filter(|_| modern)),
+                Err(refused) => {
+                    let denial = Denial::InvalidRequestState {
+                        id: refused.id,
+                        why: refused.why,
+                    };
+                    return Err((denial, Some(audit)));
+                }
+            }
+        }
+        _ => (None, None),
+    };
+    let rewrite =
+        (tools.is_some() || states.is_some() || learn.is_some()).then_some(AnswerRewrite {
+            learn,
+            tools,
+            states,
+        });
     Ok(RpcPlan {
         audit,
-        tool_filter,
-        modern,
-        list_ids,
+        rewrite,
+        forward_body,
     })
 }
 

@@ -488,23 +488,23 @@ fn post_scopes_are_decided_with_the_body_and_challenge_names_them_all() {
     let token = verified(&config, &headers);
     let req = request("POST", "/mcp", None, &headers);
     let plan = authorize_rpc(
+        &config,
         &config.routes[0],
-        None,
         &req,
         &token,
         call("lookup_invoice").as_bytes(),
-        &ToolSchemas::default(),
+        &Rc::default(),
         NOW,
     )
     .unwrap();
     assert_eq!(plan.audit.tools, ["lookup_invoice"]);
     let (denial, audit) = authorize_rpc(
+        &config,
         &config.routes[0],
-        None,
         &req,
         &token,
         call("void_invoice").as_bytes(),
-        &ToolSchemas::default(),
+        &Rc::default(),
         NOW,
     )
     .unwrap_err();
@@ -524,12 +524,12 @@ fn post_scopes_are_decided_with_the_body_and_challenge_names_them_all() {
     // A batch with one forbidden message is refused whole.
     let batch = format!("[{}, {}]", call("lookup_invoice"), call("void_invoice"));
     assert!(authorize_rpc(
+        &config,
         &config.routes[0],
-        None,
         &req,
         &token,
         batch.as_bytes(),
-        &ToolSchemas::default(),
+        &Rc::default(),
         NOW
     )
     .is_err());
@@ -542,12 +542,12 @@ fn post_bodies_must_be_json_rpc_and_match_the_routing_headers() {
     let token = verified(&config, &headers);
     for body in ["", "not json", "{}", "[]"] {
         let (denial, _) = authorize_rpc(
+            &config,
             &config.routes[0],
-            None,
             &request("POST", "/mcp", None, &headers),
             &token,
             body.as_bytes(),
-            &ToolSchemas::default(),
+            &Rc::default(),
             NOW,
         )
         .unwrap_err();
@@ -558,12 +558,12 @@ fn post_bodies_must_be_json_rpc_and_match_the_routing_headers() {
     headers.push(("Mcp-Name".into(), "other_tool".into()));
     let req = request("POST", "/mcp", None, &headers);
     let (denial, _) = authorize_rpc(
+        &config,
         &config.routes[0],
-        None,
         &req,
         &token,
         call("lookup_invoice").as_bytes(),
-        &ToolSchemas::default(),
+        &Rc::default(),
         NOW,
     )
     .unwrap_err();
@@ -594,30 +594,32 @@ fn tools_list_gets_a_filter_only_when_the_policy_can_hide_tools() {
     let token = verified(&config, &headers);
     let req = request("POST", "/mcp", None, &headers);
     let filter = authorize_rpc(
+        &config,
         &config.routes[0],
-        None,
         &req,
         &token,
         list,
-        &ToolSchemas::default(),
+        &Rc::default(),
         NOW,
     )
     .unwrap()
-    .tool_filter
+    .rewrite
+    .and_then(|rewrite| rewrite.tools)
     .unwrap();
     assert_eq!(filter.request_ids, [serde_json::Value::from("l")]);
     let plain = self::config(&[]);
     assert!(authorize_rpc(
+        &plain,
         &plain.routes[0],
-        None,
         &req,
         &token,
         list,
-        &ToolSchemas::default(),
+        &Rc::default(),
         NOW
     )
     .unwrap()
-    .tool_filter
+    .rewrite
+    .and_then(|rewrite| rewrite.tools)
     .is_none());
 }
 
@@ -955,12 +957,12 @@ fn per_route_tool_scopes_apply_only_on_their_route() {
     };
     let req = request("POST", "/billing", None, &[]);
     let (denial, _) = authorize_rpc(
+        &config,
         &config.routes[0],
-        None,
         &req,
         &token,
         call("void_invoice").as_bytes(),
-        &ToolSchemas::default(),
+        &Rc::default(),
         NOW,
     )
     .unwrap_err();
@@ -972,12 +974,12 @@ fn per_route_tool_scopes_apply_only_on_their_route() {
     );
     let req = request("POST", "/tickets", None, &[]);
     assert!(authorize_rpc(
+        &config,
         &config.routes[1],
-        None,
         &req,
         &token,
         call("void_invoice").as_bytes(),
-        &ToolSchemas::default(),
+        &Rc::default(),
         NOW
     )
     .is_ok());

@@ -36,7 +36,6 @@
 
 use std::rc::Rc;
 
-use crate::authorize::request_state::{open_body, Holder, StateSealer, STATEFUL_METHODS};
 use crate::authorize::sessions::{is_valid_session_id, may_use_session, session_key, SessionOwner};
 use crate::config::{Config, ConfigError, Route, TokenFormat};
 use crate::flow::gate::{
@@ -52,7 +51,7 @@ use crate::forward::reply::{
 use crate::forward::rewrite::{AnswerRewrite, SseRewrite};
 use crate::io::{Io, IoAnswer, Poll};
 use crate::parse::bearer::{extract_bearer, CredentialCarriers};
-use crate::parse::tool_headers::{SchemaLearner, ToolSchemas};
+use crate::parse::tool_headers::ToolSchemas;
 use crate::verify::introspect::{looks_like_jwt, IntrospectionPolicy};
 use crate::verify::introspect_cache::{IntrospectionLookup, IntrospectionMemory};
 use crate::verify::jwk::{JwsAlgorithm, KeySet, PublicKey};
@@ -1006,8 +1005,8 @@ impl Flow {
                 }));
             };
             match authorize_rpc(
+                config,
                 route,
-                config.min_protocol_version,
                 &self.request.head(),
                 &token,
                 body,
@@ -1015,52 +1014,10 @@ impl Flow {
                 self.now,
             ) {
                 Ok(plan) => {
-                    let stateful = plan
-                        .audit
-                        .methods
-                        .iter()
-                        .any(|method| STATEFUL_METHODS.contains(&method.as_str()));
                     self.record.audit = Some(plan.audit);
-                    // Answers of earlier revisions carry no state, so their
-                    // bodies are opened only to refuse one that does.
-                    let may_carry = plan.modern || StateSealer::may_concern(body);
-                    let mut states = None;
-                    if let (Some(key), true) = (&config.state_key, stateful && may_carry) {
-                        let holder = Holder {
-                            resource: route.resource.uri.clone(),
-                            issuer: token.issuer.clone(),
-                            subject: token.subject.clone(),
-                            client_id: token.client_id.clone(),
-                        };
-                        match open_body(key, &holder, self.now, body) {
-                            Ok(opened) => {
-                                if let Some(forward) = &mut self.forward {
-                                    forward.body = opened.body;
-                                }
-                                states = opened.sealer.filter(|_| plan.modern);
-                            }
-                            Err(refused) => {
-                                let denial = Denial::InvalidRequestState {
-                                    id: refused.id,
-                                    why: refused.why,
-                                };
-                                return Some(self.refuse(config, denial));
-                            }
-                        }
-                    }
-                    // Only 2026-07-28 tools carry header marks.
-                    let learn = (plan.modern && !plan.list_ids.is_empty()).then(|| SchemaLearner {
-                        schemas: Rc::clone(&self.gate.tool_schemas),
-                        resource: route.resource.uri.clone(),
-                        list_ids: plan.list_ids,
-                        now: self.now,
-                    });
-                    if plan.tool_filter.is_some() || states.is_some() || learn.is_some() {
-                        self.rewrite = Some(AnswerRewrite {
-                            learn,
-                            tools: plan.tool_filter,
-                            states,
-                        });
+                    self.rewrite = plan.rewrite;
+                    if let Some(forward) = &mut self.forward {
+                        forward.body = plan.forward_body;
                     }
                 }
                 Err((denial, audit)) => {
