@@ -869,7 +869,7 @@ impl RouteEntry {
                 for index in 0..ROUTE_MEMBERS.len() {
                     match items.next() {
                         Some(value) => entry.set(index, value)?,
-                        None if !is_text_member(index) => {}
+                        None if matches!(entry.slot(index), Slot::Json(_)) => {}
                         None => {
                             return Err(serde_json::Error::invalid_length(
                                 index,
@@ -895,46 +895,50 @@ impl RouteEntry {
         Ok(entry)
     }
 
+    /// The field of the [`ROUTE_MEMBERS`] member at `index` (the last for
+    /// any index past them).
+    fn slot(&mut self, index: usize) -> Slot<'_> {
+        match index {
+            0 => Slot::Text(&mut self.resource),
+            1 => Slot::Text(&mut self.origin),
+            2 => Slot::Json(&mut self.audience),
+            3 => Slot::Json(&mut self.scopes_supported),
+            4 => Slot::Json(&mut self.required_scopes),
+            5 => Slot::Json(&mut self.tool_scopes),
+            6 => Slot::Json(&mut self.method_scopes),
+            7 => Slot::Json(&mut self.scope_implies),
+            8 => Slot::Text(&mut self.resource_name),
+            9 => Slot::Text(&mut self.resource_documentation),
+            10 => Slot::Json(&mut self.issuers),
+            _ => Slot::Text(&mut self.origin_authorization_secret),
+        }
+    }
+
     fn set(&mut self, index: usize, value: Value) -> Result<(), serde_json::Error> {
-        if is_text_member(index) {
-            let text = match value {
-                Value::Null => None,
-                Value::String(text) => Some(text),
-                other => {
-                    return Err(serde::de::Error::invalid_type(
-                        unexpected(&other),
-                        &"a string",
-                    ))
+        match self.slot(index) {
+            Slot::Text(field) => {
+                *field = match value {
+                    Value::Null => None,
+                    Value::String(text) => Some(text),
+                    other => {
+                        return Err(serde::de::Error::invalid_type(
+                            unexpected(&other),
+                            &"a string",
+                        ))
+                    }
                 }
-            };
-            match index {
-                0 => self.resource = text,
-                1 => self.origin = text,
-                8 => self.resource_name = text,
-                9 => self.resource_documentation = text,
-                _ => self.origin_authorization_secret = text,
             }
-        } else {
-            let value = Some(value);
-            match index {
-                2 => self.audience = value,
-                3 => self.scopes_supported = value,
-                4 => self.required_scopes = value,
-                5 => self.tool_scopes = value,
-                6 => self.method_scopes = value,
-                7 => self.scope_implies = value,
-                _ => self.issuers = value,
-            }
+            Slot::Json(field) => *field = Some(value),
         }
         Ok(())
     }
 }
 
-/// Whether the [`ROUTE_MEMBERS`] member at `index` is text
-/// (`Option<String>`: `null` is absent, any other non-string refused); the
-/// others keep any JSON value, `null` included.
-fn is_text_member(index: usize) -> bool {
-    matches!(index, 0 | 1 | 8 | 9 | 11)
+/// A [`RouteEntry`] field: text (`Option<String>`: `null` is absent, any
+/// other non-string refused), or any JSON value, `null` included.
+enum Slot<'e> {
+    Text(&'e mut Option<String>),
+    Json(&'e mut Option<Value>),
 }
 
 /// What serde_json's value deserializer names a value it refuses.
