@@ -60,27 +60,6 @@ impl fmt::Debug for StateKey {
     }
 }
 
-impl StateKey {
-    /// The key from the binding's text: secrets separated by white space,
-    /// the sealing one first. `Err` (never echoing a secret) when one is
-    /// shorter than [`MIN_SECRET_BYTES`] or none is given.
-    pub fn parse(text: &str) -> Result<Self, &'static str> {
-        let secrets: Vec<Vec<u8>> = text
-            .split_whitespace()
-            .map(|secret| secret.as_bytes().to_vec())
-            .collect();
-        if secrets.is_empty() {
-            return Err("is empty");
-        }
-        if secrets.iter().any(|secret| secret.len() < MIN_SECRET_BYTES) {
-            return Err(
-                "each secret must be at least 32 characters (e.g. `openssl rand -base64 32`)",
-            );
-        }
-        Ok(StateKey { secrets })
-    }
-}
-
 /// Whom a state belongs to: the verified token's identity on one route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Holder {
@@ -148,6 +127,25 @@ impl StateRefusal {
 }
 
 impl StateKey {
+    /// The key from the binding's text: secrets separated by white space,
+    /// the sealing one first. `Err` (never echoing a secret) when one is
+    /// shorter than [`MIN_SECRET_BYTES`] or none is given.
+    pub fn parse(text: &str) -> Result<Self, &'static str> {
+        let secrets: Vec<Vec<u8>> = text
+            .split_whitespace()
+            .map(|secret| secret.as_bytes().to_vec())
+            .collect();
+        if secrets.is_empty() {
+            return Err("is empty");
+        }
+        if secrets.iter().any(|secret| secret.len() < MIN_SECRET_BYTES) {
+            return Err(
+                "each secret must be at least 32 characters (e.g. `openssl rand -base64 32`)",
+            );
+        }
+        Ok(StateKey { secrets })
+    }
+
     /// The tag's MAC state; `None` never happens (HMAC takes a key of any
     /// length), and would make every state fail to seal and to open.
     fn tag(
