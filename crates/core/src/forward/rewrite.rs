@@ -3,7 +3,9 @@
 //! stream (WHATWG HTML §9.2 event stream format, as MCP Streamable HTTP uses
 //! it) passes through the rewrites the request's authorization asked for:
 //! the `tools/list` filter ([`crate::authorize::tool_filter`]) and the
-//! sealing of `requestState` ([`crate::authorize::request_state`]).
+//! sealing of `requestState` ([`crate::authorize::request_state`]); the
+//! tools' header marks are learned on the way
+//! ([`crate::parse::tool_headers`]).
 //! Complete events pass on as soon as they are complete; only the `data` of
 //! a response that changes is rewritten.
 
