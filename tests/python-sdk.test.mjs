@@ -239,7 +239,7 @@ describe('MCP Python SDK client and origin through the gate (static tokens), and
     assert.deepEqual((await python.record()).voided, [...before.voided, 'INV-PY-2']);
   });
 
-  test('a requestState handed to one user is refused for another, never forwarded; its owner completes the call', async () => {
+  test('a requestState handed to one user is refused for another, and altered or unsealed ones for anyone: 400 -32602, never forwarded; its owner completes the call', async () => {
     // Raw requests, as a 2026-07-28 client sends them: the SDK client cannot
     // change its token between the two rounds of one call, an attacker can.
     const call = (token, id, params) =>
@@ -262,6 +262,13 @@ describe('MCP Python SDK client and origin through the gate (static tokens), and
     const before = (await python.record()).requests.length;
     const stolen = await call(bob, 2, retry);
     assert.ok(stolen.status >= 400 && stolen.status < 500, `bob's retry with alice's requestState: ${stolen.status} ${stolen.text.slice(0, 300)}`);
+    // Alice herself with the state altered, or with a state the gate never sealed.
+    const altered = `${requestState.slice(0, -1)}${requestState.endsWith('A') ? 'B' : 'A'}`;
+    for (const [label, id, state] of [['altered', 4, altered], ['unsealed', 5, 'origin-made-up']]) {
+      const refused = await call(alice, id, { ...retry, requestState: state });
+      assert.equal(refused.status, 400, `${label}: ${refused.text}`);
+      assert.deepEqual([refused.answer.id, refused.answer.error.code, refused.answer.error.message], [id, -32602, 'Invalid or expired requestState'], label);
+    }
     assert.equal((await python.record()).requests.length, before, 'never forwarded');
 
     const own = await call(alice, 3, retry);
