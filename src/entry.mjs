@@ -8,7 +8,7 @@
 // that need, as one `\0`-separated text (most steps) or as an array with the
 // same fields (steps carrying a CryptoKey or bytes). This module performs it in plain JavaScript
 // (a KV read or write, a fetch with a deadline and a size cap, a timer, a
-// WebCrypto import or verify, reading the body, the forward, reading the
+// WebCrypto import, verify or sign, reading the body, the forward, reading the
 // origin's body) and resumes the machine with the outcome, until the machine
 // hands over the answer. Nothing here decides anything: every answer, every
 // refusal and every log line is the machine's.
@@ -31,6 +31,7 @@ const {
   gateFetched,
   gateVerdict,
   gateImported,
+  gateSigned,
   gateBody,
   gateOrigin,
   gateOriginBody,
@@ -73,6 +74,7 @@ const FORWARD = 7;
 const READ_ORIGIN_BODY = 8;
 const RESPOND = 9;
 const DONE = 10;
+const SIGN = 11;
 // How a RESPOND's body is given.
 const BODY_ORIGIN = 1;
 const BODY_FILTERED = 2;
@@ -232,6 +234,9 @@ async function perform(env, handle, next) {
       return gateVerdict(handle, await verify(next[1], next[2], next[3], next[4]));
     case IMPORT:
       return gateImported(handle, await importKey(next[1], next[2]));
+    case SIGN:
+      // SIGN, binding, alg, signing input
+      return gateSigned(handle, await sign(env, next[1], next[2], next[3]));
     default:
       throw new Error(`unexpected step ${next[0]}`);
   }
@@ -257,6 +262,49 @@ function verify(key, params, signature, data) {
 
 function importKey(jwk, params) {
   return crypto.subtle.importKey('jwk', jwk, params, false, ['verify']).catch(() => undefined);
+}
+
+const SIGN_PARAMS = { ES256: { name: 'ECDSA', hash: 'SHA-256' }, EdDSA: { name: 'Ed25519' } };
+const KEY_PARAMS = { ES256: { name: 'ECDSA', namedCurve: 'P-256' }, EdDSA: { name: 'Ed25519' } };
+/** The assertion keys of this isolate, by binding: a promise of the CryptoKey, or of undefined when unusable. */
+const signingKeys = new Map();
+const encoder = new TextEncoder();
+
+/** Signs the origin's assertion with the private JWK of `binding`; undefined when it cannot. */
+async function sign(env, binding, alg, input) {
+  let key = signingKeys.get(binding);
+  if (key === undefined) {
+    key = importSigningKey(env[binding], alg);
+    signingKeys.set(binding, key);
+  }
+  const imported = await key;
+  if (imported === undefined) return undefined;
+  try {
+    return new Uint8Array(await crypto.subtle.sign(SIGN_PARAMS[alg], imported, encoder.encode(input)));
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Imports a private JWK for signing, non-extractable. Its private part must
+ * match its public part, which the gate publishes: a key that signs what the
+ * published key cannot verify would fail at every origin, so it is refused.
+ * Nothing about the key is logged.
+ */
+async function importSigningKey(text, alg) {
+  try {
+    // What a signing JWK may carry beside its members (the machine ignores them too).
+    const { d, key_ops: _ops, ext: _ext, ...members } = JSON.parse(text);
+    const params = KEY_PARAMS[alg];
+    const key = await crypto.subtle.importKey('jwk', { ...members, d }, params, false, ['sign']);
+    const published = await crypto.subtle.importKey('jwk', members, params, false, ['verify']);
+    const probe = crypto.getRandomValues(new Uint8Array(32));
+    const signature = await crypto.subtle.sign(SIGN_PARAMS[alg], key, probe);
+    return (await crypto.subtle.verify(SIGN_PARAMS[alg], published, signature, probe)) ? key : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 const TOO_LARGE = Symbol('too large');

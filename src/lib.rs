@@ -74,7 +74,10 @@ fn gate(env: &Env) -> Rc<Gate> {
                         }
                     }
                 }
-                Rc::new(Gate::new(config))
+                // The seed of the assertions' `jti`s: new for each isolate.
+                let mut seed = [0u8; 32];
+                random_values(&mut seed);
+                Rc::new(Gate::new(config, seed))
             })
             .clone()
     })
@@ -84,6 +87,8 @@ fn gate(env: &Env) -> Rc<Gate> {
 extern "C" {
     #[wasm_bindgen(js_namespace = console, js_name = log)]
     fn log(line: &str);
+    #[wasm_bindgen(js_namespace = crypto, js_name = getRandomValues)]
+    fn random_values(buffer: &mut [u8]);
 }
 
 /// Logs a panic as one JSON line, then hands it to the hook worker's start
@@ -193,6 +198,7 @@ const FORWARD: u8 = 7;
 const READ_ORIGIN_BODY: u8 = 8;
 const RESPOND: u8 = 9;
 const DONE: u8 = 10;
+const SIGN: u8 = 11;
 
 // How a RESPOND's body is given.
 const BODY_BYTES: u8 = 0;
@@ -345,6 +351,29 @@ pub fn gate_imported(handle: u32, key: JsValue) -> JsValue {
         None => advance(handle, Some(Answer::Verdict(false))),
     }
     .into_js()
+}
+
+/// Resumes after SIGN with the signature, or `undefined` when WebCrypto
+/// could not import the binding's key, or its private and public parts
+/// disagree (then the request is refused, and the binding named in the log
+/// once per isolate).
+#[wasm_bindgen(js_name = gateSigned)]
+pub fn gate_signed(handle: u32, signature: Option<Vec<u8>>) -> JsValue {
+    thread_local! {
+        static REPORTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    if signature.is_none() && !REPORTED.with(|reported| reported.replace(true)) {
+        let binding = GATE.with(|cell| {
+            let gate = cell.borrow();
+            let config = gate.as_ref()?.config.as_ref().ok()?;
+            Some(config.assertion.as_ref()?.signing_binding)
+        });
+        if let Some(binding) = binding {
+            let problem = format!("{binding}: WebCrypto cannot sign with this key (it does not import, or its private part does not match its public part); every request is refused");
+            log(&event_log("config_invalid", "problems", Some(&problem)));
+        }
+    }
+    resume(handle, Answer::Signature(signature.ok_or(())))
 }
 
 /// Resumes after READ_BODY: the body, or `undefined` with `too_large`
@@ -554,6 +583,12 @@ fn step_out(step: Step, background: bool) -> Out {
             Out::text(FORWARD, [forward.url.as_str(), body.as_str()]).with_headers(&forward.headers)
         }
         Step::Need(Need::ReadOriginBody) => Out::text(READ_ORIGIN_BODY, []),
+        // `SIGN, binding, alg, input`: the driver signs with the private JWK
+        // of the binding; the input is base64url text.
+        Step::Need(Need::Sign(signing)) => Out::text(
+            SIGN,
+            [signing.binding, signing.alg.name(), signing.input.as_str()],
+        ),
         Step::Respond(response) => respond(response, background),
         Step::Done(line) => Out::text(DONE, [line.as_deref().unwrap_or_default()]),
     }

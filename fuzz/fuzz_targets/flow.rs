@@ -218,7 +218,7 @@ fuzz_target!(|data: &[u8]| {
     let mut input = Input(data);
     let config = Config::parse(&Vars).expect("harness configuration parses");
     let binding = config.routes[0].check_binding.clone();
-    let gate = Rc::new(Gate::new(Ok(config)));
+    let gate = Rc::new(Gate::new(Ok(config), [7; 32]));
     let token = token(&mut input);
     let key = TokenKey::of(&token, &binding);
     let mut ever_good = false;

@@ -17,6 +17,7 @@ use crate::authorize::policy::{
     OFFLINE_ACCESS,
 };
 use crate::authorize::request_state::StateKey;
+use crate::forward::assertion::{AssertionKey, AssertionSettings, DEFAULT_LIFETIME_SECONDS};
 use crate::verify::introspect::{ClientAuthMethod, IntrospectionClient};
 use crate::verify::jwk::JwsAlgorithm;
 use crate::verify::keys::{is_loopback_host, CacheSettings, FetchLimits, TrustedIssuer};
@@ -61,10 +62,15 @@ pub mod binding {
     pub const INTROSPECTION_CACHE_TTL_SECONDS: &str = "INTROSPECTION_CACHE_TTL_SECONDS";
     pub const MCP_ALLOWED_ORIGINS: &str = "MCP_ALLOWED_ORIGINS";
     pub const MCP_ROUTES: &str = "MCP_ROUTES";
+    pub const ORIGIN_ASSERTION_AUDIENCE: &str = "ORIGIN_ASSERTION_AUDIENCE";
+    pub const ASSERTION_KEY: &str = "ASSERTION_KEY";
+    pub const ASSERTION_KEY_NEXT: &str = "ASSERTION_KEY_NEXT";
+    pub const ASSERTION_ISSUER: &str = "ASSERTION_ISSUER";
+    pub const ASSERTION_LIFETIME_SECONDS: &str = "ASSERTION_LIFETIME_SECONDS";
 
     /// The bindings that describe the one route of a single-route gate; with
     /// `MCP_ROUTES` they belong in the route entries instead.
-    pub const SINGLE_ROUTE: [&str; 11] = [
+    pub const SINGLE_ROUTE: [&str; 12] = [
         MCP_RESOURCE,
         MCP_ORIGIN,
         OAUTH_AUDIENCE,
@@ -76,6 +82,7 @@ pub mod binding {
         MCP_RESOURCE_NAME,
         MCP_RESOURCE_DOCUMENTATION,
         ORIGIN_AUTHORIZATION,
+        ORIGIN_ASSERTION_AUDIENCE,
     ];
 }
 
@@ -175,6 +182,9 @@ pub struct Route {
     pub resource_documentation: Option<String>,
     /// The `Authorization` value sent to the origin. Never logged.
     pub origin_authorization: Option<String>,
+    /// The `aud` of the signed assertion sent with each forwarded request;
+    /// `None`: the route sends none.
+    pub assertion_audience: Option<String>,
     /// What a cached verification on this route was checked against
     /// (issuers and audiences): caches shared by routes key on it, so a
     /// token accepted for one audience is never taken as accepted for another.
@@ -243,6 +253,8 @@ pub struct Config {
     pub state_key: Option<StateKey>,
     /// Opaque tokens.
     pub introspection: IntrospectionConfig,
+    /// The signed assertion for origins; `None` when no key is bound.
+    pub assertion: Option<AssertionSettings>,
     /// Browser origins allowed to call the MCP endpoints (ASCII serialization,
     /// e.g. `https://inspector.example.com`); the resources' own origin is
     /// always allowed.
@@ -508,6 +520,77 @@ impl<B: Bindings + ?Sized> Parser<'_, B> {
         settings
     }
 
+    /// The signed assertion for origins: `ASSERTION_KEY` signs,
+    /// `ASSERTION_KEY_NEXT` is published beside it so that origins know a
+    /// key before it signs. Keys are secrets: problems never quote them.
+    fn assertion(&mut self, routes: &[Route]) -> Option<AssertionSettings> {
+        use binding::*;
+        let key = |p: &mut Self, name: &'static str, private: bool| {
+            let raw = p.bindings.text(name).filter(|raw| !raw.trim().is_empty())?;
+            AssertionKey::parse(&raw, private)
+                .map_err(|problem| p.problem(name, problem))
+                .ok()
+        };
+        let signing = key(self, ASSERTION_KEY, true);
+        let next = key(self, ASSERTION_KEY_NEXT, false);
+        let sends = routes
+            .iter()
+            .any(|route| route.assertion_audience.is_some());
+        let signing_bound = self.optional(ASSERTION_KEY).is_some();
+        if sends && !signing_bound {
+            self.problem(
+                ASSERTION_KEY,
+                "required when a route sends an assertion (ORIGIN_ASSERTION_AUDIENCE or assertion_audience): set a private EC P-256 or Ed25519 JWK as a secret",
+            );
+        }
+        if next.is_some() && !signing_bound {
+            self.problem(
+                ASSERTION_KEY_NEXT,
+                "is published beside ASSERTION_KEY, which is not set",
+            );
+        }
+        if let (Some(signing), Some(next)) = (&signing, &next) {
+            if signing.kid == next.kid {
+                self.problem(
+                    ASSERTION_KEY_NEXT,
+                    "has the same kid as ASSERTION_KEY: the next key must be another key",
+                );
+            }
+        }
+        if signing_bound && !sends {
+            self.warnings.push(format!("{ASSERTION_KEY}: bound, but no route sends an assertion (set ORIGIN_ASSERTION_AUDIENCE, or assertion_audience in MCP_ROUTES); the keys are published all the same"));
+        }
+        let lifetime = self.number(
+            ASSERTION_LIFETIME_SECONDS,
+            DEFAULT_LIFETIME_SECONDS,
+            1..=600,
+        );
+        // By default the gate names itself by its own origin, where its keys
+        // are published.
+        let issuer = match self.optional(ASSERTION_ISSUER) {
+            Some(raw) if is_audience(&raw) => raw,
+            Some(raw) => {
+                self.problem(
+                    ASSERTION_ISSUER,
+                    format!("{raw:?} is not a valid issuer (no white space or control characters)"),
+                );
+                raw
+            }
+            None => routes
+                .first()
+                .and_then(|route| Url::parse(&route.resource.uri).ok())
+                .map(|url| url.origin().ascii_serialization())
+                .unwrap_or_default(),
+        };
+        Some(AssertionSettings::new(
+            issuer,
+            lifetime,
+            signing?,
+            ASSERTION_KEY,
+            next.as_ref(),
+        ))
+    }
+
     fn url(&mut self, name: &'static str, raw: &str, rule: UrlRule) -> Option<Url> {
         match check_url(raw, rule) {
             Ok(url) => Some(url),
@@ -720,6 +803,7 @@ impl Config {
             }
         };
         let introspection = p.introspection(issuers.len());
+        let assertion = p.assertion(&routes);
         let mut allowed_origins = Vec::new();
         for raw in p.list(MCP_ALLOWED_ORIGINS) {
             match crate::io::parse_url(&raw).ok_or(()) {
@@ -760,6 +844,7 @@ impl Config {
                 min_protocol_version,
                 state_key,
                 introspection,
+                assertion,
                 allowed_origins,
                 warnings: p.warnings,
             })
@@ -804,6 +889,9 @@ struct RouteEntry {
     /// The name of the binding holding the origin credential (for the flat
     /// form, `ORIGIN_AUTHORIZATION` when it is bound).
     origin_authorization_secret: Option<String>,
+    /// The signed assertion's `aud` (for the flat form,
+    /// `ORIGIN_ASSERTION_AUDIENCE`); present: the route sends one.
+    assertion_audience: Option<String>,
 }
 
 /// A member that is written is present, even as `null`.
@@ -814,7 +902,7 @@ fn present<'de, D: serde::Deserializer<'de>>(value: D) -> Result<Option<Value>, 
 
 /// The members of a [`RouteEntry`] in declaration order: the positions of
 /// the array form, and the list serde's unknown-member message gives.
-const ROUTE_MEMBERS: [&str; 12] = [
+const ROUTE_MEMBERS: [&str; 13] = [
     "resource",
     "origin",
     "audience",
@@ -827,6 +915,7 @@ const ROUTE_MEMBERS: [&str; 12] = [
     "resource_documentation",
     "issuers",
     "origin_authorization_secret",
+    "assertion_audience",
 ];
 
 impl RouteEntry {
@@ -852,6 +941,7 @@ impl RouteEntry {
             resource_documentation: None,
             issuers: None,
             origin_authorization_secret: None,
+            assertion_audience: None,
         };
         match value {
             Value::Object(members) => {
@@ -873,7 +963,7 @@ impl RouteEntry {
                         None => {
                             return Err(serde_json::Error::invalid_length(
                                 index,
-                                &"struct RouteEntry with 12 elements",
+                                &"struct RouteEntry with 13 elements",
                             ))
                         }
                     }
@@ -910,7 +1000,8 @@ impl RouteEntry {
             8 => Slot::Text(&mut self.resource_name),
             9 => Slot::Text(&mut self.resource_documentation),
             10 => Slot::Json(&mut self.issuers),
-            _ => Slot::Text(&mut self.origin_authorization_secret),
+            11 => Slot::Text(&mut self.origin_authorization_secret),
+            _ => Slot::Text(&mut self.assertion_audience),
         }
     }
 
@@ -981,6 +1072,7 @@ enum Field {
     ResourceDocumentation,
     Issuers,
     OriginAuthorization,
+    AssertionAudience,
 }
 
 impl Field {
@@ -999,6 +1091,7 @@ impl Field {
             // Only entries choose issuers; the flat route takes them all.
             Field::Issuers => OAUTH_ISSUER,
             Field::OriginAuthorization => ORIGIN_AUTHORIZATION,
+            Field::AssertionAudience => ORIGIN_ASSERTION_AUDIENCE,
         }
     }
 
@@ -1017,6 +1110,7 @@ impl Field {
             Field::ResourceDocumentation => ("resource_documentation", " "),
             Field::Issuers => ("issuers", ": "),
             Field::OriginAuthorization => ("origin_authorization_secret", " "),
+            Field::AssertionAudience => ("assertion_audience", " "),
         }
     }
 }
@@ -1099,6 +1193,7 @@ impl<B: Bindings + ?Sized> Parser<'_, B> {
                 .text(ORIGIN_AUTHORIZATION)
                 .is_some_and(|value| !value.is_empty())
                 .then(|| ORIGIN_AUTHORIZATION.to_owned()),
+            assertion_audience: self.optional(ORIGIN_ASSERTION_AUDIENCE),
         }
     }
 
@@ -1233,6 +1328,17 @@ impl<B: Bindings + ?Sized> Parser<'_, B> {
         let origin_authorization = entry
             .origin_authorization_secret
             .and_then(|name| self.origin_credential(source, name.trim()));
+        let assertion_audience = text(entry.assertion_audience).filter(|audience| {
+            let valid = is_audience(audience);
+            if !valid {
+                self.route_problem(
+                    source,
+                    Field::AssertionAudience,
+                    format!("{audience:?} is not a valid audience (no white space or control characters)"),
+                );
+            }
+            valid
+        });
         let mut check_binding = String::new();
         for part in route_issuers.iter().map(String::as_str).chain(["\u{0}"]) {
             check_binding.push_str(part);
@@ -1258,6 +1364,7 @@ impl<B: Bindings + ?Sized> Parser<'_, B> {
             resource_name,
             resource_documentation,
             origin_authorization,
+            assertion_audience,
             check_binding,
         })
     }
@@ -1489,6 +1596,60 @@ mod tests {
             .iter()
             .map(|p| p.binding)
             .collect()
+    }
+
+    /// RFC 8037 appendix A.1 and RFC 7515 appendix A.3: public example keys.
+    const ED25519_JWK: &str = r#"{"kty":"OKP","crv":"Ed25519","d":"nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}"#;
+    const P256_JWK: &str = r#"{"kty":"EC","crv":"P-256","kid":"next","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}"#;
+
+    #[test]
+    fn assertion_keys_are_parsed_and_published_with_the_next_one() {
+        let config = Config::parse(&bindings(&[
+            ("ASSERTION_KEY", ED25519_JWK),
+            ("ASSERTION_KEY_NEXT", P256_JWK),
+            ("ORIGIN_ASSERTION_AUDIENCE", "https://origin.internal"),
+            ("ASSERTION_LIFETIME_SECONDS", "30"),
+        ]))
+        .unwrap();
+        let assertion = config.assertion.unwrap();
+        assert_eq!(assertion.issuer, "https://mcp.example.com");
+        assert_eq!(assertion.lifetime_seconds, 30);
+        assert_eq!(assertion.signing_binding, "ASSERTION_KEY");
+        assert!(assertion.jwks.contains(r#""kid":"next""#));
+        assert!(!assertion.jwks.contains("nWGxne"));
+        assert_eq!(
+            config.routes[0].assertion_audience.as_deref(),
+            Some("https://origin.internal")
+        );
+    }
+
+    #[test]
+    fn bad_assertion_bindings_are_named_without_their_values() {
+        let result = Config::parse(&bindings(&[
+            ("ASSERTION_KEY", P256_JWK),
+            ("ASSERTION_KEY_NEXT", "{not json"),
+            ("ASSERTION_LIFETIME_SECONDS", "0"),
+            ("ORIGIN_ASSERTION_AUDIENCE", "two words"),
+        ]));
+        let error = result.clone().unwrap_err().to_string();
+        assert!(!error.contains("f83OJ3D2"), "{error}");
+        assert_eq!(
+            problems(result),
+            [
+                "ORIGIN_ASSERTION_AUDIENCE",
+                "ASSERTION_KEY",
+                "ASSERTION_KEY_NEXT",
+                "ASSERTION_LIFETIME_SECONDS"
+            ]
+        );
+        // A route that sends an assertion needs a key to sign it.
+        let result = Config::parse(&bindings(&[("ORIGIN_ASSERTION_AUDIENCE", "o")]));
+        assert_eq!(problems(result), ["ASSERTION_KEY"]);
+        let result = Config::parse(&bindings(&[
+            ("ASSERTION_KEY", ED25519_JWK),
+            ("ASSERTION_KEY_NEXT", ED25519_JWK),
+        ]));
+        assert_eq!(problems(result), ["ASSERTION_KEY_NEXT"]);
     }
 
     #[test]

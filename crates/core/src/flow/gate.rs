@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::authorize::request_state::{open_body, Holder, StateSealer, STATEFUL_METHODS};
 use crate::authorize::tool_filter::ToolListFilter;
 use crate::config::{Config, Route};
+use crate::forward::assertion::{Call, JWKS_PATH};
 use crate::forward::origin::OriginRequest;
 use crate::forward::reply::{Denial, Reply};
 use crate::forward::rewrite::AnswerRewrite;
@@ -117,6 +118,8 @@ impl Decision {
 pub enum Target {
     /// The protected resource metadata of the route at this index.
     Metadata(usize),
+    /// The JWK Set of the gate's assertion keys.
+    AssertionKeys,
     /// The protected resource of the route at `index`; what follows the
     /// route's path starts at byte `suffix` of the path.
     Protected {
@@ -134,6 +137,9 @@ pub enum Target {
 pub fn target(config: &Config, path: &str) -> Target {
     if let Some(index) = config.route_for_metadata(path) {
         return Target::Metadata(index);
+    }
+    if path == JWKS_PATH && config.assertion.is_some() {
+        return Target::AssertionKeys;
     }
     if has_path_trickery(path) || path.starts_with("/.well-known/") {
         return Target::Unknown;
@@ -181,6 +187,8 @@ pub struct RpcPlan {
     /// The body to forward instead of the client's: its `requestState`
     /// opened back into the origin's own.
     pub forward_body: Option<Vec<u8>>,
+    /// The messages that have a method, as the assertion names them.
+    pub calls: Vec<Call>,
 }
 
 /// Authorizes the JSON-RPC body of a POST from a verified `token`: the body
@@ -318,10 +326,20 @@ pub fn authorize_rpc(
             tools,
             states,
         });
+    let calls = messages
+        .into_iter()
+        .filter_map(|message| {
+            Some(Call {
+                method: message.method?,
+                name: message.target,
+            })
+        })
+        .collect();
     Ok(RpcPlan {
         audit,
         rewrite,
         forward_body,
+        calls,
     })
 }
 

@@ -105,6 +105,7 @@ fn cold_gate(config: &Config) -> Rc<Gate> {
         introspection: IntrospectionMemory::default(),
         tokens: VerifiedTokens::with_capacity(0),
         tool_schemas: Rc::default(),
+        jtis: crate::forward::assertion::JtiSource::new([7; 32]),
     })
 }
 
@@ -633,7 +634,7 @@ fn verified_tokens_are_reused_until_exp_while_their_key_is_held() {
     let token = mint(JwsAlgorithm::Es256, &good_claims());
     let headers = bearer(&token);
     let req = request("GET", "/mcp", None, &headers);
-    let gate = Rc::new(Gate::new(Ok(config)));
+    let gate = Rc::new(Gate::new(Ok(config), [7; 32]));
     let keys = FakeKeys::up();
     assert_eq!(run_on(&gate, &req, &keys, NOW).reason, "authorized");
     assert_eq!(gate.tokens.len(), 1);
@@ -664,7 +665,7 @@ fn tokens_without_kid_stop_verifying_once_their_key_leaves_the_set() {
     );
     let headers = bearer(&token);
     let req = request("GET", "/mcp", None, &headers);
-    let gate = Rc::new(Gate::new(Ok(config)));
+    let gate = Rc::new(Gate::new(Ok(config), [7; 32]));
     let keys = FakeKeys::up();
     assert_eq!(run_on(&gate, &req, &keys, NOW).reason, "authorized");
     assert_eq!(run_on(&gate, &req, &keys, NOW).reason, "authorized");
@@ -702,7 +703,7 @@ fn a_replayed_bad_signature_costs_one_check() {
     };
     let headers = bearer(&forged);
     let req = request("GET", "/mcp", None, &headers);
-    let gate = Rc::new(Gate::new(Ok(config.clone())));
+    let gate = Rc::new(Gate::new(Ok(config.clone()), [7; 32]));
     let keys = FakeKeys::up();
     let mut checks = 0;
     for _ in 0..3 {
@@ -871,7 +872,7 @@ fn each_route_serves_its_own_metadata_and_challenge() {
 fn a_token_for_one_route_is_refused_at_another_even_when_cached() {
     let config = routed_config();
     let keys = FakeKeys::up();
-    let gate = Rc::new(Gate::new(Ok(config.clone())));
+    let gate = Rc::new(Gate::new(Ok(config.clone()), [7; 32]));
     let billing_token = for_route("/billing");
     let headers = bearer(&billing_token);
     let decide_at = |path: &str| run_on(&gate, &request("GET", path, None, &headers), &keys, NOW);

@@ -42,11 +42,13 @@ use crate::flow::gate::{
     authorize_rpc, check_revision, target, Decision, Outcome, RequestHead, Target,
     FORWARDED_METHODS,
 };
+use crate::forward::assertion::{compact, signing_input, Bound, Call, JtiSource, ASSERTION_HEADER};
 use crate::forward::log::request_log;
 use crate::forward::origin::{client_response_headers, origin_headers, origin_url, OriginRequest};
 pub use crate::forward::origin::{origin_fields_replaced, ORIGIN_FIELDS_DECIDED};
 use crate::forward::reply::{
-    mcp_preflight_reply, metadata_preflight_reply, metadata_reply, with_cors, Denial, Reply,
+    assertion_keys_reply, mcp_preflight_reply, metadata_preflight_reply, metadata_reply, with_cors,
+    Denial, Reply,
 };
 use crate::forward::rewrite::{AnswerRewrite, SseRewrite};
 use crate::io::{Io, IoAnswer, Poll};
@@ -72,17 +74,21 @@ pub struct Gate {
     pub tokens: VerifiedTokens,
     /// The tools' `Mcp-Param-*` marks, learned from `tools/list` answers.
     pub tool_schemas: Rc<ToolSchemas>,
+    /// The `jti` of each assertion for the origin.
+    pub jtis: JtiSource,
 }
 
 impl Gate {
-    /// A gate over `config` with empty caches.
-    pub fn new(config: Result<Config, ConfigError>) -> Self {
+    /// A gate over `config` with empty caches; `seed`: 32 random bytes,
+    /// new for each isolate (the assertions' `jti`s are made from it).
+    pub fn new(config: Result<Config, ConfigError>, seed: [u8; 32]) -> Self {
         Gate {
             config,
             keys: Rc::new(KeyMemory::default()),
             introspection: IntrospectionMemory::default(),
             tokens: VerifiedTokens::default(),
             tool_schemas: Rc::default(),
+            jtis: JtiSource::new(seed),
         }
     }
 }
@@ -180,6 +186,18 @@ pub struct Check {
     pub signature: Vec<u8>,
 }
 
+/// An assertion to sign (RFC 7515 §5.1 step 5): with the private key of the
+/// binding, imported into WebCrypto by the driver, never by the machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signing {
+    /// The binding holding the private JWK.
+    pub binding: &'static str,
+    /// ES256 or EdDSA: the key's algorithm.
+    pub alg: JwsAlgorithm,
+    /// The JWS signing input.
+    pub input: String,
+}
+
 /// What the machine needs next.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Need {
@@ -188,6 +206,8 @@ pub enum Need {
     Io(Io),
     /// Check a signature; answered with [`Answer::Verdict`].
     Verify(Check),
+    /// Sign the origin's assertion; answered with [`Answer::Signature`].
+    Sign(Signing),
     /// Read the request body, refusing it past `max_bytes` whatever its
     /// `Content-Length` said; answered with [`Answer::Body`].
     ReadBody {
@@ -214,6 +234,9 @@ pub enum Answer {
     Io(IoAnswer),
     /// Whether the signature of a [`Need::Verify`] verified.
     Verdict(bool),
+    /// The signature a [`Need::Sign`] asked for (JWS form: `r ‖ s` for
+    /// ES256), or `Err` when the key could not be imported or used.
+    Signature(Result<Vec<u8>, ()>),
     /// The body, or why it could not be had.
     Body(Result<Vec<u8>, BodyError>),
     /// The origin's status and header fields, or `Err` when it could not be
@@ -305,6 +328,8 @@ enum State {
     ReadingSession,
     /// The body is being read.
     ReadingBody,
+    /// The origin's assertion is being signed; its signing input.
+    Signing(String),
     /// The forward is out.
     Forwarding,
     /// The origin opened a session: reading whether it is bound already.
@@ -361,6 +386,8 @@ pub struct Flow {
     forward: Option<OriginRequest>,
     /// The body, once read (POST).
     body: Option<Vec<u8>>,
+    /// The body's messages that have a method, for the assertion.
+    calls: Vec<Call>,
     /// The session's stored owner, once read.
     session_owner: Option<Option<String>>,
     /// Rewrites the origin's answer (`tools/list` filtered, states sealed).
@@ -388,6 +415,7 @@ impl Flow {
             refresh: None,
             forward: None,
             body: None,
+            calls: Vec::new(),
             session_owner: None,
             rewrite: None,
             accepted_until: None,
@@ -517,7 +545,10 @@ impl Flow {
                         return step;
                     }
                 }
-                State::ReadingSession | State::ReadingBody | State::ReadingOriginBody { .. } => {
+                State::ReadingSession
+                | State::ReadingBody
+                | State::Signing(_)
+                | State::ReadingOriginBody { .. } => {
                     // Stepped without the answer it waits for: refuse.
                     return self.finish_with(Denial::Misconfigured);
                 }
@@ -609,6 +640,21 @@ impl Flow {
                     self.ready = Some(self.refuse(config, denial));
                 }
             },
+            (State::Signing(input), Answer::Signature(signature)) => {
+                let assertion = config
+                    .assertion
+                    .as_ref()
+                    .and_then(|settings| compact(settings, &input, signature.as_deref().ok()?));
+                self.ready = Some(match (assertion, self.forward.as_mut()) {
+                    (Some(assertion), Some(forward)) => {
+                        forward
+                            .headers
+                            .push((ASSERTION_HEADER.to_owned(), assertion));
+                        self.send()
+                    }
+                    _ => self.refuse(config, Denial::AssertionKeyUnusable),
+                });
+            }
             (State::Forwarding, Answer::Origin(origin)) => {
                 self.ready = Some(match origin {
                     Ok((status, headers)) => self.origin_answered(config, status, headers),
@@ -668,6 +714,13 @@ impl Flow {
                     ),
                 });
             }
+            Target::AssertionKeys => {
+                let jwks = config.assertion.as_ref().map_or("", |a| a.jwks.as_str());
+                return Some(match self.request.method.as_str() {
+                    "GET" | "HEAD" => self.serve(config, assertion_keys_reply(jwks), "jwks"),
+                    _ => self.refuse(config, Denial::MethodNotAllowed { allow: "GET, HEAD" }),
+                });
+            }
             Target::Protected { index, suffix } => (index, suffix),
         };
         self.record.route = Some(index);
@@ -723,6 +776,7 @@ impl Flow {
             let policy = introspection_policy(config, Some(route));
             self.state =
                 State::Introspecting(Box::new(IntrospectionLookup::new(&raw, &policy, self.now)));
+            self.raw_token = raw;
             return None;
         }
         let key = TokenKey::of(&raw, &route.check_binding);
@@ -1015,6 +1069,7 @@ impl Flow {
             ) {
                 Ok(plan) => {
                     self.record.audit = Some(plan.audit);
+                    self.calls = plan.calls;
                     self.rewrite = plan.rewrite;
                     if let Some(forward) = &mut self.forward {
                         forward.body = plan.forward_body;
@@ -1031,10 +1086,39 @@ impl Flow {
                 return Some(self.refuse(config, denial));
             }
         }
-        let forward = self.forward.clone()?;
+        if let (Some(settings), Some(audience), Some(forward)) =
+            (&config.assertion, &route.assertion_audience, &self.forward)
+        {
+            let body = forward.body.as_deref().or(self.body.as_deref());
+            let bound = Bound {
+                audience,
+                token: &token,
+                raw_token: &self.raw_token,
+                calls: &self.calls,
+                method: &self.request.method,
+                url: &forward.url,
+                body: body.unwrap_or_default(),
+            };
+            let input = signing_input(settings, &bound, self.now, self.gate.jtis.next());
+            self.state = State::Signing(input.clone());
+            return Some(Step::Need(Need::Sign(Signing {
+                binding: settings.signing_binding,
+                alg: settings.signing.alg,
+                input,
+            })));
+        }
+        Some(self.send())
+    }
+
+    /// Every check passed (and the assertion, if any, is signed): the
+    /// forward.
+    fn send(&mut self) -> Step {
+        let Some(forward) = self.forward.clone() else {
+            return self.finish_with(Denial::Misconfigured);
+        };
         self.record.outcome = Outcome::Forward(forward.clone());
         self.state = State::Forwarding;
-        Some(Step::Need(Need::Forward(forward)))
+        Step::Need(Need::Forward(forward))
     }
 
     /// The origin answered: bind the session it opened, then answer.

@@ -15,7 +15,7 @@ const CALL: &str =
     r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"lookup","arguments":{}}}"#;
 
 fn gate(extra: &[(&str, &str)]) -> Rc<Gate> {
-    Rc::new(Gate::new(Ok(config(extra))))
+    Rc::new(Gate::new(Ok(config(extra)), [7; 32]))
 }
 
 fn script() -> Script {
@@ -101,6 +101,7 @@ fn a_good_token_is_forwarded_after_its_key_set_its_check_and_its_body() {
             Need::Verify(_) => "verify",
             Need::ReadBody { .. } => "body",
             Need::Forward(_) => "forward",
+            Need::Sign(_) => "sign",
             Need::ReadOriginBody => "origin_body",
         })
         .collect();
@@ -491,7 +492,7 @@ fn a_kid_unknown_to_a_fetched_set_is_not_fetched_again() {
 fn a_misconfigured_gate_refuses_everything_with_500() {
     let error = crate::config::Config::parse(&crate::testkit::MapBindings(Default::default()))
         .expect_err("an empty configuration is refused");
-    let gate = Rc::new(Gate::new(Err(error)));
+    let gate = Rc::new(Gate::new(Err(error), [7; 32]));
     let mut script = script();
     let run = script.run(&gate, post(&token()), NOW);
     refused(&run, 500, "misconfigured");
@@ -666,4 +667,110 @@ fn the_origin_fields_the_machine_decides_on_are_the_only_ones_it_needs() {
             }
         }
     }
+}
+
+/// RFC 8037 appendix A.1: a public example key, never a secret.
+const ASSERTION_JWK: &str = r#"{"kty":"OKP","crv":"Ed25519","d":"nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}"#;
+
+fn asserting_gate() -> Rc<Gate> {
+    gate(&[
+        ("ASSERTION_KEY", ASSERTION_JWK),
+        ("ORIGIN_ASSERTION_AUDIENCE", "https://origin.internal"),
+    ])
+}
+
+fn decode(part: &str) -> serde_json::Value {
+    use base64ct::{Base64UrlUnpadded, Encoding};
+    serde_json::from_slice(&Base64UrlUnpadded::decode_vec(part).unwrap()).unwrap()
+}
+
+#[test]
+fn the_forward_carries_an_assertion_signed_for_the_very_call() {
+    use crate::verify::signature::verify_signature;
+    use base64ct::{Base64UrlUnpadded, Encoding};
+    let gate = asserting_gate();
+    let mut script = script();
+    script
+        .signing_keys
+        .insert("ASSERTION_KEY".into(), ASSERTION_JWK.into());
+    let token = token();
+    let bearer = format!("Bearer {token}");
+    // A client's own assertion never reaches the origin.
+    let request = request(
+        "POST",
+        "/mcp",
+        &[
+            ("authorization", &bearer),
+            ("content-type", "application/json"),
+            ("Portcullis-Assertion", "forged"),
+        ],
+    );
+    let run = script.run(&gate, request, NOW);
+    let (forward, body) = run.forwarded.expect("forwarded");
+    let assertions: Vec<&str> = forward
+        .headers
+        .iter()
+        .filter(|(name, _)| name == "portcullis-assertion")
+        .map(|(_, value)| value.as_str())
+        .collect();
+    assert_eq!(assertions.len(), 1);
+    let parts: Vec<&str> = assertions[0].split('.').collect();
+    let header = decode(parts[0]);
+    assert_eq!(header["typ"], "portcullis+jwt");
+    let Ok(config) = &gate.config else { panic!() };
+    let settings = config.assertion.as_ref().unwrap();
+    assert_eq!(header["kid"], settings.signing.kid.as_str());
+    let signature = Base64UrlUnpadded::decode_vec(parts[2]).unwrap();
+    let input = format!("{}.{}", parts[0], parts[1]);
+    assert!(verify_signature(
+        JwsAlgorithm::EdDsa,
+        &settings.signing.public,
+        input.as_bytes(),
+        &signature
+    ));
+    let claims = decode(parts[1]);
+    assert_eq!(claims["aud"], "https://origin.internal");
+    assert_eq!(claims["iss"], "https://mcp.example.com");
+    assert_eq!(claims["mcp_method"], "tools/call");
+    assert_eq!(claims["mcp_name"], "lookup");
+    assert_eq!(claims["htm"], "POST");
+    assert_eq!(claims["htu"], forward.url.as_str());
+    assert_eq!(claims["exp"], NOW + 60);
+    use sha2::{Digest, Sha256};
+    let hash = Base64UrlUnpadded::encode_string(&Sha256::digest(body.unwrap()));
+    assert_eq!(claims["body_sha256"], hash.as_str());
+    assert!(!assertions[0].contains(&token));
+}
+
+#[test]
+fn a_key_webcrypto_cannot_sign_with_refuses_and_forwards_nothing() {
+    let gate = asserting_gate();
+    // No key in the script: the driver's signing fails.
+    let run = script().run(&gate, post(&token()), NOW);
+    refused(&run, 500, "assertion_key_unusable");
+    assert!(!String::from_utf8_lossy(&run.body).contains("ASSERTION"));
+}
+
+#[test]
+fn the_jwks_is_served_outside_every_route_and_only_when_keys_are_bound() {
+    let run = script().run(
+        &asserting_gate(),
+        request("GET", "/.well-known/portcullis/jwks.json", &[]),
+        NOW,
+    );
+    assert_eq!(run.response.status, 200);
+    assert_eq!(
+        header(&run, "content-type"),
+        Some("application/jwk-set+json")
+    );
+    assert_eq!(header(&run, "cache-control"), Some("public, max-age=300"));
+    let set: serde_json::Value = serde_json::from_slice(&run.body).unwrap();
+    assert_eq!(set["keys"][0]["alg"], "EdDSA");
+    assert!(set["keys"][0].get("d").is_none());
+    let run = script().run(
+        &gate(&[]),
+        request("GET", "/.well-known/portcullis/jwks.json", &[]),
+        NOW,
+    );
+    refused(&run, 404, "no_route");
 }

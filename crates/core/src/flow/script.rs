@@ -38,6 +38,9 @@ pub struct Script {
     pub origin: Result<(u16, Vec<(String, String)>), ()>,
     /// The origin's body.
     pub origin_body: Vec<u8>,
+    /// Private JWKs by binding name, for the assertion's signatures; a
+    /// binding not here, or a key that does not sign, fails the signing.
+    pub signing_keys: HashMap<String, String>,
     /// Every need the machine named, in order.
     pub needs: Vec<Need>,
 }
@@ -54,6 +57,7 @@ impl Default for Script {
                 vec![("content-type".into(), "application/json".into())],
             )),
             origin_body: b"{}".to_vec(),
+            signing_keys: HashMap::new(),
             needs: Vec::new(),
         }
     }
@@ -165,6 +169,12 @@ impl Script {
                     Answer::Origin(self.origin.clone())
                 }
                 Need::ReadOriginBody => Answer::OriginBody(Ok(self.origin_body.clone())),
+                Need::Sign(signing) => Answer::Signature(
+                    self.signing_keys
+                        .get(signing.binding)
+                        .and_then(|jwk| sign(jwk, &signing.input))
+                        .ok_or(()),
+                ),
             };
             flow.resume(answer);
         }
@@ -188,5 +198,27 @@ impl Script {
             }
             Io::Sleep { .. } => IoAnswer::Done,
         }
+    }
+}
+
+/// Signs `input` with the private JWK `jwk` (ES256 or EdDSA), as the edge's
+/// WebCrypto does: the reference for the assertions the tests check.
+fn sign(jwk: &str, input: &str) -> Option<Vec<u8>> {
+    use base64ct::{Base64UrlUnpadded, Encoding};
+    let jwk: serde_json::Value = serde_json::from_str(jwk).ok()?;
+    let d = Base64UrlUnpadded::decode_vec(jwk["d"].as_str()?).ok()?;
+    match jwk["kty"].as_str()? {
+        "EC" => {
+            use p256::ecdsa::signature::Signer;
+            let key = p256::ecdsa::SigningKey::from_slice(&d).ok()?;
+            let signature: p256::ecdsa::Signature = key.sign(input.as_bytes());
+            Some(signature.to_bytes().to_vec())
+        }
+        "OKP" => {
+            use ed25519_dalek::Signer;
+            let key = ed25519_dalek::SigningKey::from_bytes(&d.try_into().ok()?);
+            Some(key.sign(input.as_bytes()).to_bytes().to_vec())
+        }
+        _ => None,
     }
 }

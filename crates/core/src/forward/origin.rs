@@ -19,10 +19,13 @@ pub const CLIENT_ID_HEADER: &str = "x-auth-client-id";
 /// Header carrying the granted scopes, space-separated.
 pub const SCOPES_HEADER: &str = "x-auth-scopes";
 
-/// Request fields never forwarded: credentials meant for the gate, fields the
-/// runtime sets itself, and hop-by-hop fields.
-const DROPPED_REQUEST_HEADERS: [&str; 12] = [
+/// Request fields never forwarded: credentials meant for the gate, the
+/// gate's own assertion, fields the runtime sets itself, and hop-by-hop
+/// fields.
+const DROPPED_REQUEST_HEADERS: [&str; 13] = [
     "authorization",
+    // Only the gate signs assertions; a client's copy never passes.
+    crate::forward::assertion::ASSERTION_HEADER,
     "proxy-authorization",
     "cookie",
     "host",

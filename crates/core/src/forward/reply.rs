@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::authorize::policy::OFFLINE_ACCESS;
 use crate::authorize::request_state::StateRefusal;
 use crate::config::Route;
+use crate::forward::assertion::JWKS_MAX_AGE_SECONDS;
 use crate::parse::bearer::BearerError;
 use crate::parse::jsonrpc::RpcError;
 use crate::parse::tool_headers::is_param_header;
@@ -112,6 +113,10 @@ pub enum Denial {
     OriginNotAllowed,
     /// The configuration did not parse; the problems are in the log.
     Misconfigured,
+    /// The assertion could not be signed: WebCrypto refused the key of the
+    /// binding (its private and public parts disagree, or it does not
+    /// import). Named in a `config_invalid` log line.
+    AssertionKeyUnusable,
 }
 
 impl Denial {
@@ -136,6 +141,7 @@ impl Denial {
             Self::BadGateway => "bad_gateway",
             Self::OriginNotAllowed => "origin_not_allowed",
             Self::Misconfigured => "misconfigured",
+            Self::AssertionKeyUnusable => "assertion_key_unusable",
         }
     }
 
@@ -251,7 +257,9 @@ impl Denial {
             Self::OriginNotAllowed => {
                 json_reply(403, "forbidden", "Origin not allowed", Vec::new())
             }
-            Self::Misconfigured => json_reply(500, "server_error", "Internal error", Vec::new()),
+            Self::Misconfigured | Self::AssertionKeyUnusable => {
+                json_reply(500, "server_error", "Internal error", Vec::new())
+            }
         }
     }
 }
@@ -406,6 +414,22 @@ pub fn metadata_reply(route: &Route) -> Reply {
             ("access-control-allow-origin", "*".to_owned()),
         ],
         body: serde_json::to_string(&document).unwrap_or_default(),
+    }
+}
+
+/// `200` with the JWK Set of the gate's assertion keys (RFC 7517 §5),
+/// cacheable for [`JWKS_MAX_AGE_SECONDS`].
+pub fn assertion_keys_reply(jwks: &str) -> Reply {
+    Reply {
+        status: 200,
+        headers: vec![
+            ("content-type", "application/jwk-set+json".to_owned()),
+            (
+                "cache-control",
+                format!("public, max-age={JWKS_MAX_AGE_SECONDS}"),
+            ),
+        ],
+        body: jwks.to_owned(),
     }
 }
 

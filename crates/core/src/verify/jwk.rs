@@ -140,6 +140,32 @@ impl PublicKey {
             Self::P256 { .. } | Self::Ed25519(_) => 64,
         }
     }
+
+    /// The key's public members as a JWK (RFC 7518 §6, RFC 8037 §2), in the
+    /// lexicographic order and without white space that RFC 7638 §3 hashes:
+    /// the text of [`PublicKey::thumbprint`], and the start of a published key.
+    pub fn required_members(&self) -> String {
+        let b64 = |bytes: &[u8]| Base64UrlUnpadded::encode_string(bytes);
+        match self {
+            Self::Rsa { modulus, exponent } => format!(
+                r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#,
+                b64(exponent),
+                b64(modulus)
+            ),
+            Self::P256 { x, y } => format!(
+                r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
+                b64(x),
+                b64(y)
+            ),
+            Self::Ed25519(x) => format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#, b64(x)),
+        }
+    }
+
+    /// The RFC 7638 JWK thumbprint with SHA-256, base64url.
+    pub fn thumbprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        Base64UrlUnpadded::encode_string(&Sha256::digest(self.required_members()))
+    }
 }
 
 impl fmt::Debug for PublicKey {
