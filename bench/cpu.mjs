@@ -53,8 +53,14 @@
 // against the floor in the same run (e.g. a change and the build before it):
 // each build's figure over the floor and its paired difference to the first
 // build. Writes bench/results/cpu-compare.json.
+//
+// --assertion compares, the same way, the build (--build) without the origin
+// assertion and with it signed by an ES256 and by an EdDSA key (keys made up
+// for the run): what one signed assertion per forwarded request costs.
+// Writes bench/results/cpu-assertion.json.
 
 import { execSync } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -77,6 +83,7 @@ const { values: options } = parseArgs({
     'no-pin': { type: 'boolean', default: false },
     ablation: { type: 'boolean', default: false },
     compare: { type: 'string' },
+    assertion: { type: 'boolean', default: false },
   },
 });
 const ROUNDS = Number(options.rounds);
@@ -85,11 +92,20 @@ const CONNECTIONS = Number(options.connections);
 const WARMUP = Number(options.warmup);
 const BUILD = resolve(ROOT, options.build);
 const ABLATION = options.ablation;
-/** --compare: builds of portcullis measured side by side, [name, directory]. */
-const COMPARE = options.compare?.split(',').map((entry) => {
-  const [name, dir] = entry.split('=');
-  return [name, resolve(ROOT, dir ?? name)];
-});
+/**
+ * --compare: builds of portcullis measured side by side, [name, directory];
+ * --assertion: one build, [name, directory, the assertion key's algorithm].
+ */
+const COMPARE = options.assertion
+  ? [
+      ['no assertion', BUILD],
+      ['ES256 assertion', BUILD, 'ES256'],
+      ['EdDSA assertion', BUILD, 'EdDSA'],
+    ]
+  : options.compare?.split(',').map((entry) => {
+      const [name, dir] = entry.split('=');
+      return [name, resolve(ROOT, dir ?? name)];
+    });
 /** --ablation: the full peer's parts, added one at a time (its PEER_FEATURES binding); the first row is the cached peer itself. */
 const ABLATION_STEPS = [
   { name: 'cached', label: 'cached peer' },
@@ -216,6 +232,12 @@ function pairedToFirst(runs) {
   );
 }
 
+/** A private JWK made up for the run, as ASSERTION_KEY holds it. */
+function assertionKey(alg) {
+  const { privateKey } = alg === 'ES256' ? generateKeyPairSync('ec', { namedCurve: 'P-256' }) : generateKeyPairSync('ed25519');
+  return JSON.stringify(privateKey.export({ format: 'jwk' }));
+}
+
 async function main() {
   for (const [, dir] of COMPARE ?? []) if (!existsSync(join(dir, 'index_bg.wasm'))) throw new Error(`${dir}/index_bg.wasm is missing`);
   if (!ABLATION && !COMPARE && !existsSync(join(BUILD, 'index_bg.wasm'))) throw new Error(`${BUILD}/index_bg.wasm is missing: run \`npm run build\` first`);
@@ -234,7 +256,10 @@ async function main() {
   const gates = [await startGate('passthrough', join(ROOT, 'bench', 'passthrough.js'), bindings)];
   if (COMPARE) {
     gates.push(await startGate('platform', platformScript, bindings));
-    for (const [name, dir] of COMPARE) gates.push(await startGate(name, undefined, scoped, { ...workerModuleOptions(dir), kvNamespaces: ['JWKS_CACHE'] }));
+    for (const [name, dir, alg] of COMPARE) {
+      const signed = alg ? { ...scoped, ASSERTION_KEY: assertionKey(alg), ORIGIN_ASSERTION_AUDIENCE: origin.url } : scoped;
+      gates.push(await startGate(name, undefined, signed, { ...workerModuleOptions(dir), kvNamespaces: ['JWKS_CACHE'] }));
+    }
   } else if (ABLATION) {
     for (const step of ABLATION_STEPS) gates.push(await startGate(step.name, step.features ? fullScript : cachedScript, step.features ? { ...scoped, PEER_FEATURES: step.features } : bindings));
   } else {
@@ -403,7 +428,7 @@ async function main() {
   if (results.list && results.reused) {
     results.list.list_over_reused = Object.fromEntries(Object.keys(results.list.over_floor_us).map((g) => [g, results.list.over_floor_us[g] / results.reused.over_floor_us[g]]));
   }
-  const mode = COMPARE ? 'compare' : ABLATION ? 'ablation' : 'gates';
+  const mode = options.assertion ? 'assertion' : COMPARE ? 'compare' : ABLATION ? 'ablation' : 'gates';
   const report = { date: new Date().toISOString(), mode, ...(ABLATION ? { steps: ABLATION_STEPS } : COMPARE ? { builds: Object.fromEntries(COMPARE) } : { build: BUILD }), rounds: ROUNDS, requests: REQUESTS, connections: CONNECTIONS, warmup: WARMUP, cpu_clock: 'schedstat (ns)', pinned: PIN ?? false, foreign_limit: FOREIGN_LIMIT, minutes, warnings, results };
   const outDir = join(ROOT, 'bench', 'results');
   mkdirSync(outDir, { recursive: true });
@@ -414,7 +439,7 @@ async function main() {
   const num = (v, digits = 0) => (Number.isFinite(v) ? v.toFixed(digits) : '–');
   console.log(`\nportcullis CPU benchmark: ${ROUNDS} rounds x ${REQUESTS} requests, ${CONNECTIONS} connections; workerd CPU (schedstat, ns)${PIN ? `, workerd pinned to CPU ${PIN.workerd}, load and origin to ${PIN.harness}` : ', not pinned'}`);
   if (COMPARE) {
-    console.log(`builds of portcullis side by side; µs of CPU per request over the floor (median ± half-range of rounds) and paired with the first build (median over rounds of the same-round difference ± its half-range); * rounds disturbed\n`);
+    console.log(`${options.assertion ? 'the origin assertion (ASSERTION_KEY, ORIGIN_ASSERTION_AUDIENCE) off and on' : 'builds of portcullis side by side'}; µs of CPU per request over the floor (median ± half-range of rounds) and paired with the first build (median over rounds of the same-round difference ± its half-range); * rounds disturbed\n`);
     for (const r of Object.values(results)) {
       console.log(`${r.label}: floor ${num(r.floor_us)} µs (± ${num(r.half_range_us.passthrough)})${r.disturbed_rounds ? `, *${r.disturbed_rounds} disturbed` : ''}`);
       console.log(`  ${pad('platform', 24)}${pad(`${num(r.over_floor_us.platform, 1)} ± ${num(r.half_range_us.platform, 1)}`, 18)}`);

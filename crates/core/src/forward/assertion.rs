@@ -26,7 +26,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::verify::jwk::{load_key, JwsAlgorithm, PublicKey};
+use crate::verify::jwk::{load_public_part, JwsAlgorithm, PublicKey};
 use crate::verify::jwt::AccessToken;
 
 /// The request field carrying the assertion (lower case, as forwarded).
@@ -67,26 +67,22 @@ impl AssertionKey {
     /// (the key that signs), with or without it otherwise (a key only
     /// published). The problem never quotes the value: it is a secret.
     pub fn parse(raw: &str, private: bool) -> Result<Self, &'static str> {
-        let Ok(Value::Object(mut members)) = serde_json::from_str::<Value>(raw) else {
+        let Ok(Value::Object(members)) = serde_json::from_str::<Value>(raw) else {
             return Err("is not a JSON object (give the key as a JWK, e.g. from `npx jose-cli` or `openssl` + a JWK converter)");
         };
-        let d = members.remove("d");
-        let scalar = d
-            .as_ref()
-            .and_then(Value::as_str)
-            .and_then(|d| Base64UrlUnpadded::decode_vec(d).ok());
-        match (&d, scalar) {
-            (None, _) if private => {
+        let scalar = members.get("d").map(|d| {
+            d.as_str()
+                .and_then(|d| Base64UrlUnpadded::decode_vec(d).ok())
+                .is_some_and(|scalar| scalar.len() == 32)
+        });
+        match scalar {
+            None if private => {
                 return Err("has no private part `d`: the signing key must be a private JWK")
             }
-            (None, _) => {}
-            (Some(_), Some(scalar)) if scalar.len() == 32 => {}
-            (Some(_), _) => return Err("has a private part `d` that is not base64url of 32 bytes"),
+            Some(false) => return Err("has a private part `d` that is not base64url of 32 bytes"),
+            _ => {}
         }
-        // What a signing JWK may carry beside its public members.
-        members.remove("key_ops");
-        members.remove("ext");
-        let key = load_key(&Value::Object(members)).map_err(|_| {
+        let key = load_public_part(&Value::Object(members), true).map_err(|_| {
             "is not a usable EC P-256 or OKP Ed25519 signing key (kty, crv, x, y, alg or use)"
         })?;
         let alg = match key.key {
@@ -359,7 +355,7 @@ mod tests {
         assert!(!settings.jwks.contains("\"d\""));
         // The published keys load as any verifier would load them.
         for key in keys {
-            assert!(load_key(key).is_ok());
+            assert!(crate::verify::jwk::load_key(key).is_ok());
         }
     }
 

@@ -297,6 +297,13 @@ impl KeySet {
 /// Loads one JWK (RFC 7517 §4) as [`KeySet::parse`] loads each entry of a
 /// set: a usable public verification key, or why it was skipped.
 pub fn load_key(entry: &Value) -> Result<VerificationKey, SkipReason> {
+    load_public_part(entry, false)
+}
+
+/// Loads the public part of one JWK: as [`load_key`] does, except that a
+/// private key (`d`, with `key_ops` and `ext` as a signing key carries
+/// them) is read for its public members when `of_private` is set.
+pub fn load_public_part(entry: &Value, of_private: bool) -> Result<VerificationKey, SkipReason> {
     let object = entry.as_object().ok_or(SkipReason::Malformed)?;
     let optional_str = |name: &str| match object.get(name) {
         None => Ok(None),
@@ -307,7 +314,7 @@ pub fn load_key(entry: &Value) -> Result<VerificationKey, SkipReason> {
     if optional_str("use")?.is_some_and(|usage| usage != "sig") {
         return Err(SkipReason::NotForVerification);
     }
-    if let Some(ops) = object.get("key_ops") {
+    if let Some(ops) = object.get("key_ops").filter(|_| !of_private) {
         let ops = ops.as_array().ok_or(SkipReason::Malformed)?;
         if !ops.iter().any(|op| op == "verify") {
             return Err(SkipReason::NotForVerification);
@@ -315,6 +322,7 @@ pub fn load_key(entry: &Value) -> Result<VerificationKey, SkipReason> {
     }
     if SECRET_MEMBERS
         .iter()
+        .filter(|member| !of_private || **member != "d")
         .any(|member| object.contains_key(*member))
     {
         return Err(SkipReason::CarriesSecret);
