@@ -47,7 +47,7 @@
 //
 //   npm run bench:cpu -- [--rounds 5] [--requests 10000] [--connections 10]
 //     [--scenario reused,session,rs256,es256,eddsa,list,badsig,notoken] [--build DIR] [--no-pin] [--ablation]
-//     [--compare NAME=DIR,NAME=DIR...]
+//     [--compare NAME=DIR[:ALG],NAME=DIR[:ALG]...] [--assertion]
 //
 // --compare measures, instead of the peers, several builds of portcullis
 // against the floor in the same run (e.g. a change and the build before it):
@@ -103,8 +103,10 @@ const COMPARE = options.assertion
       ['EdDSA assertion', BUILD, 'EdDSA'],
     ]
   : options.compare?.split(',').map((entry) => {
-      const [name, dir] = entry.split('=');
-      return [name, resolve(ROOT, dir ?? name)];
+      // NAME=DIR, or NAME=DIR:ALG to sign the origin assertion with an ALG key.
+      const [name, target] = entry.split('=');
+      const [dir, alg] = (target ?? name).split(':');
+      return [name, resolve(ROOT, dir), alg];
     });
 /** --ablation: the full peer's parts, added one at a time (its PEER_FEATURES binding); the first row is the cached peer itself. */
 const ABLATION_STEPS = [

@@ -11,7 +11,9 @@
 //     [--callers <part of a function name>]  (also print the call stacks into it)
 //     [--lines <JavaScript function name>]  (also print its self time by source line)
 //     [--inclusive <part,part...>]  (also print the total time in and below frames so named)
+//     [--assertion ES256|EdDSA]  (sign the origin assertion with a key of that algorithm)
 
+import { generateKeyPairSync } from 'node:crypto';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -34,8 +36,15 @@ const { values: options } = parseArgs({
     lines: { type: 'string' },
     inclusive: { type: 'string' },
     callers: { type: 'string' },
+    assertion: { type: 'string' },
   },
 });
+
+/** A private JWK made up for the run (ES256 or EdDSA), as ASSERTION_KEY holds it. */
+function assertionKey(alg) {
+  const { privateKey } = alg === 'ES256' ? generateKeyPairSync('ec', { namedCurve: 'P-256' }) : generateKeyPairSync('ed25519');
+  return JSON.stringify(privateKey.export({ format: 'jwk' }));
+}
 
 /** A minimal DevTools protocol client. */
 async function inspector(port) {
@@ -72,7 +81,14 @@ const resource = `http://127.0.0.1:${port}/mcp`;
 const issuer = await startIssuer({ algs: [options.alg], audience: resource });
 const mf = new Miniflare({
   ...workerModuleOptions(resolve(options.build)),
-  bindings: { MCP_RESOURCE: resource, MCP_ORIGIN: origin.url, OAUTH_ISSUER: issuer.issuer, OAUTH_JWKS_URI: issuer.jwksUri, MCP_TOOL_SCOPES: JSON.stringify({ lookup_invoice: 'invoices:read', '*': 'invoices:read' }) },
+  bindings: {
+    MCP_RESOURCE: resource,
+    MCP_ORIGIN: origin.url,
+    OAUTH_ISSUER: issuer.issuer,
+    OAUTH_JWKS_URI: issuer.jwksUri,
+    MCP_TOOL_SCOPES: JSON.stringify({ lookup_invoice: 'invoices:read', '*': 'invoices:read' }),
+    ...(options.assertion ? { ASSERTION_KEY: assertionKey(options.assertion), ORIGIN_ASSERTION_AUDIENCE: origin.url } : {}),
+  },
   kvNamespaces: ['JWKS_CACHE'],
   host: '127.0.0.1',
   port,

@@ -31,7 +31,8 @@ const {
   gateFetched,
   gateVerdict,
   gateImported,
-  gateSigned,
+  gateUnsigned,
+  gateAssertionHeader,
   gateBody,
   gateOrigin,
   gateOriginBody,
@@ -59,6 +60,8 @@ const FAILURE_BODY = gateFailureBody();
 const [ORIGIN_DECIDED, ORIGIN_REPLACED] = gateOriginFields()
   .split('\n')
   .map((names) => names.split('\0'));
+/** The request field the origin's signed assertion goes in. */
+const ASSERTION_HEADER = gateAssertionHeader();
 /** Test builds only: the path of the signature probe (src/verify_probe.rs). */
 const PROBE_PATH = gateProbePath?.();
 
@@ -74,7 +77,6 @@ const FORWARD = 7;
 const READ_ORIGIN_BODY = 8;
 const RESPOND = 9;
 const DONE = 10;
-const SIGN = 11;
 // How a RESPOND's body is given.
 const BODY_ORIGIN = 1;
 const BODY_FILTERED = 2;
@@ -159,11 +161,22 @@ async function drive(request, env, ctx, started, handle, next) {
         return response;
       }
       case FORWARD: {
-        // FORWARD, url, body (the machine's rewrite of the body, or empty), headers...
+        // FORWARD, url, body (the machine's rewrite of the body, or empty),
+        // binding, alg, signing input (the assertion to sign; empty: none), headers...
         const { method } = request;
         const body = next[2] !== '' ? next[2] : (read ?? (method === 'GET' || method === 'HEAD' ? undefined : request.body));
+        const headers = pairsFrom(next, 6);
+        if (next[3] !== '') {
+          const signature = await sign(env, next[3], next[4], next[5]);
+          alive(instance);
+          if (signature === undefined) {
+            next = fields(gateUnsigned(handle));
+            break;
+          }
+          headers.push([ASSERTION_HEADER, `${next[5]}.${signature}`]);
+        }
         try {
-          origin = await fetch(next[1], { method, headers: pairsFrom(next, 3), body, redirect: 'manual' });
+          origin = await fetch(next[1], { method, headers, body, redirect: 'manual' });
         } catch {
           origin = undefined;
         }
@@ -234,9 +247,6 @@ async function perform(env, handle, next) {
       return gateVerdict(handle, await verify(next[1], next[2], next[3], next[4]));
     case IMPORT:
       return gateImported(handle, await importKey(next[1], next[2]));
-    case SIGN:
-      // SIGN, binding, alg, signing input
-      return gateSigned(handle, await sign(env, next[1], next[2], next[3]));
     default:
       throw new Error(`unexpected step ${next[0]}`);
   }
@@ -270,7 +280,10 @@ const KEY_PARAMS = { ES256: { name: 'ECDSA', namedCurve: 'P-256' }, EdDSA: { nam
 const signingKeys = new Map();
 const encoder = new TextEncoder();
 
-/** Signs the origin's assertion with the private JWK of `binding`; undefined when it cannot. */
+/**
+ * Signs the origin's assertion with the private JWK of `binding`: the
+ * signature base64url (RFC 7515 §2), or undefined when it cannot.
+ */
 async function sign(env, binding, alg, input) {
   let key = signingKeys.get(binding);
   if (key === undefined) {
@@ -280,10 +293,16 @@ async function sign(env, binding, alg, input) {
   const imported = await key;
   if (imported === undefined) return undefined;
   try {
-    return new Uint8Array(await crypto.subtle.sign(SIGN_PARAMS[alg], imported, encoder.encode(input)));
+    return base64url(new Uint8Array(await crypto.subtle.sign(SIGN_PARAMS[alg], imported, encoder.encode(input))));
   } catch {
     return undefined;
   }
+}
+
+function base64url(bytes) {
+  let binary = '';
+  for (let i = 0; i < bytes.length; i++) binary += String.fromCharCode(bytes[i]);
+  return btoa(binary).replaceAll('+', '-').replaceAll('/', '_').replaceAll('=', '');
 }
 
 /**

@@ -34,6 +34,7 @@ use portcullis_core::flow::machine::{
     origin_fields_replaced, Answer, Body, BodyError, Check, Flow, Gate, Need, Request, Response,
     Step, ORIGIN_FIELDS_DECIDED,
 };
+use portcullis_core::forward::assertion::ASSERTION_HEADER;
 use portcullis_core::forward::log::event_log;
 use portcullis_core::forward::reply::Denial;
 use portcullis_core::io::{FetchError, FetchedDocument, Io, IoAnswer};
@@ -198,7 +199,6 @@ const FORWARD: u8 = 7;
 const READ_ORIGIN_BODY: u8 = 8;
 const RESPOND: u8 = 9;
 const DONE: u8 = 10;
-const SIGN: u8 = 11;
 
 // How a RESPOND's body is given.
 const BODY_BYTES: u8 = 0;
@@ -353,16 +353,16 @@ pub fn gate_imported(handle: u32, key: JsValue) -> JsValue {
     .into_js()
 }
 
-/// Resumes after SIGN with the signature, or `undefined` when WebCrypto
+/// Resumes after FORWARD when its assertion could not be signed (WebCrypto
 /// could not import the binding's key, or its private and public parts
-/// disagree (then the request is refused, and the binding named in the log
-/// once per isolate).
-#[wasm_bindgen(js_name = gateSigned)]
-pub fn gate_signed(handle: u32, signature: Option<Vec<u8>>) -> JsValue {
+/// disagree): nothing was sent, the request is refused, and the binding is
+/// named in the log once per isolate.
+#[wasm_bindgen(js_name = gateUnsigned)]
+pub fn gate_unsigned(handle: u32) -> JsValue {
     thread_local! {
         static REPORTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     }
-    if signature.is_none() && !REPORTED.with(|reported| reported.replace(true)) {
+    if !REPORTED.with(|reported| reported.replace(true)) {
         let binding = GATE.with(|cell| {
             let gate = cell.borrow();
             let config = gate.as_ref()?.config.as_ref().ok()?;
@@ -373,7 +373,13 @@ pub fn gate_signed(handle: u32, signature: Option<Vec<u8>>) -> JsValue {
             log(&event_log("config_invalid", "problems", Some(&problem)));
         }
     }
-    resume(handle, Answer::Signature(signature.ok_or(())))
+    resume(handle, Answer::Unsigned)
+}
+
+/// The request field a FORWARD's signed assertion goes in. Read once.
+#[wasm_bindgen(js_name = gateAssertionHeader)]
+pub fn gate_assertion_header() -> String {
+    ASSERTION_HEADER.to_owned()
 }
 
 /// Resumes after READ_BODY: the body, or `undefined` with `too_large`
@@ -569,10 +575,13 @@ fn step_out(step: Step, background: bool) -> Out {
                 [max_bytes.to_string().as_str(), declared.as_str()],
             )
         }
-        // `FORWARD, url, body, headers...`. The body is the machine's when
-        // it rewrote it (JSON, so text without NUL); empty: the body goes as
-        // the entry read it for READ_BODY, the very bytes the machine
-        // authorized.
+        // `FORWARD, url, body, binding, alg, signing input, headers...`. The
+        // body is the machine's when it rewrote it (JSON, so text without
+        // NUL); empty: the body goes as the entry read it for READ_BODY, the
+        // very bytes the machine authorized. With a binding (empty: none),
+        // the entry signs the input with its private JWK and sends
+        // `input.signature` in the assertion field (`gateAssertionHeader`),
+        // or, when it cannot sign, sends nothing and calls `gateUnsigned`.
         Step::Need(Need::Forward(forward)) => {
             #[cfg(feature = "panic-probe")]
             panic_probe(&forward.headers);
@@ -580,15 +589,17 @@ fn step_out(step: Step, background: bool) -> Out {
                 .body
                 .and_then(|bytes| String::from_utf8(bytes).ok())
                 .unwrap_or_default();
-            Out::text(FORWARD, [forward.url.as_str(), body.as_str()]).with_headers(&forward.headers)
+            let (binding, alg, input) = match &forward.assertion {
+                Some(signing) => (signing.binding, signing.alg.name(), signing.input.as_str()),
+                None => ("", "", ""),
+            };
+            Out::text(
+                FORWARD,
+                [forward.url.as_str(), body.as_str(), binding, alg, input],
+            )
+            .with_headers(&forward.headers)
         }
         Step::Need(Need::ReadOriginBody) => Out::text(READ_ORIGIN_BODY, []),
-        // `SIGN, binding, alg, input`: the driver signs with the private JWK
-        // of the binding; the input is base64url text.
-        Step::Need(Need::Sign(signing)) => Out::text(
-            SIGN,
-            [signing.binding, signing.alg.name(), signing.input.as_str()],
-        ),
         Step::Respond(response) => respond(response, background),
         Step::Done(line) => Out::text(DONE, [line.as_deref().unwrap_or_default()]),
     }

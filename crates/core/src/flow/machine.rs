@@ -42,7 +42,7 @@ use crate::flow::gate::{
     authorize_rpc, check_revision, target, Decision, Outcome, RequestHead, Target,
     FORWARDED_METHODS,
 };
-use crate::forward::assertion::{compact, signing_input, Bound, Call, JtiSource, ASSERTION_HEADER};
+use crate::forward::assertion::{signing_input, Bound, Call, JtiSource, Signing};
 use crate::forward::log::request_log;
 use crate::forward::origin::{client_response_headers, origin_headers, origin_url, OriginRequest};
 pub use crate::forward::origin::{origin_fields_replaced, ORIGIN_FIELDS_DECIDED};
@@ -186,18 +186,6 @@ pub struct Check {
     pub signature: Vec<u8>,
 }
 
-/// An assertion to sign (RFC 7515 §5.1 step 5): with the private key of the
-/// binding, imported into WebCrypto by the driver, never by the machine.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Signing {
-    /// The binding holding the private JWK.
-    pub binding: &'static str,
-    /// ES256 or EdDSA: the key's algorithm.
-    pub alg: JwsAlgorithm,
-    /// The JWS signing input.
-    pub input: String,
-}
-
 /// What the machine needs next.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Need {
@@ -206,8 +194,6 @@ pub enum Need {
     Io(Io),
     /// Check a signature; answered with [`Answer::Verdict`].
     Verify(Check),
-    /// Sign the origin's assertion; answered with [`Answer::Signature`].
-    Sign(Signing),
     /// Read the request body, refusing it past `max_bytes` whatever its
     /// `Content-Length` said; answered with [`Answer::Body`].
     ReadBody {
@@ -219,8 +205,9 @@ pub enum Need {
     },
     /// Send this to the origin (with its `body` when the gate rewrote the
     /// body, else the body read for [`Need::ReadBody`], if any, else the
-    /// client's own body for methods that carry one);
-    /// answered with [`Answer::Origin`].
+    /// client's own body for methods that carry one), its assertion signed
+    /// first when it has one; answered with [`Answer::Origin`] (or
+    /// [`Answer::Unsigned`]).
     Forward(OriginRequest),
     /// Read the origin's whole body (a JSON answer to rewrite);
     /// answered with [`Answer::OriginBody`].
@@ -234,9 +221,10 @@ pub enum Answer {
     Io(IoAnswer),
     /// Whether the signature of a [`Need::Verify`] verified.
     Verdict(bool),
-    /// The signature a [`Need::Sign`] asked for (JWS form: `r ‖ s` for
-    /// ES256), or `Err` when the key could not be imported or used.
-    Signature(Result<Vec<u8>, ()>),
+    /// Instead of [`Answer::Origin`]: the forward's assertion could not be
+    /// signed (WebCrypto could not import or use the key), so nothing was
+    /// sent.
+    Unsigned,
     /// The body, or why it could not be had.
     Body(Result<Vec<u8>, BodyError>),
     /// The origin's status and header fields, or `Err` when it could not be
@@ -328,8 +316,6 @@ enum State {
     ReadingSession,
     /// The body is being read.
     ReadingBody,
-    /// The origin's assertion is being signed; its signing input.
-    Signing(String),
     /// The forward is out.
     Forwarding,
     /// The origin opened a session: reading whether it is bound already.
@@ -545,10 +531,7 @@ impl Flow {
                         return step;
                     }
                 }
-                State::ReadingSession
-                | State::ReadingBody
-                | State::Signing(_)
-                | State::ReadingOriginBody { .. } => {
+                State::ReadingSession | State::ReadingBody | State::ReadingOriginBody { .. } => {
                     // Stepped without the answer it waits for: refuse.
                     return self.finish_with(Denial::Misconfigured);
                 }
@@ -640,20 +623,8 @@ impl Flow {
                     self.ready = Some(self.refuse(config, denial));
                 }
             },
-            (State::Signing(input), Answer::Signature(signature)) => {
-                let assertion = config
-                    .assertion
-                    .as_ref()
-                    .and_then(|settings| compact(settings, &input, signature.as_deref().ok()?));
-                self.ready = Some(match (assertion, self.forward.as_mut()) {
-                    (Some(assertion), Some(forward)) => {
-                        forward
-                            .headers
-                            .push((ASSERTION_HEADER.to_owned(), assertion));
-                        self.send()
-                    }
-                    _ => self.refuse(config, Denial::AssertionKeyUnusable),
-                });
+            (State::Forwarding, Answer::Unsigned) => {
+                self.ready = Some(self.refuse(config, Denial::AssertionKeyUnusable));
             }
             (State::Forwarding, Answer::Origin(origin)) => {
                 self.ready = Some(match origin {
@@ -750,6 +721,7 @@ impl Flow {
             url: origin_url(&route.origin, &self.request.path[suffix..], head.query),
             headers: Vec::new(),
             body: None,
+            assertion: None,
         });
         let authorization = head.header_values("authorization");
         let carriers = CredentialCarriers {
@@ -1086,9 +1058,8 @@ impl Flow {
                 return Some(self.refuse(config, denial));
             }
         }
-        if let (Some(settings), Some(audience), Some(forward)) =
-            (&config.assertion, &route.assertion_audience, &self.forward)
-        {
+        let mut forward = self.forward.clone()?;
+        if let (Some(settings), Some(audience)) = (&config.assertion, &route.assertion_audience) {
             let body = forward.body.as_deref().or(self.body.as_deref());
             let bound = Bound {
                 audience,
@@ -1099,26 +1070,15 @@ impl Flow {
                 url: &forward.url,
                 body: body.unwrap_or_default(),
             };
-            let input = signing_input(settings, &bound, self.now, self.gate.jtis.next());
-            self.state = State::Signing(input.clone());
-            return Some(Step::Need(Need::Sign(Signing {
+            forward.assertion = Some(Signing {
                 binding: settings.signing_binding,
                 alg: settings.signing.alg,
-                input,
-            })));
+                input: signing_input(settings, &bound, self.now, self.gate.jtis.next()),
+            });
         }
-        Some(self.send())
-    }
-
-    /// Every check passed (and the assertion, if any, is signed): the
-    /// forward.
-    fn send(&mut self) -> Step {
-        let Some(forward) = self.forward.clone() else {
-            return self.finish_with(Denial::Misconfigured);
-        };
         self.record.outcome = Outcome::Forward(forward.clone());
         self.state = State::Forwarding;
-        Step::Need(Need::Forward(forward))
+        Some(Step::Need(Need::Forward(forward)))
     }
 
     /// The origin answered: bind the session it opened, then answer.

@@ -101,7 +101,6 @@ fn a_good_token_is_forwarded_after_its_key_set_its_check_and_its_body() {
             Need::Verify(_) => "verify",
             Need::ReadBody { .. } => "body",
             Need::Forward(_) => "forward",
-            Need::Sign(_) => "sign",
             Need::ReadOriginBody => "origin_body",
         })
         .collect();

@@ -6,10 +6,13 @@
 //! Native only: the edge is driven by the JavaScript entry.
 
 use std::collections::HashMap;
+
+use base64ct::{Base64UrlUnpadded, Encoding};
 use std::rc::Rc;
 
 use crate::flow::gate::Decision;
 use crate::flow::machine::{Answer, Body, BodyError, Flow, Gate, Need, Request, Response, Step};
+use crate::forward::assertion::ASSERTION_HEADER;
 use crate::forward::origin::OriginRequest;
 use crate::io::{FetchError, FetchedDocument, Io, IoAnswer};
 use crate::verify::signature::verify_signature;
@@ -161,20 +164,31 @@ impl Script {
                     Ok(body) if body.len() > max_bytes => Err(BodyError::TooLarge),
                     other => other.clone(),
                 }),
-                Need::Forward(request) => {
+                Need::Forward(mut request) => {
                     assert!(forwarded.is_none(), "the machine forwarded twice");
+                    // Signed as the edge's WebCrypto signs, or not sent.
+                    if let Some(signing) = &request.assertion {
+                        let signature = self
+                            .signing_keys
+                            .get(signing.binding)
+                            .and_then(|jwk| sign(jwk, &signing.input));
+                        let Some(signature) = signature else {
+                            flow.resume(Answer::Unsigned);
+                            continue;
+                        };
+                        let value = format!(
+                            "{}.{}",
+                            signing.input,
+                            Base64UrlUnpadded::encode_string(&signature)
+                        );
+                        request.headers.push((ASSERTION_HEADER.to_owned(), value));
+                    }
                     // The gate's rewrite of the body, else the body as read.
                     let body = request.body.clone().or(flow.body().map(<[u8]>::to_vec));
                     forwarded = Some((request, body));
                     Answer::Origin(self.origin.clone())
                 }
                 Need::ReadOriginBody => Answer::OriginBody(Ok(self.origin_body.clone())),
-                Need::Sign(signing) => Answer::Signature(
-                    self.signing_keys
-                        .get(signing.binding)
-                        .and_then(|jwk| sign(jwk, &signing.input))
-                        .ok_or(()),
-                ),
             };
             flow.resume(answer);
         }
@@ -204,7 +218,6 @@ impl Script {
 /// Signs `input` with the private JWK `jwk` (ES256 or EdDSA), as the edge's
 /// WebCrypto does: the reference for the assertions the tests check.
 fn sign(jwk: &str, input: &str) -> Option<Vec<u8>> {
-    use base64ct::{Base64UrlUnpadded, Encoding};
     let jwk: serde_json::Value = serde_json::from_str(jwk).ok()?;
     let d = Base64UrlUnpadded::decode_vec(jwk["d"].as_str()?).ok()?;
     match jwk["kty"].as_str()? {

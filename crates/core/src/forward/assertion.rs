@@ -15,9 +15,9 @@
 //! §3.11) so the assertion can never pass for an access token (RFC 9068
 //! §2.1 `at+jwt`) or an ID token; it carries the `kid` of the key that
 //! signed it (RFC 7515 §4.1.4). No private-key operation happens here:
-//! [`signing_input`] builds what is signed, the driver signs it with
-//! WebCrypto using the key of the secret binding, and [`compact`] appends
-//! the signature.
+//! [`signing_input`] builds what is signed; the driver signs it with
+//! WebCrypto using the key of the secret binding, as it sends the request
+//! ([`Signing`]).
 
 use std::cell::Cell;
 
@@ -186,6 +186,21 @@ impl JtiSource {
     }
 }
 
+/// An assertion for the driver to sign (RFC 7515 §5.1 step 5) with the
+/// private key of the binding, imported into WebCrypto by the driver, never
+/// by the machine, and to send in [`ASSERTION_HEADER`] as
+/// `input.signature` (the compact form, RFC 7515 §7.1; the signature
+/// base64url without padding, `r ‖ s` for ES256).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signing {
+    /// The binding holding the private JWK.
+    pub binding: &'static str,
+    /// ES256 or EdDSA: the key's algorithm.
+    pub alg: JwsAlgorithm,
+    /// The JWS signing input.
+    pub input: String,
+}
+
 /// One JSON-RPC message of the body: its method and what it acts on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Call {
@@ -296,14 +311,6 @@ pub fn signing_input(
     )
 }
 
-/// The compact serialization: the signing input and the signature (RFC 7515
-/// §7.1). `None` when the signature has not the length the key's algorithm
-/// gives (64 bytes for ES256 and EdDSA): the driver failed to sign.
-pub fn compact(settings: &AssertionSettings, input: &str, signature: &[u8]) -> Option<String> {
-    (signature.len() == settings.signing.public.signature_length())
-        .then(|| format!("{input}.{}", Base64UrlUnpadded::encode_string(signature)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -412,14 +419,6 @@ mod tests {
         assert_eq!(
             claims["body_sha256"],
             "47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU"
-        );
-        assert!(compact(&settings, &input, &[0; 63]).is_none());
-        assert_eq!(
-            compact(&settings, &input, &[0; 64])
-                .unwrap()
-                .split('.')
-                .count(),
-            3
         );
     }
 }

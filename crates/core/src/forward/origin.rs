@@ -10,6 +10,7 @@
 
 use url::Url;
 
+use crate::forward::assertion::Signing;
 use crate::verify::jwt::AccessToken;
 
 /// Header carrying the token's `sub`.
@@ -84,6 +85,9 @@ pub struct OriginRequest {
     /// opened), sent instead of the client's; `None`: the client's body,
     /// as read.
     pub body: Option<Vec<u8>>,
+    /// The assertion to sign and add before sending, if the route sends
+    /// one: the request is sent only with it.
+    pub assertion: Option<Signing>,
 }
 
 /// Maps the client's path below the resource onto the origin URL.
