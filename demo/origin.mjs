@@ -9,6 +9,13 @@
 //   origin.requests   // [{ method, path, query, headers, body, at, bodyDoneAt }]
 //   await origin.close();
 //
+// With `startOrigin({ assertion: { jwksUrl, issuer, audience } })` (or, run
+// standalone, ASSERTION_JWKS_URL, ASSERTION_ISSUER, ASSERTION_AUDIENCE) it
+// checks the gate's Portcullis-Assertion on every request to <path> and
+// below with examples/assertion/verify.mjs, before anything else: a refusal
+// is answered 401 {"error":"invalid_assertion","reason":...}, and each
+// request's record gets `assertion: { ok: true, claims } | { ok: false, reason }`.
+//
 // Routes (127.0.0.1 only):
 //   POST|GET|DELETE <path>       MCP Streamable HTTP endpoint
 //   GET|POST|DELETE <path>/echo  answers with what it received, as JSON (for header and path tests)
@@ -16,7 +23,8 @@
 //
 // Tools: lookup_invoice (read), void_invoice (write: needs invoices:write in
 // X-Auth-Scopes), countdown (slow: one notification every interval before
-// its result, to watch SSE streaming) and whoami (the identity the gate sent).
+// its result, to watch SSE streaming) and whoami (the identity the gate sent;
+// with assertions on, also what the verified assertion says).
 
 import http from 'node:http';
 import { randomUUID } from 'node:crypto';
@@ -25,6 +33,8 @@ import { z } from 'zod';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
+import { decodeJwt } from 'jose';
+import { AssertionError, createAssertionVerifier } from '../examples/assertion/verify.mjs';
 
 const LOOPBACK = '127.0.0.1';
 const MAX_BODY_BYTES = 1024 * 1024;
@@ -36,7 +46,7 @@ const INVOICES = {
 };
 
 /** One MCP server per session, sharing the origin's invoice book. */
-function createMcpServer({ invoices, countdownIntervalMs }) {
+function createMcpServer({ invoices, countdownIntervalMs, assertions }) {
   const server = new McpServer(
     { name: 'portcullis-demo-origin', version: '0.1.0' },
     { capabilities: { logging: {} } },
@@ -137,6 +147,16 @@ function createMcpServer({ invoices, countdownIntervalMs }) {
         // Only the scheme: the origin credential is a secret.
         authorization_scheme: headerValue(headers, 'authorization').split(' ')[0] || null,
       };
+      if (assertions) {
+        // Verified before the request reached the MCP server, so only decoded here.
+        const claims = decodeJwt(headerValue(headers, 'portcullis-assertion'));
+        identity.assertion = {
+          sub: claims.sub ?? null,
+          client_id: claims.client_id ?? null,
+          scope: claims.scope ?? null,
+          mcp_name: claims.mcp_name ?? null,
+        };
+      }
       return { content: [{ type: 'text', text: JSON.stringify(identity) }], structuredContent: identity };
     },
   );
@@ -153,14 +173,19 @@ function createMcpServer({ invoices, countdownIntervalMs }) {
  * @param {number} [options.countdownIntervalMs=300] default spacing of countdown notifications.
  * @param {boolean} [options.log=false] print one line per request to stderr.
  * @param {boolean} [options.jsonResponse=false] answer requests with plain JSON instead of an SSE stream.
+ * @param {{ jwksUrl: string, issuer: string, audience?: string }} [options.assertion] verify the gate's
+ *   Portcullis-Assertion on every request to `path` and below (off when not given); the audience
+ *   defaults to the origin's own URL.
  */
-export async function startOrigin({ port = 0, path = '/mcp', countdownIntervalMs = 300, log = false, jsonResponse = false } = {}) {
+export async function startOrigin({ port = 0, path = '/mcp', countdownIntervalMs = 300, log = false, jsonResponse = false, assertion } = {}) {
   const invoices = new Map(Object.entries(INVOICES).map(([id, invoice]) => [id, { ...invoice }]));
   /** sessionId -> { transport, server } */
   const sessions = new Map();
   /** Every request received: { method, path, query, headers, body, at, bodyDoneAt }. */
   const requests = [];
   const sockets = new Set();
+  // Made once the origin listens: its audience is, by default, its own URL.
+  let verifier;
 
   const httpServer = http.createServer((req, res) => {
     handle(req, res).catch((error) => {
@@ -183,10 +208,35 @@ export async function startOrigin({ port = 0, path = '/mcp', countdownIntervalMs
     // came in, `bodyDoneAt` when the last body byte did.
     const record = { method: req.method, path: url.pathname, query: url.search, headers: { ...req.headers }, body: '', at: Date.now(), bodyDoneAt: undefined };
     requests.push(record);
-    record.body = req.method === 'POST' || req.method === 'PUT' || req.method === 'PATCH' ? await readBody(req) : '';
+    const verifying = verifier !== undefined && (url.pathname === path || url.pathname.startsWith(`${path}/`));
+    // The assertion covers the bytes received, so with it on a body is read
+    // whatever the method.
+    const hasBody = verifying || req.method === 'POST' || req.method === 'PUT' || req.method === 'PATCH';
+    const raw = hasBody ? await readBody(req) : Buffer.alloc(0);
+    record.body = raw.toString('utf8');
     record.bodyDoneAt = Date.now();
     const body = record.body;
-    if (log) process.stderr.write(`origin: ${req.method} ${url.pathname}${url.search} session=${req.headers['mcp-session-id'] ?? '-'}\n`);
+    if (verifying) {
+      try {
+        const claims = await verifier.verify({
+          method: req.method,
+          url: `http://${LOOPBACK}:${httpServer.address().port}${req.url}`,
+          headers: req.headers,
+          body: raw,
+        });
+        record.assertion = { ok: true, claims };
+      } catch (error) {
+        if (!(error instanceof AssertionError)) throw error;
+        record.assertion = { ok: false, reason: error.reason };
+      }
+    }
+    if (log) {
+      const checked = verifying ? ` assertion=${record.assertion.ok ? 'ok' : record.assertion.reason}` : '';
+      process.stderr.write(`origin: ${req.method} ${url.pathname}${url.search} session=${req.headers['mcp-session-id'] ?? '-'}${checked}\n`);
+    }
+    if (verifying && !record.assertion.ok) {
+      return json(res, 401, { error: 'invalid_assertion', reason: record.assertion.reason });
+    }
 
     if (url.pathname === `${path}/echo`) {
       return json(res, 200, { method: record.method, path: record.path, query: record.query, headers: record.headers, body });
@@ -213,7 +263,7 @@ export async function startOrigin({ port = 0, path = '/mcp', countdownIntervalMs
       return session.transport.handleRequest(req, res, parsed);
     }
     if (req.method === 'POST' && isInitializeRequest(parsed)) {
-      const server = createMcpServer({ invoices, countdownIntervalMs });
+      const server = createMcpServer({ invoices, countdownIntervalMs, assertions: verifier !== undefined });
       const transport = new StreamableHTTPServerTransport({
         sessionIdGenerator: () => randomUUID(),
         enableJsonResponse: jsonResponse,
@@ -239,6 +289,9 @@ export async function startOrigin({ port = 0, path = '/mcp', countdownIntervalMs
   });
   const actualPort = httpServer.address().port;
   const url = `http://${LOOPBACK}:${actualPort}${path}`;
+  if (assertion) {
+    verifier = createAssertionVerifier({ jwksUrl: assertion.jwksUrl, issuer: assertion.issuer, audience: assertion.audience ?? url });
+  }
 
   let closing;
   async function close() {
@@ -303,13 +356,24 @@ async function readBody(req) {
     if (size > MAX_BODY_BYTES) throw new Error('request body too large');
     chunks.push(chunk);
   }
-  return Buffer.concat(chunks).toString('utf8');
+  return Buffer.concat(chunks);
 }
 
-// Standalone: `node demo/origin.mjs` listens on PORT (default 8788).
+// Standalone: `node demo/origin.mjs` listens on PORT (default 8788); with
+// ASSERTION_JWKS_URL, ASSERTION_ISSUER and ASSERTION_AUDIENCE (all three) it
+// verifies the gate's assertions.
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  const origin = await startOrigin({ port: Number(process.env.PORT ?? 8788), log: true });
-  console.log(`origin MCP server at ${origin.url}`);
+  const { ASSERTION_JWKS_URL: jwksUrl, ASSERTION_ISSUER: issuer, ASSERTION_AUDIENCE: audience } = process.env;
+  let assertion;
+  if (jwksUrl || issuer || audience) {
+    if (!jwksUrl || !issuer || !audience) {
+      console.error('origin: set all of ASSERTION_JWKS_URL, ASSERTION_ISSUER and ASSERTION_AUDIENCE, or none');
+      process.exit(2);
+    }
+    assertion = { jwksUrl, issuer, audience };
+  }
+  const origin = await startOrigin({ port: Number(process.env.PORT ?? 8788), log: true, assertion });
+  console.log(`origin MCP server at ${origin.url}${assertion ? ` (verifying assertions of ${issuer} for ${audience})` : ''}`);
   const stop = async () => {
     await origin.close();
     process.exit(0);

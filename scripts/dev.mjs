@@ -24,7 +24,7 @@
 // SECOND_ORIGIN_PORT 8790 for the tickets origin.
 
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -39,6 +39,14 @@ const SECOND_ORIGIN_PORT = Number(process.env.SECOND_ORIGIN_PORT ?? 8790);
 const GATE = `http://${HOST}:${GATE_PORT}`;
 const RESOURCE = `${GATE}/mcp`;
 const SCOPES = 'invoices:read invoices:write';
+// Where the gate publishes the keys of its origin assertions; the demo origins verify every request with them.
+const ASSERTION_JWKS = `${GATE}/.well-known/portcullis/jwks.json`;
+const VERIFY_ASSERTIONS = { jwksUrl: ASSERTION_JWKS, issuer: GATE };
+
+/** The gate's assertion signing key: an Ed25519 private JWK made up for this run only. */
+function assertionKey() {
+  return JSON.stringify({ ...generateKeyPairSync('ed25519').privateKey.export({ format: 'jwk' }), kid: `demo-${randomBytes(4).toString('hex')}` });
+}
 // The MCP Inspector's default origins: allowed by the gate and at the authorization server's /reg.
 const INSPECTOR_ORIGINS = ['http://localhost:6274', 'http://127.0.0.1:6274'];
 const READY_TIMEOUT_MS = 5 * 60 * 1000; // wrangler runs the [build] command first
@@ -162,7 +170,7 @@ async function runStack({ routes = false } = {}) {
   const { startOrigin } = await import('../demo/origin.mjs');
   const { startAuthorizationServer } = await import('../demo/authorization-server.mjs');
 
-  const origin = await startOrigin({ port: ORIGIN_PORT, log: true });
+  const origin = await startOrigin({ port: ORIGIN_PORT, log: true, assertion: VERIFY_ASSERTIONS });
   const as = await startAuthorizationServer({ resources: [RESOURCE], accessTokenFormat: 'jwt', port: AUTH_PORT, corsOrigins: INSPECTOR_ORIGINS, log: true });
   // A throwaway credential for the origin, made up for this run only.
   const originAuthorization = `Bearer demo-origin-${randomBytes(16).toString('hex')}`;
@@ -188,6 +196,9 @@ async function runStack({ routes = false } = {}) {
     ORIGIN_AUTHORIZATION: originAuthorization,
     // Seals the origin's requestState to its user; made up for this run only.
     MCP_STATE_SECRET: randomBytes(32).toString('base64url'),
+    // A signed assertion on every forward, which the demo origin verifies.
+    ASSERTION_KEY: assertionKey(),
+    ORIGIN_ASSERTION_AUDIENCE: origin.url,
   };
   const gate = runGate(vars, () => Promise.allSettled([origin.close(), as.close()]));
   await waitForGate('/.well-known/oauth-protected-resource/mcp');
@@ -260,8 +271,8 @@ async function runRoutesStack() {
   const { startAuthorizationServer } = await import('../demo/authorization-server.mjs');
   const resources = { billing: `${GATE}/billing/mcp`, tickets: `${GATE}/tickets/mcp` };
   const origins = {
-    billing: await startOrigin({ port: ORIGIN_PORT, log: true }),
-    tickets: await startOrigin({ port: SECOND_ORIGIN_PORT, log: true }),
+    billing: await startOrigin({ port: ORIGIN_PORT, log: true, assertion: VERIFY_ASSERTIONS }),
+    tickets: await startOrigin({ port: SECOND_ORIGIN_PORT, log: true, assertion: VERIFY_ASSERTIONS }),
   };
   const as = await startAuthorizationServer({
     resources: Object.values(resources),
@@ -285,6 +296,7 @@ async function runRoutesStack() {
       required_scopes: 'invoices:read',
       tool_scopes: { void_invoice: 'invoices:write', '*': 'invoices:read' },
       origin_authorization_secret: 'BILLING_ORIGIN_AUTHORIZATION',
+      assertion_audience: origins.billing.url,
     },
     {
       resource: resources.tickets,
@@ -293,6 +305,7 @@ async function runRoutesStack() {
       scopes_supported: SCOPES,
       required_scopes: 'invoices:read',
       origin_authorization_secret: 'TICKETS_ORIGIN_AUTHORIZATION',
+      assertion_audience: origins.tickets.url,
     },
   ];
   const vars = {
@@ -306,6 +319,7 @@ async function runRoutesStack() {
     BILLING_ORIGIN_AUTHORIZATION: `Bearer demo-billing-${randomBytes(16).toString('hex')}`,
     TICKETS_ORIGIN_AUTHORIZATION: `Bearer demo-tickets-${randomBytes(16).toString('hex')}`,
     MCP_STATE_SECRET: randomBytes(32).toString('base64url'),
+    ASSERTION_KEY: assertionKey(),
   };
   const gate = runGate(vars, () => Promise.allSettled([origins.billing.close(), origins.tickets.close(), as.close()]));
   await waitForGate('/.well-known/oauth-protected-resource/billing/mcp');
@@ -321,6 +335,7 @@ ${bold('portcullis demo stack is up: two MCP servers behind one gate (MCP_ROUTES
     metadata:            ${GATE}/.well-known/oauth-protected-resource/tickets/mcp
     origin (direct):     ${origins.tickets.url}
   authorization server:  ${as.issuer}  (oidc-provider; tokens carry the route they were asked for in aud)
+  both origins verify the gate's signed Portcullis-Assertion on every request (keys: ${ASSERTION_JWKS})
 
 ${bold('MCP client')} (e.g. the MCP Inspector): either endpoint above, Streamable HTTP.
 
@@ -371,6 +386,9 @@ ${bold('portcullis demo stack is up')}
   resource metadata:              ${GATE}/.well-known/oauth-protected-resource/mcp
   authorization server:           ${as.issuer}  (oidc-provider; ${as.issuer}/.well-known/openid-configuration)
   origin MCP server (direct):     ${origin.url}
+    it verifies the gate's signed Portcullis-Assertion on every request (its log says assertion=ok);
+    a request sent to it directly, without one, gets 401 invalid_assertion
+  the gate's assertion keys:      ${ASSERTION_JWKS}
 
 ${bold('MCP client')} (e.g. the MCP Inspector: npx @modelcontextprotocol/inspector), Streamable HTTP:
   ${RESOURCE}

@@ -167,7 +167,8 @@ async function drive(request, env, ctx, started, handle, next) {
         const body = next[2] !== '' ? next[2] : (read ?? (method === 'GET' || method === 'HEAD' ? undefined : request.body));
         const headers = pairsFrom(next, 6);
         if (next[3] !== '') {
-          const signature = await sign(env, next[3], next[4], next[5]);
+          const key = signingKeys.get(next[3]) ?? (await signingKey(env, next[3], next[4]));
+          const signature = key === null ? undefined : await sign(key, next[4], next[5]);
           alive(instance);
           if (signature === undefined) {
             next = fields(gateUnsigned(handle));
@@ -276,33 +277,43 @@ function importKey(jwk, params) {
 
 const SIGN_PARAMS = { ES256: { name: 'ECDSA', hash: 'SHA-256' }, EdDSA: { name: 'Ed25519' } };
 const KEY_PARAMS = { ES256: { name: 'ECDSA', namedCurve: 'P-256' }, EdDSA: { name: 'Ed25519' } };
-/** The assertion keys of this isolate, by binding: a promise of the CryptoKey, or of undefined when unusable. */
+/** The assertion keys of this isolate, by binding: the CryptoKey, or null when unusable. */
 const signingKeys = new Map();
 const encoder = new TextEncoder();
 
-/**
- * Signs the origin's assertion with the private JWK of `binding`: the
- * signature base64url (RFC 7515 §2), or undefined when it cannot.
- */
-async function sign(env, binding, alg, input) {
-  let key = signingKeys.get(binding);
-  if (key === undefined) {
-    key = importSigningKey(env[binding], alg);
-    signingKeys.set(binding, key);
+/** The assertion key of `binding`, imported once per isolate (concurrent first requests share the import). */
+const importing = new Map();
+async function signingKey(env, binding, alg) {
+  let pending = importing.get(binding);
+  if (pending === undefined) {
+    pending = importSigningKey(env[binding], alg).then((key) => {
+      signingKeys.set(binding, key ?? null);
+      return key ?? null;
+    });
+    importing.set(binding, pending);
   }
-  const imported = await key;
-  if (imported === undefined) return undefined;
-  try {
-    return base64url(new Uint8Array(await crypto.subtle.sign(SIGN_PARAMS[alg], imported, encoder.encode(input))));
-  } catch {
-    return undefined;
-  }
+  return pending;
 }
 
-function base64url(bytes) {
-  let binary = '';
-  for (let i = 0; i < bytes.length; i++) binary += String.fromCharCode(bytes[i]);
-  return btoa(binary).replaceAll('+', '-').replaceAll('/', '_').replaceAll('=', '');
+/** The signature of the origin's assertion, base64url (RFC 7515 §2), or undefined when WebCrypto fails. */
+function sign(key, alg, input) {
+  return crypto.subtle.sign(SIGN_PARAMS[alg], key, encoder.encode(input)).then(base64url, () => undefined);
+}
+
+const BASE64URL = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+function base64url(buffer) {
+  const bytes = new Uint8Array(buffer);
+  let text = '';
+  let i = 0;
+  for (; i + 2 < bytes.length; i += 3) {
+    const n = (bytes[i] << 16) | (bytes[i + 1] << 8) | bytes[i + 2];
+    text += BASE64URL[n >> 18] + BASE64URL[(n >> 12) & 63] + BASE64URL[(n >> 6) & 63] + BASE64URL[n & 63];
+  }
+  if (i < bytes.length) {
+    const n = (bytes[i] << 16) | ((bytes[i + 1] ?? 0) << 8);
+    text += BASE64URL[n >> 18] + BASE64URL[(n >> 12) & 63] + (i + 1 < bytes.length ? BASE64URL[(n >> 6) & 63] : '');
+  }
+  return text;
 }
 
 /**

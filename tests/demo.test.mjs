@@ -229,6 +229,12 @@ describe('npm start: the local stack (scripts/dev.mjs, wrangler dev)', () => {
     const { code, out, err } = await runProcess('bash', ['-c', oneLine], env);
     assert.equal(code, 0, err);
     assert.match(out, /Invoice INV-1001: ACME Corp/);
+    // The origin verified the gate's signed assertion on every request it got, and refuses one without.
+    const checked = readOutput().split('\n').filter((line) => line.startsWith('origin: '));
+    assert.ok(checked.length > 0 && checked.every((line) => line.endsWith(' assertion=ok')), checked.join('\n'));
+    const direct = await fetch(`http://127.0.0.1:${ports.origin}/mcp`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+    assert.equal(direct.status, 401);
+    assert.equal((await direct.json()).error, 'invalid_assertion');
   });
 
   test('`node scripts/dev.mjs token` gets a JWT for the gate from the running authorization server', async () => {

@@ -59,6 +59,8 @@ describe('MCP through the gate', () => {
         client_id: 'invoice-agent',
         scopes: 'invoices:read invoices:write',
         authorization_scheme: 'Bearer',
+        // What the gate's signed assertion says, verified by the origin.
+        assertion: { sub: 'alice', client_id: 'invoice-agent', scope: 'invoices:read invoices:write', mcp_name: 'whoami' },
       });
 
       const sessionId = transport.sessionId;

@@ -174,9 +174,14 @@ export async function startGate({ bindings, port, kv = true, buildDir = BUILD_DI
     },
     /**
      * Reloads the worker: a fresh isolate (its memory lost, as when Workers
-     * starts a new one) over the same KV data.
+     * starts a new one) over the same KV data; with `changes`, its bindings
+     * changed (undefined values removed), as a new deployment would.
      */
-    async restart() {
+    async restart(changes) {
+      if (changes) {
+        const merged = { ...options.bindings, ...changes };
+        options.bindings = Object.fromEntries(Object.entries(merged).filter(([, value]) => value !== undefined));
+      }
       await withTimeout(mf.setOptions(options), 30_000, 'Miniflare did not restart');
     },
     /** The per-request log lines so far. */

@@ -1,10 +1,22 @@
 // The whole stack for one test file: demo issuer(s) + demo origin + the gate
-// in Miniflare, wired together on 127.0.0.1, and torn down together.
+// in Miniflare, wired together on 127.0.0.1, and torn down together. By
+// default the gate signs an origin assertion (an Ed25519 key made up for the
+// stack) and the demo origin verifies it on every request, refusing any
+// request without a valid one: every test through the stack checks it.
 
-import { randomBytes } from 'node:crypto';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { startIssuer } from '../../demo/issuer.mjs';
 import { startOrigin } from '../../demo/origin.mjs';
 import { freePort, startGate } from './gate.mjs';
+
+/** Where the gate publishes its assertion keys (crates/core/src/forward/assertion.rs). */
+export const ASSERTION_JWKS_PATH = '/.well-known/portcullis/jwks.json';
+
+/** A private JWK made up for one run, as the ASSERTION_KEY secret holds it (text). */
+export function assertionKey(alg = 'EdDSA') {
+  const { privateKey } = alg === 'ES256' ? generateKeyPairSync('ec', { namedCurve: 'P-256' }) : generateKeyPairSync('ed25519');
+  return JSON.stringify(privateKey.export({ format: 'jwk' }));
+}
 
 /**
  * @param {object} [options]
@@ -14,8 +26,9 @@ import { freePort, startGate } from './gate.mjs';
  *   overrides merged over the default bindings; a value of undefined removes that binding.
  * @param {string} [options.resourcePath='/mcp']
  * @param {string} [options.buildDir] run another build of the worker than build/.
+ * @param {boolean} [options.assertion=true] the gate signs an origin assertion and the demo origin verifies it.
  */
-export async function startStack({ issuer: issuerOptions = {}, origin: originOptions = {}, bindings: overrides, resourcePath = '/mcp', buildDir } = {}) {
+export async function startStack({ issuer: issuerOptions = {}, origin: originOptions = {}, bindings: overrides, resourcePath = '/mcp', buildDir, assertion = true } = {}) {
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
   const resource = `${base}${resourcePath}`;
@@ -23,7 +36,8 @@ export async function startStack({ issuer: issuerOptions = {}, origin: originOpt
   try {
     const issuer = await startIssuer({ audience: resource, ...issuerOptions });
     closers.push(() => issuer.close());
-    const origin = await startOrigin({ countdownIntervalMs: 300, ...originOptions });
+    const verifying = assertion ? { assertion: { jwksUrl: `${base}${ASSERTION_JWKS_PATH}`, issuer: base } } : {};
+    const origin = await startOrigin({ countdownIntervalMs: 300, ...verifying, ...originOptions });
     closers.push(() => origin.close());
     const defaults = {
       MCP_RESOURCE: resource,
@@ -32,8 +46,22 @@ export async function startStack({ issuer: issuerOptions = {}, origin: originOpt
       OAUTH_JWKS_URI: issuer.jwksUri,
       // requestState sealed to its user (made up for this stack only).
       MCP_STATE_SECRET: randomBytes(32).toString('base64url'),
+      // The demo origin's audience is its own URL.
+      ...(assertion ? { ASSERTION_KEY: assertionKey(), ORIGIN_ASSERTION_AUDIENCE: origin.url } : {}),
     };
     const bindings = { ...defaults, ...(overrides ? overrides({ resource, issuer, origin, base }) : {}) };
+    if (assertion && bindings.MCP_ROUTES !== undefined) {
+      // With routes, the assertion is asked for per route: of each route to the demo origin.
+      delete bindings.ORIGIN_ASSERTION_AUDIENCE;
+      try {
+        const routes = JSON.parse(bindings.MCP_ROUTES);
+        for (const route of routes) if (route?.origin === origin.url && !('assertion_audience' in route)) route.assertion_audience = origin.url;
+        bindings.MCP_ROUTES = JSON.stringify(routes);
+      } catch {
+        // A test of a malformed MCP_ROUTES: left as written.
+      }
+    }
+    for (const [name, value] of Object.entries(bindings)) if (value === undefined) delete bindings[name];
     const gate = await startGate({ bindings, port, buildDir });
     closers.push(() => gate.close());
     return {

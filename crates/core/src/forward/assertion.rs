@@ -270,7 +270,8 @@ pub fn signing_input(
     jti: String,
 ) -> String {
     let token = bound.token;
-    // One message is named flat; a batch lists each of its messages.
+    // One call (a single message, or a batch with one message that has a
+    // method) is named flat; several are listed.
     let (mcp_method, mcp_name, mcp_calls) = match bound.calls {
         [] => (None, None, None),
         [call] => (Some(call.method.as_str()), call.name.as_deref(), None),
@@ -419,6 +420,33 @@ mod tests {
         assert_eq!(
             claims["body_sha256"],
             "47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU"
+        );
+        let batch = [
+            calls[0].clone(),
+            Call {
+                method: "notifications/initialized".into(),
+                name: None,
+            },
+        ];
+        let input = signing_input(
+            &settings,
+            &Bound {
+                calls: &batch,
+                ..bound
+            },
+            1000,
+            "k".into(),
+        );
+        let payload = input.split('.').nth(1).unwrap();
+        let claims: Value =
+            serde_json::from_slice(&Base64UrlUnpadded::decode_vec(payload).unwrap()).unwrap();
+        assert!(claims.get("mcp_method").is_none());
+        assert_eq!(
+            claims["mcp_calls"],
+            serde_json::json!([
+                {"method": "tools/call", "name": "void_invoice"},
+                {"method": "notifications/initialized"}
+            ])
         );
     }
 }
