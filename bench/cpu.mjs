@@ -60,7 +60,6 @@
 // Writes bench/results/cpu-assertion.json.
 
 import { execSync } from 'node:child_process';
-import { generateKeyPairSync } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -68,6 +67,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { startIssuer } from '../demo/issuer.mjs';
 import { workerModuleOptions } from '../tests/helpers/gate.mjs';
+import { assertionKey } from '../tests/helpers/stack.mjs';
 import { corruptSignature } from '../tests/helpers/tokens.mjs';
 import { bundleWorker, load, median, startOrigin, startScriptWorker } from './harness.mjs';
 
@@ -232,12 +232,6 @@ function pairedToFirst(runs) {
       return [name, { median: median(diffs), half_range: (Math.max(...diffs) - Math.min(...diffs)) / 2, rounds: diffs }];
     }),
   );
-}
-
-/** A private JWK made up for the run, as ASSERTION_KEY holds it. */
-function assertionKey(alg) {
-  const { privateKey } = alg === 'ES256' ? generateKeyPairSync('ec', { namedCurve: 'P-256' }) : generateKeyPairSync('ed25519');
-  return JSON.stringify(privateKey.export({ format: 'jwk' }));
 }
 
 async function main() {

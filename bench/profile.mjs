@@ -13,7 +13,6 @@
 //     [--inclusive <part,part...>]  (also print the total time in and below frames so named)
 //     [--assertion ES256|EdDSA]  (sign the origin assertion with a key of that algorithm)
 
-import { generateKeyPairSync } from 'node:crypto';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -22,6 +21,7 @@ import WebSocket from 'ws';
 import { startIssuer } from '../demo/issuer.mjs';
 import { demangle } from '../tests/helpers/wasm-names.mjs';
 import { freePort, workerModuleOptions } from '../tests/helpers/gate.mjs';
+import { assertionKey } from '../tests/helpers/stack.mjs';
 import { load, startOrigin } from './harness.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -39,12 +39,6 @@ const { values: options } = parseArgs({
     assertion: { type: 'string' },
   },
 });
-
-/** A private JWK made up for the run (ES256 or EdDSA), as ASSERTION_KEY holds it. */
-function assertionKey(alg) {
-  const { privateKey } = alg === 'ES256' ? generateKeyPairSync('ec', { namedCurve: 'P-256' }) : generateKeyPairSync('ed25519');
-  return JSON.stringify(privateKey.export({ format: 'jwk' }));
-}
 
 /** A minimal DevTools protocol client. */
 async function inspector(port) {

@@ -5,9 +5,10 @@
 // request without a valid one: every test through the stack checks it.
 
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import net from 'node:net';
 import { startIssuer } from '../../demo/issuer.mjs';
 import { startOrigin } from '../../demo/origin.mjs';
-import { freePort, startGate } from './gate.mjs';
+import { startGate } from './gate.mjs';
 
 /** Where the gate publishes its assertion keys (crates/core/src/forward/assertion.rs). */
 export const ASSERTION_JWKS_PATH = '/.well-known/portcullis/jwks.json';
@@ -29,7 +30,10 @@ export function assertionKey(alg = 'EdDSA') {
  * @param {boolean} [options.assertion=true] the gate signs an origin assertion and the demo origin verifies it.
  */
 export async function startStack({ issuer: issuerOptions = {}, origin: originOptions = {}, bindings: overrides, resourcePath = '/mcp', buildDir, assertion = true } = {}) {
-  const port = await freePort();
+  // Held until the gate starts, so that the issuer and the origin, which
+  // listen on any free port, cannot be given the one the gate's URLs name.
+  const reserved = await reservePort();
+  const { port } = reserved;
   const base = `http://127.0.0.1:${port}`;
   const resource = `${base}${resourcePath}`;
   const closers = [];
@@ -62,6 +66,7 @@ export async function startStack({ issuer: issuerOptions = {}, origin: originOpt
       }
     }
     for (const [name, value] of Object.entries(bindings)) if (value === undefined) delete bindings[name];
+    await reserved.release();
     const gate = await startGate({ bindings, port, buildDir });
     closers.push(() => gate.close());
     return {
@@ -77,9 +82,26 @@ export async function startStack({ issuer: issuerOptions = {}, origin: originOpt
       },
     };
   } catch (error) {
+    await reserved.release();
     await closeAll(closers);
     throw error;
   }
+}
+
+/** A free port of 127.0.0.1, kept listening (so taken) until `release`. */
+function reservePort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.unref();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      let released;
+      resolve({
+        port: server.address().port,
+        release: () => (released ??= new Promise((done) => (server.listening ? server.close(() => done()) : done()))),
+      });
+    });
+  });
 }
 
 /** Runs closers in reverse order; every one runs even if another fails. */
