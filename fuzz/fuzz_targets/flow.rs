@@ -35,6 +35,13 @@ impl Bindings for Vars {
             "MCP_TOOL_SCOPES" => r#"{"void":["invoices:write"]}"#,
             // JWTs only: an introspection verdict is a good verdict of its own.
             "OAUTH_TOKEN_FORMAT" => "jwt",
+            // Every forward carries a signed assertion (RFC 8037 A.1's
+            // public example key), so its claims are built from what the
+            // input put in the token and the body.
+            "ASSERTION_KEY" => {
+                r#"{"kty":"OKP","crv":"Ed25519","d":"nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}"#
+            }
+            "ORIGIN_ASSERTION_AUDIENCE" => "https://origin.internal",
             _ => return None,
         };
         Some(value.to_owned())
@@ -185,10 +192,19 @@ fn run(gate: &Rc<Gate>, request: Request, input: &mut Input<'_>) -> (bool, bool)
                     1 => Err(BodyError::Unreadable),
                     _ => Ok(input.bytes().to_vec()),
                 }),
-                Need::Forward(_) => {
+                Need::Forward(request) => {
                     forwarded = true;
-                    Answer::Origin(match input.byte() % 3 {
+                    assert!(
+                        request.assertion.is_some(),
+                        "a forward without its assertion"
+                    );
+                    Answer::Origin(match input.byte() % 4 {
                         0 => Err(()),
+                        // The driver could not sign: nothing was sent.
+                        1 => {
+                            flow.resume(Answer::Unsigned);
+                            continue;
+                        }
                         _ => Ok((
                             200,
                             vec![
