@@ -167,7 +167,8 @@ async function drive(request, env, ctx, started, handle, next) {
         const body = next[2] !== '' ? next[2] : (read ?? (method === 'GET' || method === 'HEAD' ? undefined : request.body));
         const headers = pairsFrom(next, 6);
         if (next[3] !== '') {
-          const key = signingKeys.get(next[3]) ?? (await signingKey(env, next[3], next[4]));
+          let key = signingKeys.get(next[3]) ?? signingKey(env, next[3], next[4]);
+          if (key instanceof Promise) key = await key;
           const signature = key === null ? undefined : await sign(key, next[4], next[5]);
           alive(instance);
           if (signature === undefined) {
@@ -277,21 +278,21 @@ function importKey(jwk, params) {
 
 const SIGN_PARAMS = { ES256: { name: 'ECDSA', hash: 'SHA-256' }, EdDSA: { name: 'Ed25519' } };
 const KEY_PARAMS = { ES256: { name: 'ECDSA', namedCurve: 'P-256' }, EdDSA: { name: 'Ed25519' } };
-/** The assertion keys of this isolate, by binding: the CryptoKey, or null when unusable. */
+/**
+ * The assertion keys of this isolate, by binding: the CryptoKey (null when
+ * unusable), or, while the first import runs, the promise of it, which
+ * concurrent first requests share.
+ */
 const signingKeys = new Map();
 const encoder = new TextEncoder();
 
-/** The assertion key of `binding`, imported once per isolate (concurrent first requests share the import). */
-const importing = new Map();
-async function signingKey(env, binding, alg) {
-  let pending = importing.get(binding);
-  if (pending === undefined) {
-    pending = importSigningKey(env[binding], alg).then((key) => {
-      signingKeys.set(binding, key ?? null);
-      return key ?? null;
-    });
-    importing.set(binding, pending);
-  }
+/** Imports the assertion key of `binding`, once per isolate. */
+function signingKey(env, binding, alg) {
+  const pending = importSigningKey(env[binding], alg).then((key) => {
+    signingKeys.set(binding, key ?? null);
+    return key ?? null;
+  });
+  signingKeys.set(binding, pending);
   return pending;
 }
 

@@ -202,6 +202,7 @@ describe('origin assertion: claims, tampering and replay', () => {
   });
 
   test('the JWKS: public keys only, cacheable, outside the protected resource', async () => {
+    const seen = stack.origin.requests.length;
     const response = await stack.gate.fetch(ASSERTION_JWKS_PATH);
     assert.equal(response.status, 200);
     assert.equal(response.headers.get('content-type'), 'application/jwk-set+json');
@@ -213,6 +214,8 @@ describe('origin assertion: claims, tampering and replay', () => {
     assert.ok(!text.includes(privatePart(key)));
     // No token needed, and no other method.
     assert.equal((await stack.gate.fetch(ASSERTION_JWKS_PATH, { method: 'POST', body: '{}' })).status, 405);
+    // Answered by the gate: the origin sees none of it.
+    assert.equal(stack.origin.requests.length, seen);
   });
 
   test('the private key shows nowhere: not in answers, the log, or what the origin received', async () => {

@@ -6,9 +6,9 @@
 //! Native only: the edge is driven by the JavaScript entry.
 
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use base64ct::{Base64UrlUnpadded, Encoding};
-use std::rc::Rc;
 
 use crate::flow::gate::Decision;
 use crate::flow::machine::{Answer, Body, BodyError, Flow, Gate, Need, Request, Response, Step};

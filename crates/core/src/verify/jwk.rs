@@ -300,9 +300,9 @@ pub fn load_key(entry: &Value) -> Result<VerificationKey, SkipReason> {
     load_public_part(entry, false)
 }
 
-/// Loads the public part of one JWK: as [`load_key`] does, except that a
-/// private key (`d`, with `key_ops` and `ext` as a signing key carries
-/// them) is read for its public members when `of_private` is set.
+/// Loads the public part of one JWK: as [`load_key`] does, except that, when
+/// `of_private` is set, a private EC or OKP key is read for its public
+/// members: its `d` is not refused, nor `key_ops` that name only `sign`.
 pub fn load_public_part(entry: &Value, of_private: bool) -> Result<VerificationKey, SkipReason> {
     let object = entry.as_object().ok_or(SkipReason::Malformed)?;
     let optional_str = |name: &str| match object.get(name) {
