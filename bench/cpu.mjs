@@ -47,7 +47,7 @@
 //
 //   npm run bench:cpu -- [--rounds 5] [--requests 10000] [--connections 10]
 //     [--scenario reused,session,rs256,es256,eddsa,list,badsig,notoken] [--build DIR] [--no-pin] [--ablation]
-//     [--compare NAME=DIR[:ALG],NAME=DIR[:ALG]...] [--assertion]
+//     [--compare NAME=DIR[:ALG],NAME=DIR[:ALG]...] [--assertion] [--rate-limits]
 //
 // --compare measures, instead of the peers, several builds of portcullis
 // against the floor in the same run (e.g. a change and the build before it):
@@ -58,6 +58,13 @@
 // assertion and with it signed by an ES256 and by an EdDSA key (keys made up
 // for the run): what one signed assertion per forwarded request costs.
 // Writes bench/results/cpu-assertion.json.
+//
+// --rate-limits compares, the same way, the build without rate limits and
+// with three rules (RATE_LIMITS: subject, subject+tool and address, each on
+// its own Rate Limiting binding in Miniflare, with limits never reached):
+// what counting costs per request. A new token counts all three (the
+// address before its check), a reused one the two identity rules. Writes
+// bench/results/cpu-rate-limits.json.
 
 import { execSync } from 'node:child_process';
 import { availableParallelism } from 'node:os';
@@ -84,6 +91,7 @@ const { values: options } = parseArgs({
     ablation: { type: 'boolean', default: false },
     compare: { type: 'string' },
     assertion: { type: 'boolean', default: false },
+    'rate-limits': { type: 'boolean', default: false },
   },
 });
 const ROUNDS = Number(options.rounds);
@@ -96,7 +104,18 @@ const ABLATION = options.ablation;
  * --compare: builds of portcullis measured side by side, [name, directory];
  * --assertion: one build, [name, directory, the assertion key's algorithm].
  */
-const COMPARE = options.assertion
+/** --rate-limits: the rules measured, each on its own binding (limits never reached). */
+const RATE_RULES = [
+  { binding: 'RL_SUBJECT', key: 'subject' },
+  { binding: 'RL_TOOL', key: 'subject+tool' },
+  { binding: 'RL_ADDRESS', key: 'address' },
+];
+const COMPARE = options['rate-limits']
+  ? [
+      ['no rate limits', BUILD],
+      ['3 rate limit rules', BUILD, undefined, RATE_RULES],
+    ]
+  : options.assertion
   ? [
       ['no assertion', BUILD],
       ['ES256 assertion', BUILD, 'ES256'],
@@ -252,9 +271,12 @@ async function main() {
   const gates = [await startGate('passthrough', join(ROOT, 'bench', 'passthrough.js'), bindings)];
   if (COMPARE) {
     gates.push(await startGate('platform', platformScript, bindings));
-    for (const [name, dir, alg] of COMPARE) {
+    for (const [name, dir, alg, rules] of COMPARE) {
       const signed = alg ? { ...scoped, ASSERTION_KEY: assertionKey(alg), ORIGIN_ASSERTION_AUDIENCE: origin.url } : scoped;
-      gates.push(await startGate(name, undefined, signed, { ...workerModuleOptions(dir), kvNamespaces: ['JWKS_CACHE'] }));
+      const limited = rules ? { ...signed, RATE_LIMITS: JSON.stringify(rules) } : signed;
+      // Limits no run reaches: what is measured is the counting.
+      const ratelimits = Object.fromEntries((rules ?? []).map((rule) => [rule.binding, { simple: { limit: 1e9, period: 60 } }]));
+      gates.push(await startGate(name, undefined, limited, { ...workerModuleOptions(dir), kvNamespaces: ['JWKS_CACHE'], ratelimits }));
     }
   } else if (ABLATION) {
     for (const step of ABLATION_STEPS) gates.push(await startGate(step.name, step.features ? fullScript : cachedScript, step.features ? { ...scoped, PEER_FEATURES: step.features } : bindings));
@@ -424,7 +446,7 @@ async function main() {
   if (results.list && results.reused) {
     results.list.list_over_reused = Object.fromEntries(Object.keys(results.list.over_floor_us).map((g) => [g, results.list.over_floor_us[g] / results.reused.over_floor_us[g]]));
   }
-  const mode = options.assertion ? 'assertion' : COMPARE ? 'compare' : ABLATION ? 'ablation' : 'gates';
+  const mode = options['rate-limits'] ? 'rate-limits' : options.assertion ? 'assertion' : COMPARE ? 'compare' : ABLATION ? 'ablation' : 'gates';
   const report = { date: new Date().toISOString(), mode, ...(ABLATION ? { steps: ABLATION_STEPS } : COMPARE ? { builds: Object.fromEntries(COMPARE) } : { build: BUILD }), rounds: ROUNDS, requests: REQUESTS, connections: CONNECTIONS, warmup: WARMUP, cpu_clock: 'schedstat (ns)', pinned: PIN ?? false, foreign_limit: FOREIGN_LIMIT, minutes, warnings, results };
   const outDir = join(ROOT, 'bench', 'results');
   mkdirSync(outDir, { recursive: true });
@@ -435,7 +457,7 @@ async function main() {
   const num = (v, digits = 0) => (Number.isFinite(v) ? v.toFixed(digits) : '–');
   console.log(`\nportcullis CPU benchmark: ${ROUNDS} rounds x ${REQUESTS} requests, ${CONNECTIONS} connections; workerd CPU (schedstat, ns)${PIN ? `, workerd pinned to CPU ${PIN.workerd}, load and origin to ${PIN.harness}` : ', not pinned'}`);
   if (COMPARE) {
-    console.log(`${options.assertion ? 'the origin assertion (ASSERTION_KEY, ORIGIN_ASSERTION_AUDIENCE) off and on' : 'builds of portcullis side by side'}; µs of CPU per request over the floor (median ± half-range of rounds) and paired with the first build (median over rounds of the same-round difference ± its half-range); * rounds disturbed\n`);
+    console.log(`${options['rate-limits'] ? `rate limits off and on (RATE_LIMITS: ${RATE_RULES.map((r) => r.key).join(', ')})` : options.assertion ? 'the origin assertion (ASSERTION_KEY, ORIGIN_ASSERTION_AUDIENCE) off and on' : 'builds of portcullis side by side'}; µs of CPU per request over the floor (median ± half-range of rounds) and paired with the first build (median over rounds of the same-round difference ± its half-range); * rounds disturbed\n`);
     for (const r of Object.values(results)) {
       console.log(`${r.label}: floor ${num(r.floor_us)} µs (± ${num(r.half_range_us.passthrough)})${r.disturbed_rounds ? `, *${r.disturbed_rounds} disturbed` : ''}`);
       console.log(`  ${pad('platform', 24)}${pad(`${num(r.over_floor_us.platform, 1)} ± ${num(r.half_range_us.platform, 1)}`, 18)}`);

@@ -36,6 +36,7 @@ const {
   gateBody,
   gateOrigin,
   gateOriginBody,
+  gateCounted,
   gateFilter,
   gateEnd,
   gateFailureBody,
@@ -77,6 +78,9 @@ const FORWARD = 7;
 const READ_ORIGIN_BODY = 8;
 const RESPOND = 9;
 const DONE = 10;
+const RATE_LIMIT = 11;
+/** How long a rate limit binding may take before its count is taken as failed. */
+const RATE_LIMIT_TIMEOUT_MS = 1000;
 // How a RESPOND's body is given.
 const BODY_ORIGIN = 1;
 const BODY_FILTERED = 2;
@@ -211,6 +215,15 @@ async function drive(request, env, ctx, started, handle, next) {
         next = fields(gateOriginBody(handle, body));
         break;
       }
+      case RATE_LIMIT: {
+        // RATE_LIMIT, binding, key, binding, key... : all counted at once.
+        const counts = [];
+        for (let i = 1; i + 1 < next.length; i += 2) counts.push(count(env[next[i]], next[i + 1]));
+        const outcomes = await Promise.all(counts);
+        alive(instance);
+        next = fields(gateCounted(handle, outcomes.join('')));
+        break;
+      }
       case DONE:
         throw new Error('finished without an answer');
       default:
@@ -218,6 +231,23 @@ async function drive(request, env, ctx, started, handle, next) {
         alive(instance);
     }
   }
+}
+
+/**
+ * One count of a Rate Limiting binding: '1' within the limit, '0' over it,
+ * '2' when the binding threw, answered something else, or took longer than
+ * RATE_LIMIT_TIMEOUT_MS (the machine decides what a failure means).
+ */
+function count(binding, key) {
+  let timer;
+  const late = new Promise((resolve) => {
+    timer = setTimeout(resolve, RATE_LIMIT_TIMEOUT_MS, '2');
+  });
+  const counted = (async () => {
+    const outcome = await binding.limit({ key });
+    return outcome?.success === true ? '1' : outcome?.success === false ? '0' : '2';
+  })().catch(() => '2');
+  return Promise.race([counted, late]).finally(() => clearTimeout(timer));
 }
 
 /** The needs a request and its background work share: KV, fetch, timers, WebCrypto. */

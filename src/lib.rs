@@ -29,6 +29,7 @@ use js_sys::{Array, Uint8Array};
 use wasm_bindgen::prelude::*;
 use worker::Env;
 
+use portcullis_core::authorize::rate_limit::Counted;
 use portcullis_core::config::{Bindings, Config};
 use portcullis_core::flow::machine::{
     origin_fields_replaced, Answer, Body, BodyError, Check, Flow, Gate, Need, Request, Response,
@@ -52,6 +53,15 @@ impl Bindings for EnvBindings<'_> {
     }
     fn has_kv_namespace(&self, name: &str) -> bool {
         self.0.kv(name).is_ok()
+    }
+    /// A binding whose `limit` is a function: what the entry calls.
+    fn has_rate_limiter(&self, name: &str) -> bool {
+        let env: &JsValue = self.0.as_ref();
+        js_sys::Reflect::get(env, &JsValue::from_str(name))
+            .ok()
+            .filter(JsValue::is_object)
+            .and_then(|binding| js_sys::Reflect::get(&binding, &JsValue::from_str("limit")).ok())
+            .is_some_and(|limit| limit.is_function())
     }
 }
 
@@ -199,6 +209,7 @@ const FORWARD: u8 = 7;
 const READ_ORIGIN_BODY: u8 = 8;
 const RESPOND: u8 = 9;
 const DONE: u8 = 10;
+const RATE_LIMIT: u8 = 11;
 
 // How a RESPOND's body is given.
 const BODY_BYTES: u8 = 0;
@@ -422,6 +433,21 @@ pub fn gate_origin(handle: u32, status: u16, headers: &str) -> JsValue {
     resume(handle, Answer::Origin(origin))
 }
 
+/// Resumes after RATE_LIMIT: one character per count, in order: `1`
+/// within the limit, `0` over it, anything else the binding failed.
+#[wasm_bindgen(js_name = gateCounted)]
+pub fn gate_counted(handle: u32, outcomes: &str) -> JsValue {
+    let outcomes = outcomes
+        .bytes()
+        .map(|outcome| match outcome {
+            b'1' => Counted::Within,
+            b'0' => Counted::Over,
+            _ => Counted::Failed,
+        })
+        .collect();
+    resume(handle, Answer::Counted(outcomes))
+}
+
 /// Resumes after READ_ORIGIN_BODY (`undefined`: it could not be read).
 #[wasm_bindgen(js_name = gateOriginBody)]
 pub fn gate_origin_body(handle: u32, body: Option<Vec<u8>>) -> JsValue {
@@ -600,6 +626,20 @@ fn step_out(step: Step, background: bool) -> Out {
             .with_headers(&forward.headers)
         }
         Step::Need(Need::ReadOriginBody) => Out::text(READ_ORIGIN_BODY, []),
+        // `RATE_LIMIT, binding, key, binding, key...`: answered with
+        // `gateCounted`.
+        Step::Need(Need::RateLimit(counts)) => {
+            let mut out = Out::text(RATE_LIMIT, []);
+            if let Out::Text(text) = &mut out {
+                for count in &counts {
+                    for field in [&count.binding, &count.key] {
+                        text.push('\0');
+                        text.push_str(field);
+                    }
+                }
+            }
+            out
+        }
         Step::Respond(response) => respond(response, background),
         Step::Done(line) => Out::text(DONE, [line.as_deref().unwrap_or_default()]),
     }

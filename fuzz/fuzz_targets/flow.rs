@@ -14,6 +14,7 @@ use std::rc::Rc;
 use base64ct::{Base64UrlUnpadded, Encoding};
 use ed25519_dalek::{Signer, SigningKey};
 use libfuzzer_sys::fuzz_target;
+use portcullis_core::authorize::rate_limit::Counted;
 use portcullis_core::config::{Bindings, Config};
 use portcullis_core::flow::machine::{Answer, BodyError, Flow, Gate, Need, Request, Step};
 use portcullis_core::io::{FetchError, FetchedDocument, Io, IoAnswer};
@@ -42,12 +43,20 @@ impl Bindings for Vars {
                 r#"{"kty":"OKP","crv":"Ed25519","d":"nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}"#
             }
             "ORIGIN_ASSERTION_AUDIENCE" => "https://origin.internal",
+            // Every kind of rule, each counted (within, over or failed as
+            // the input says) where the machine counts it.
+            "RATE_LIMITS" => {
+                r#"[{"binding":"RL_A","key":"address"},{"binding":"RL_S","key":"subject","on_error":"refuse"},{"binding":"RL_T","key":"client+tool","tools":["void"]},{"binding":"RL_M","key":"method"}]"#
+            }
             _ => return None,
         };
         Some(value.to_owned())
     }
     fn has_kv_namespace(&self, _: &str) -> bool {
         true
+    }
+    fn has_rate_limiter(&self, name: &str) -> bool {
+        name.starts_with("RL_")
     }
 }
 
@@ -215,6 +224,16 @@ fn run(gate: &Rc<Gate>, request: Request, input: &mut Input<'_>) -> (bool, bool)
                     })
                 }
                 Need::ReadOriginBody => Answer::OriginBody(Ok(input.bytes().to_vec())),
+                Need::RateLimit(counts) => Answer::Counted(
+                    counts
+                        .iter()
+                        .map(|_| match input.byte() % 3 {
+                            0 => Counted::Over,
+                            1 => Counted::Failed,
+                            _ => Counted::Within,
+                        })
+                        .collect(),
+                ),
             },
         };
         // Now and then, a confused driver: the wrong kind of answer.

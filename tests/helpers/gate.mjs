@@ -133,11 +133,12 @@ export class OutputCapture {
  * @param {number} [options.port] port to listen on (pick it first when MCP_RESOURCE must name it).
  * @param {boolean} [options.kv=true] bind the JWKS_CACHE KV namespace.
  * @param {string} [options.buildDir] run another build of the worker than build/.
+ * @param {object} [options.miniflare] more Miniflare options for the worker (e.g. `ratelimits`, `serviceBindings`).
  * @returns {Promise<{url: string, port: number, mf: Miniflare, output: OutputCapture,
  *   fetch: (path: string, init?: RequestInit) => Promise<Response>, restart: () => Promise<void>,
  *   requestLogs: () => object[], close: () => Promise<void>}>}
  */
-export async function startGate({ bindings, port, kv = true, buildDir = BUILD_DIR }) {
+export async function startGate({ bindings, port, kv = true, buildDir = BUILD_DIR, miniflare = {} }) {
   assertBuilt(buildDir);
   port ??= await freePort();
   const output = new OutputCapture();
@@ -148,6 +149,7 @@ export async function startGate({ bindings, port, kv = true, buildDir = BUILD_DI
     port,
     bindings: cleanBindings,
     kvNamespaces: kv ? ['JWKS_CACHE'] : [],
+    ...miniflare,
     handleRuntimeStdio(stdout, stderr) {
       output.attach(stdout, 'stdout');
       output.attach(stderr, 'stderr');

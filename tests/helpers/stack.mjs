@@ -28,8 +28,9 @@ export function assertionKey(alg = 'EdDSA') {
  * @param {string} [options.resourcePath='/mcp']
  * @param {string} [options.buildDir] run another build of the worker than build/.
  * @param {boolean} [options.assertion=true] the gate signs an origin assertion and the demo origin verifies it.
+ * @param {object} [options.miniflare] more Miniflare options for the gate (e.g. `ratelimits`).
  */
-export async function startStack({ issuer: issuerOptions = {}, origin: originOptions = {}, bindings: overrides, resourcePath = '/mcp', buildDir, assertion = true } = {}) {
+export async function startStack({ issuer: issuerOptions = {}, origin: originOptions = {}, bindings: overrides, resourcePath = '/mcp', buildDir, assertion = true, miniflare } = {}) {
   // Held until the gate starts, so that the issuer and the origin, which
   // listen on any free port, cannot be given the one the gate's URLs name.
   const reserved = await reservePort();
@@ -67,7 +68,7 @@ export async function startStack({ issuer: issuerOptions = {}, origin: originOpt
     }
     for (const [name, value] of Object.entries(bindings)) if (value === undefined) delete bindings[name];
     await reserved.release();
-    const gate = await startGate({ bindings, port, buildDir });
+    const gate = await startGate({ bindings, port, buildDir, miniflare });
     closers.push(() => gate.close());
     return {
       base,

@@ -113,6 +113,10 @@ impl crate::config::Bindings for MapBindings {
     fn has_kv_namespace(&self, name: &str) -> bool {
         name == crate::config::binding::JWKS_CACHE
     }
+    /// Every name starting `RL_` is a Rate Limiting binding.
+    fn has_rate_limiter(&self, name: &str) -> bool {
+        name.starts_with("RL_")
+    }
 }
 
 /// A valid configuration for [`ISSUER`] and [`RESOURCE`], with `extra` bindings.

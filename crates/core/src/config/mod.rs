@@ -16,6 +16,7 @@ use crate::authorize::policy::{
     is_scope_token, ScopeHierarchy, ScopeMap, ScopePolicy, DEFAULT_ENTRY as DEFAULT_ENTRY_NAME,
     OFFLINE_ACCESS,
 };
+use crate::authorize::rate_limit::{parse_rules, RateRule};
 use crate::authorize::request_state::StateKey;
 use crate::forward::assertion::{AssertionKey, AssertionSettings, DEFAULT_LIFETIME_SECONDS};
 use crate::verify::introspect::{ClientAuthMethod, IntrospectionClient};
@@ -67,6 +68,7 @@ pub mod binding {
     pub const ASSERTION_KEY_NEXT: &str = "ASSERTION_KEY_NEXT";
     pub const ASSERTION_ISSUER: &str = "ASSERTION_ISSUER";
     pub const ASSERTION_LIFETIME_SECONDS: &str = "ASSERTION_LIFETIME_SECONDS";
+    pub const RATE_LIMITS: &str = "RATE_LIMITS";
 
     /// The bindings that describe the one route of a single-route gate; with
     /// `MCP_ROUTES` they belong in the route entries instead.
@@ -144,6 +146,8 @@ pub trait Bindings {
     fn text(&self, name: &str) -> Option<String>;
     /// Whether a KV namespace is bound under `name`.
     fn has_kv_namespace(&self, name: &str) -> bool;
+    /// Whether a Rate Limiting binding (`[[ratelimits]]`) is bound under `name`.
+    fn has_rate_limiter(&self, name: &str) -> bool;
 }
 
 /// The protected resource (RFC 9728 §1, §3.1).
@@ -185,6 +189,9 @@ pub struct Route {
     /// The `aud` of the signed assertion sent with each forwarded request;
     /// `None`: the route sends none.
     pub assertion_audience: Option<String>,
+    /// The rate limits on this route: the global ones (`RATE_LIMITS`), then
+    /// the route's own.
+    pub rate_limits: Vec<RateRule>,
     /// What a cached verification on this route was checked against
     /// (issuers and audiences): caches shared by routes key on it, so a
     /// token accepted for one audience is never taken as accepted for another.
@@ -729,6 +736,12 @@ impl Config {
             }
         };
         p.check_routes_together(&routes);
+        let mut routes = routes;
+        let global_limits = p.rate_limits();
+        for route in &mut routes {
+            let own = std::mem::take(&mut route.rate_limits);
+            route.rate_limits = global_limits.iter().cloned().chain(own).collect();
+        }
 
         let algorithms = match p.optional(JWT_ALGORITHMS) {
             None => DEFAULT_ALGORITHMS.to_vec(),
@@ -892,6 +905,10 @@ struct RouteEntry {
     /// The signed assertion's `aud` (for the flat form,
     /// `ORIGIN_ASSERTION_AUDIENCE`); present: the route sends one.
     assertion_audience: Option<String>,
+    /// The route's own rate limits (the flat form has none: its route takes
+    /// `RATE_LIMITS`, as every route does).
+    #[cfg_attr(test, serde(default, deserialize_with = "present"))]
+    rate_limits: Option<Value>,
 }
 
 /// A member that is written is present, even as `null`.
@@ -902,7 +919,7 @@ fn present<'de, D: serde::Deserializer<'de>>(value: D) -> Result<Option<Value>, 
 
 /// The members of a [`RouteEntry`] in declaration order: the positions of
 /// the array form, and the list serde's unknown-member message gives.
-const ROUTE_MEMBERS: [&str; 13] = [
+const ROUTE_MEMBERS: [&str; 14] = [
     "resource",
     "origin",
     "audience",
@@ -916,6 +933,7 @@ const ROUTE_MEMBERS: [&str; 13] = [
     "issuers",
     "origin_authorization_secret",
     "assertion_audience",
+    "rate_limits",
 ];
 
 impl RouteEntry {
@@ -942,6 +960,7 @@ impl RouteEntry {
             issuers: None,
             origin_authorization_secret: None,
             assertion_audience: None,
+            rate_limits: None,
         };
         match value {
             Value::Object(members) => {
@@ -963,7 +982,7 @@ impl RouteEntry {
                         None => {
                             return Err(serde_json::Error::invalid_length(
                                 index,
-                                &"struct RouteEntry with 13 elements",
+                                &"struct RouteEntry with 14 elements",
                             ))
                         }
                     }
@@ -1001,7 +1020,8 @@ impl RouteEntry {
             9 => Slot::Text(&mut self.resource_documentation),
             10 => Slot::Json(&mut self.issuers),
             11 => Slot::Text(&mut self.origin_authorization_secret),
-            _ => Slot::Text(&mut self.assertion_audience),
+            12 => Slot::Text(&mut self.assertion_audience),
+            _ => Slot::Json(&mut self.rate_limits),
         }
     }
 
@@ -1073,6 +1093,7 @@ enum Field {
     Issuers,
     OriginAuthorization,
     AssertionAudience,
+    RateLimits,
 }
 
 impl Field {
@@ -1092,6 +1113,8 @@ impl Field {
             Field::Issuers => OAUTH_ISSUER,
             Field::OriginAuthorization => ORIGIN_AUTHORIZATION,
             Field::AssertionAudience => ORIGIN_ASSERTION_AUDIENCE,
+            // Only entries have their own; the flat route takes the global ones.
+            Field::RateLimits => RATE_LIMITS,
         }
     }
 
@@ -1111,6 +1134,7 @@ impl Field {
             Field::Issuers => ("issuers", ": "),
             Field::OriginAuthorization => ("origin_authorization_secret", " "),
             Field::AssertionAudience => ("assertion_audience", " "),
+            Field::RateLimits => ("rate_limits", ": "),
         }
     }
 }
@@ -1194,7 +1218,28 @@ impl<B: Bindings + ?Sized> Parser<'_, B> {
                 .is_some_and(|value| !value.is_empty())
                 .then(|| ORIGIN_AUTHORIZATION.to_owned()),
             assertion_audience: self.optional(ORIGIN_ASSERTION_AUDIENCE),
+            rate_limits: None,
         }
+    }
+
+    /// `RATE_LIMITS`: the rules every route counts.
+    fn rate_limits(&mut self) -> Vec<RateRule> {
+        const NAME: &str = binding::RATE_LIMITS;
+        let Some(raw) = self.optional(NAME) else {
+            return Vec::new();
+        };
+        let Ok(value) = serde_json::from_str::<Value>(&raw) else {
+            self.problem(NAME, "is not valid JSON");
+            return Vec::new();
+        };
+        let bindings = self.bindings;
+        let bound = |name: &str| bindings.has_rate_limiter(name);
+        parse_rules(value, "", &bound).unwrap_or_else(|problems| {
+            for problem in problems {
+                self.problem(NAME, problem);
+            }
+            Vec::new()
+        })
     }
 
     /// `MCP_ROUTES`: every entry, each checked by [`Parser::route`].
@@ -1339,6 +1384,19 @@ impl<B: Bindings + ?Sized> Parser<'_, B> {
             }
             valid
         });
+        let rate_limits = match (entry.rate_limits, &resource) {
+            (Some(value), Some(resource)) => {
+                let bindings = self.bindings;
+                let bound = |name: &str| bindings.has_rate_limiter(name);
+                parse_rules(value, &resource.uri, &bound).unwrap_or_else(|problems| {
+                    for problem in problems {
+                        self.route_problem(source, Field::RateLimits, problem);
+                    }
+                    Vec::new()
+                })
+            }
+            _ => Vec::new(),
+        };
         let mut check_binding = String::new();
         for part in route_issuers.iter().map(String::as_str).chain(["\u{0}"]) {
             check_binding.push_str(part);
@@ -1365,6 +1423,7 @@ impl<B: Bindings + ?Sized> Parser<'_, B> {
             resource_documentation,
             origin_authorization,
             assertion_audience,
+            rate_limits,
             check_binding,
         })
     }
@@ -1571,6 +1630,9 @@ mod tests {
         }
         fn has_kv_namespace(&self, name: &str) -> bool {
             self.kv && name == binding::JWKS_CACHE
+        }
+        fn has_rate_limiter(&self, name: &str) -> bool {
+            name.starts_with("RL_")
         }
     }
 
@@ -1968,6 +2030,46 @@ mod tests {
         {"resource": "https://mcp.example.com/docs/mcp", "origin": "http://docs.internal/mcp",
          "method_scopes": {"resources/read": "docs:read"}}
     ]"#;
+
+    #[test]
+    fn rate_limits_are_global_then_per_route_and_each_problem_is_named() {
+        let routes = r#"[
+            {"resource": "https://mcp.example.com/a", "origin": "http://a.internal/mcp",
+             "rate_limits": [{"binding": "RL_TOOL", "key": "subject+tool", "tools": ["void"]}]},
+            {"resource": "https://mcp.example.com/b", "origin": "http://b.internal/mcp"}
+        ]"#;
+        let global = r#"[{"binding": "RL_IP", "key": "address", "period": 10}]"#;
+        let config = Config::parse(&routed(routes, &[("RATE_LIMITS", global)])).unwrap();
+        let names = |route: &Route| -> Vec<String> {
+            route
+                .rate_limits
+                .iter()
+                .map(|rule| rule.name.clone())
+                .collect()
+        };
+        assert_eq!(
+            names(&config.routes[0]),
+            ["RL_IP:address", "RL_TOOL:subject+tool"]
+        );
+        assert_eq!(names(&config.routes[1]), ["RL_IP:address"]);
+
+        let broken = r#"[
+            {"resource": "https://mcp.example.com/a", "origin": "http://a.internal/mcp",
+             "rate_limits": [{"binding": "TOOL_LIMIT", "key": "tool"}]}
+        ]"#;
+        let problems = Config::parse(&routed(broken, &[("RATE_LIMITS", "{")]))
+            .unwrap_err()
+            .to_string();
+        assert!(problems.contains("MCP_ROUTES: route 1 (https://mcp.example.com/a): rate_limits: rule 1: binding \"TOOL_LIMIT\" is not a Rate Limiting binding"), "{problems}");
+        assert!(
+            problems.contains("rate_limits: rule 1: key \"tool\" is not one of"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("RATE_LIMITS: is not valid JSON"),
+            "{problems}"
+        );
+    }
 
     #[test]
     fn routes_are_parsed_each_with_its_own_resource_audience_and_policy() {

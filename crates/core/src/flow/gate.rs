@@ -88,6 +88,10 @@ pub struct Decision {
     pub cors_origin: Option<String>,
     /// The index in [`Config::routes`] of the route the request is for.
     pub route: Option<usize>,
+    /// The rate limit rule that refused the request, by name.
+    pub rate_rule: Option<String>,
+    /// Rate limit rules whose binding failed and let the request go on.
+    pub rate_limit_errors: Vec<String>,
 }
 
 /// The log line's `decision` field.
@@ -189,6 +193,9 @@ pub struct RpcPlan {
     pub forward_body: Option<Vec<u8>>,
     /// The messages that have a method, as the assertion names them.
     pub calls: Vec<Call>,
+    /// The id of the body's single request (`None`: a batch, or a
+    /// notification), for a later refusal's JSON-RPC error.
+    pub single_id: Option<serde_json::Value>,
 }
 
 /// Authorizes the JSON-RPC body of a POST from a verified `token`: the body
@@ -326,6 +333,10 @@ pub fn authorize_rpc(
             tools,
             states,
         });
+    let single_id = match messages.as_slice() {
+        [message] => message.id.clone(),
+        _ => None,
+    };
     let calls = messages
         .into_iter()
         .filter_map(|message| {
@@ -340,6 +351,7 @@ pub fn authorize_rpc(
         rewrite,
         forward_body,
         calls,
+        single_id,
     })
 }
 

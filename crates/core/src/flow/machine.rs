@@ -36,6 +36,9 @@
 
 use std::rc::Rc;
 
+use crate::authorize::rate_limit::{
+    address_counts, identity_counts, judge, Count, Counted, Limited, Unit,
+};
 use crate::authorize::sessions::{is_valid_session_id, may_use_session, session_key, SessionOwner};
 use crate::config::{Config, ConfigError, Route, TokenFormat};
 use crate::flow::gate::{
@@ -53,6 +56,7 @@ use crate::forward::reply::{
 use crate::forward::rewrite::{AnswerRewrite, SseRewrite};
 use crate::io::{Io, IoAnswer, Poll};
 use crate::parse::bearer::{extract_bearer, CredentialCarriers};
+use crate::parse::jsonrpc::TOOLS_CALL;
 use crate::parse::tool_headers::ToolSchemas;
 use crate::verify::introspect::{looks_like_jwt, IntrospectionPolicy};
 use crate::verify::introspect_cache::{IntrospectionLookup, IntrospectionMemory};
@@ -212,6 +216,10 @@ pub enum Need {
     /// Read the origin's whole body (a JSON answer to rewrite);
     /// answered with [`Answer::OriginBody`].
     ReadOriginBody,
+    /// Count each of these with its Rate Limiting binding
+    /// (`env[binding].limit({ key })`); answered with [`Answer::Counted`],
+    /// one outcome per count, in order.
+    RateLimit(Vec<Count>),
 }
 
 /// What the driver resumes the machine with.
@@ -232,6 +240,8 @@ pub enum Answer {
     Origin(Result<(u16, Vec<(String, String)>), ()>),
     /// The origin's whole body, or `Err` when it could not be read.
     OriginBody(Result<Vec<u8>, ()>),
+    /// The outcomes of a [`Need::RateLimit`], in its order.
+    Counted(Vec<Counted>),
 }
 
 /// Why the request body could not be read.
@@ -310,6 +320,11 @@ enum State {
         candidates: Vec<PublicKey>,
         next: usize,
     },
+    /// The rate limits are being counted; then `after`.
+    Counting {
+        counts: Vec<Count>,
+        after: Box<AfterCount>,
+    },
     /// The token is good: the checks after it.
     Admitting,
     /// The session's owner is being read.
@@ -346,6 +361,23 @@ enum KeysFor {
     },
 }
 
+/// What waits for the rate limits to be counted.
+enum AfterCount {
+    /// A new token's first signature check (an address rule counted).
+    Verify {
+        token: Box<UnverifiedJwt>,
+        issuer: String,
+        candidates: Vec<PublicKey>,
+    },
+    /// An introspection lookup's first call out (an address rule counted).
+    Introspect {
+        lookup: Box<IntrospectionLookup>,
+        io: Io,
+    },
+    /// The forward (identity rules counted).
+    Forward(OriginRequest),
+}
+
 /// The origin's answer head, kept while the session is bound.
 struct OriginHead {
     status: u16,
@@ -366,14 +398,19 @@ pub struct Flow {
     raw_token: String,
     /// Whether this request fetched the issuer's set already.
     fetched_keys: bool,
+    /// Whether the address rules counted this request already.
+    address_counted: bool,
     /// A stale set was served: refresh it after answering.
     refresh: Option<TrustedIssuer>,
     /// The forward, built once the token is good.
     forward: Option<OriginRequest>,
     /// The body, once read (POST).
     body: Option<Vec<u8>>,
-    /// The body's messages that have a method, for the assertion.
+    /// The body's messages that have a method, for the assertion and the
+    /// rate limits.
     calls: Vec<Call>,
+    /// The id of the body's single request, for a refusal's JSON-RPC error.
+    single_id: Option<serde_json::Value>,
     /// The session's stored owner, once read.
     session_owner: Option<Option<String>>,
     /// Rewrites the origin's answer (`tools/list` filtered, states sealed).
@@ -398,10 +435,12 @@ impl Flow {
             token_key: None,
             raw_token: String::new(),
             fetched_keys: false,
+            address_counted: false,
             refresh: None,
             forward: None,
             body: None,
             calls: Vec::new(),
+            single_id: None,
             session_owner: None,
             rewrite: None,
             accepted_until: None,
@@ -483,6 +522,14 @@ impl Flow {
                         config.key_cache.limits,
                     ) {
                         Poll::Need(io) => {
+                            let calls_out = matches!(io, Io::Get { .. } | Io::PostForm { .. });
+                            if calls_out {
+                                let after = AfterCount::Introspect { lookup, io };
+                                if let Some(step) = self.count_address(config, after) {
+                                    return step;
+                                }
+                                continue;
+                            }
                             self.state = State::Introspecting(lookup);
                             return Step::Need(Need::Io(io));
                         }
@@ -531,7 +578,10 @@ impl Flow {
                         return step;
                     }
                 }
-                State::ReadingSession | State::ReadingBody | State::ReadingOriginBody { .. } => {
+                State::ReadingSession
+                | State::ReadingBody
+                | State::ReadingOriginBody { .. }
+                | State::Counting { .. } => {
                     // Stepped without the answer it waits for: refuse.
                     return self.finish_with(Denial::Misconfigured);
                 }
@@ -656,6 +706,9 @@ impl Flow {
             }
             (State::ReadingOriginBody { head }, Answer::OriginBody(body)) => {
                 self.ready = Some(self.filtered_json(config, head, body));
+            }
+            (State::Counting { counts, after }, Answer::Counted(outcomes)) => {
+                self.counted(config, &counts, &outcomes, *after);
             }
             // An answer that fits no need: a driver bug. Nothing is forwarded.
             (_, _) => self.ready = Some(self.refuse(config, Denial::Misconfigured)),
@@ -892,7 +945,96 @@ impl Flow {
             Ok(candidates) => candidates,
             Err(error) => return Some(self.token_refused(config, error)),
         };
-        Some(self.ask_verdict(config, token, issuer.issuer, candidates, 0))
+        let after = AfterCount::Verify {
+            token,
+            issuer: issuer.issuer,
+            candidates,
+        };
+        self.count_address(config, after)
+    }
+
+    /// Before the first check or call out a token not verified yet costs:
+    /// the address rules count the client address (once per request), so a
+    /// flood of bad tokens is refused before it costs a check. Then `after`
+    /// goes on (at once when no rule counts).
+    fn count_address(&mut self, config: &Config, after: AfterCount) -> Option<Step> {
+        let route = self.route(config)?;
+        let counts = if self.address_counted {
+            Vec::new()
+        } else {
+            let address = self.request.head().header("cf-connecting-ip");
+            address_counts(&route.rate_limits, address)
+        };
+        self.address_counted = true;
+        if counts.is_empty() {
+            return self.after_count(config, after);
+        }
+        self.state = State::Counting {
+            counts: counts.clone(),
+            after: Box::new(after),
+        };
+        Some(Step::Need(Need::RateLimit(counts)))
+    }
+
+    /// The rate limits came back: refuse, or go on with `after`.
+    fn counted(
+        &mut self,
+        config: &Config,
+        counts: &[Count],
+        outcomes: &[Counted],
+        after: AfterCount,
+    ) {
+        let Some(route) = self.route(config) else {
+            self.ready = Some(self.refuse(config, Denial::Misconfigured));
+            return;
+        };
+        let (refused, failed_open) = judge(&route.rate_limits, counts, outcomes);
+        self.record
+            .rate_limit_errors
+            .extend(failed_open.into_iter().map(str::to_owned));
+        let denial = match refused {
+            None => {
+                self.ready = self.after_count(config, after);
+                return;
+            }
+            Some(Limited::Over(rule)) => {
+                self.record.rate_rule = Some(rule.name.clone());
+                let id = match &after {
+                    AfterCount::Forward(_) => self.single_id.take(),
+                    _ => None,
+                };
+                Denial::RateLimited {
+                    retry_after: rule.period,
+                    json_rpc: self.request.method == "POST",
+                    id,
+                }
+            }
+            Some(Limited::Unavailable(rule)) => {
+                self.record.rate_rule = Some(rule.name.clone());
+                Denial::RateLimitUnavailable
+            }
+        };
+        self.ready = Some(self.refuse(config, denial));
+    }
+
+    /// What waited for the count, now that it may go on.
+    fn after_count(&mut self, config: &Config, after: AfterCount) -> Option<Step> {
+        match after {
+            AfterCount::Verify {
+                token,
+                issuer,
+                candidates,
+            } => Some(self.ask_verdict(config, token, issuer, candidates, 0)),
+            AfterCount::Introspect { lookup, io } => {
+                self.state = State::Introspecting(lookup);
+                Some(Step::Need(Need::Io(io)))
+            }
+            AfterCount::Forward(forward) => {
+                self.record.outcome = Outcome::Forward(forward.clone());
+                self.state = State::Forwarding;
+                Some(Step::Need(Need::Forward(forward)))
+            }
+        }
     }
 
     fn ask_verdict(
@@ -1041,6 +1183,7 @@ impl Flow {
             ) {
                 Ok(plan) => {
                     self.record.audit = Some(plan.audit);
+                    self.single_id = plan.single_id;
                     self.calls = plan.calls;
                     self.rewrite = plan.rewrite;
                     if let Some(forward) = &mut self.forward {
@@ -1076,9 +1219,33 @@ impl Flow {
                 input: signing_input(settings, &bound, self.now, self.gate.jtis.next()),
             });
         }
-        self.record.outcome = Outcome::Forward(forward.clone());
-        self.state = State::Forwarding;
-        Some(Step::Need(Need::Forward(forward)))
+        // Identity rules count once the request is authorized, so a caller
+        // only ever spends the quota of the identity its token names.
+        let units: Vec<Unit<'_>> = self
+            .calls
+            .iter()
+            .map(|call| Unit {
+                method: Some(call.method.as_str()),
+                tool: call.name.as_deref().filter(|_| call.method == TOOLS_CALL),
+            })
+            .collect();
+        let units = if units.is_empty() {
+            vec![Unit {
+                method: None,
+                tool: None,
+            }]
+        } else {
+            units
+        };
+        let counts = identity_counts(&route.rate_limits, &token, &units);
+        if counts.is_empty() {
+            return self.after_count(config, AfterCount::Forward(forward));
+        }
+        self.state = State::Counting {
+            counts: counts.clone(),
+            after: Box::new(AfterCount::Forward(forward)),
+        };
+        Some(Step::Need(Need::RateLimit(counts)))
     }
 
     /// The origin answered: bind the session it opened, then answer.
@@ -1286,3 +1453,7 @@ fn claims_policy<'c>(config: &'c Config, route: &'c Route, issuer: &'c str) -> C
 #[cfg(test)]
 #[path = "machine_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "rate_limit_tests.rs"]
+mod rate_limit_tests;

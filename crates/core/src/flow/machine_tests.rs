@@ -102,6 +102,7 @@ fn a_good_token_is_forwarded_after_its_key_set_its_check_and_its_body() {
             Need::ReadBody { .. } => "body",
             Need::Forward(_) => "forward",
             Need::ReadOriginBody => "origin_body",
+            Need::RateLimit(_) => "rate_limit",
         })
         .collect();
     assert_eq!(

@@ -10,6 +10,7 @@ use std::rc::Rc;
 
 use base64ct::{Base64UrlUnpadded, Encoding};
 
+use crate::authorize::rate_limit::Counted;
 use crate::flow::gate::Decision;
 use crate::flow::machine::{Answer, Body, BodyError, Flow, Gate, Need, Request, Response, Step};
 use crate::forward::assertion::ASSERTION_HEADER;
@@ -44,6 +45,11 @@ pub struct Script {
     /// Private JWKs by binding name, for the assertion's signatures; a
     /// binding not here, or a key that does not sign, fails the signing.
     pub signing_keys: HashMap<String, String>,
+    /// Rate Limiting bindings: each one's limit per key (within one
+    /// script's life, as one period); a binding not here fails its counts.
+    pub limits: HashMap<String, u32>,
+    /// How often each binding and key was counted.
+    pub counted: HashMap<(String, String), u32>,
     /// Every need the machine named, in order.
     pub needs: Vec<Need>,
 }
@@ -61,6 +67,8 @@ impl Default for Script {
             )),
             origin_body: b"{}".to_vec(),
             signing_keys: HashMap::new(),
+            limits: HashMap::new(),
+            counted: HashMap::new(),
             needs: Vec::new(),
         }
     }
@@ -189,6 +197,23 @@ impl Script {
                     Answer::Origin(self.origin.clone())
                 }
                 Need::ReadOriginBody => Answer::OriginBody(Ok(self.origin_body.clone())),
+                Need::RateLimit(counts) => Answer::Counted(
+                    counts
+                        .into_iter()
+                        .map(|count| {
+                            let Some(&limit) = self.limits.get(&count.binding) else {
+                                return Counted::Failed;
+                            };
+                            let seen = self.counted.entry((count.binding, count.key)).or_default();
+                            *seen += 1;
+                            if *seen <= limit {
+                                Counted::Within
+                            } else {
+                                Counted::Over
+                            }
+                        })
+                        .collect(),
+                ),
             };
             flow.resume(answer);
         }

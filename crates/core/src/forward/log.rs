@@ -32,6 +32,12 @@ struct RequestLog<'a> {
     /// JSON-RPC methods, tools and the scopes they required (POST bodies).
     #[serde(skip_serializing_if = "Option::is_none")]
     rpc: Option<&'a RpcAudit>,
+    /// The rate limit rule that refused the request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rate_rule: Option<&'a str>,
+    /// Rules whose binding failed, letting the request go on uncounted.
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    rate_limit_errors: &'a [String],
     status: u16,
 }
 
@@ -62,6 +68,8 @@ pub fn request_log(
         client_id: token.and_then(|t| t.client_id.as_deref()),
         scopes: token.map(|t| t.scopes.join(" ")),
         rpc: decision.audit.as_ref(),
+        rate_rule: decision.rate_rule.as_deref(),
+        rate_limit_errors: &decision.rate_limit_errors,
         status,
     };
     let mut text = serde_json::to_string(&line).unwrap_or_else(|_| String::from("{}"));

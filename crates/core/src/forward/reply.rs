@@ -7,6 +7,7 @@
 use serde::Serialize;
 
 use crate::authorize::policy::OFFLINE_ACCESS;
+use crate::authorize::rate_limit::RATE_LIMITED_CODE;
 use crate::authorize::request_state::StateRefusal;
 use crate::config::Route;
 use crate::forward::assertion::JWKS_MAX_AGE_SECONDS;
@@ -117,6 +118,17 @@ pub enum Denial {
     /// binding (its private and public parts disagree, or it does not
     /// import). Named in a `config_invalid` log line.
     AssertionKeyUnusable,
+    /// Over a rate limit rule's limit (the rule is named in the log).
+    RateLimited {
+        /// The rule's period, in seconds.
+        retry_after: u32,
+        /// Answer with a JSON-RPC error (a `POST`).
+        json_rpc: bool,
+        /// The id of the body's single request, when it was read.
+        id: Option<serde_json::Value>,
+    },
+    /// A rate limit binding failed, and its rule refuses then.
+    RateLimitUnavailable,
 }
 
 impl Denial {
@@ -142,6 +154,8 @@ impl Denial {
             Self::OriginNotAllowed => "origin_not_allowed",
             Self::Misconfigured => "misconfigured",
             Self::AssertionKeyUnusable => "assertion_key_unusable",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::RateLimitUnavailable => "rate_limit_unavailable",
         }
     }
 
@@ -260,6 +274,33 @@ impl Denial {
             Self::Misconfigured | Self::AssertionKeyUnusable => {
                 json_reply(500, "server_error", "Internal error", Vec::new())
             }
+            Self::RateLimited {
+                retry_after,
+                json_rpc,
+                id,
+            } => {
+                let mut reply = if *json_rpc {
+                    rpc_error_reply(
+                        429,
+                        RATE_LIMITED_CODE,
+                        "Too many requests",
+                        id.as_ref(),
+                        None,
+                    )
+                } else {
+                    json_reply(429, "rate_limited", "Too many requests", Vec::new())
+                };
+                reply
+                    .headers
+                    .insert(1, ("retry-after", retry_after.to_string()));
+                reply
+            }
+            Self::RateLimitUnavailable => json_reply(
+                503,
+                "temporarily_unavailable",
+                "The service is temporarily unavailable",
+                vec![("retry-after", RETRY_AFTER_SECONDS.to_string())],
+            ),
         }
     }
 }
