@@ -39,6 +39,15 @@ const SECOND_ORIGIN_PORT = Number(process.env.SECOND_ORIGIN_PORT ?? 8790);
 const GATE = `http://${HOST}:${GATE_PORT}`;
 const RESOURCE = `${GATE}/mcp`;
 const SCOPES = 'invoices:read invoices:write';
+/**
+ * The demo's rate limits (RATE_LIMITS), counted by the Rate Limiting
+ * bindings wrangler.toml declares: void_invoice 3 times a minute per user,
+ * and 100 unverified tokens per 10 s per client address.
+ */
+const RATE_LIMITS = JSON.stringify([
+  { binding: 'RL_TOOL_PER_USER', key: 'subject+tool', tools: ['void_invoice'], name: 'void_invoice per user' },
+  { binding: 'RL_UNVERIFIED_PER_ADDRESS', key: 'address', period: 10, name: 'unverified tokens per address' },
+]);
 // Where the gate publishes the keys of its origin assertions; the demo origins verify every request with them.
 const ASSERTION_JWKS = `${GATE}/.well-known/portcullis/jwks.json`;
 const VERIFY_ASSERTIONS = { jwksUrl: ASSERTION_JWKS, issuer: GATE };
@@ -199,6 +208,7 @@ async function runStack({ routes = false } = {}) {
     // A signed assertion on every forward, which the demo origin verifies.
     ASSERTION_KEY: assertionKey(),
     ORIGIN_ASSERTION_AUDIENCE: origin.url,
+    RATE_LIMITS,
   };
   const gate = runGate(vars, () => Promise.allSettled([origin.close(), as.close()]));
   await waitForGate('/.well-known/oauth-protected-resource/mcp');
@@ -320,6 +330,7 @@ async function runRoutesStack() {
     TICKETS_ORIGIN_AUTHORIZATION: `Bearer demo-tickets-${randomBytes(16).toString('hex')}`,
     MCP_STATE_SECRET: randomBytes(32).toString('base64url'),
     ASSERTION_KEY: assertionKey(),
+    RATE_LIMITS,
   };
   const gate = runGate(vars, () => Promise.allSettled([origins.billing.close(), origins.tickets.close(), as.close()]));
   await waitForGate('/.well-known/oauth-protected-resource/billing/mcp');
@@ -415,6 +426,11 @@ curl -s -H "Authorization: Bearer $TOKEN" ${session} ${json} -d '{"jsonrpc":"2.0
 curl -s -N -H "Authorization: Bearer $TOKEN" ${session} ${json} -d '{"jsonrpc":"2.0","id":2,"method":"tools/list"}' ${RESOURCE}
 curl -s -N -H "Authorization: Bearer $TOKEN" ${session} ${json} -d '{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"lookup_invoice","arguments":{"invoice_id":"INV-1001"}}}' ${RESOURCE}
 curl -s -N -H "Authorization: Bearer $TOKEN" ${session} ${json} -d '{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"countdown","arguments":{"from":5},"_meta":{"progressToken":"p1"}}}' ${RESOURCE}
+
+${bold('Rate limits')} (RATE_LIMITS; bindings in wrangler.toml): void_invoice 3 times a minute per user.
+The fourth call within a minute is refused with 429 and Retry-After, and the gate's log says
+"reason":"rate_limited","rate_rule":"void_invoice per user" (lookup_invoice is not limited):
+for i in 1 2 3 4; do ${portPrefix}node scripts/dev.mjs call void_invoice '{"invoice_id":"INV-100'$i'"}'; done
 
 ${bold('Another token')}: TOKEN=$(${portPrefix}node scripts/dev.mjs token --scope 'invoices:read')
 

@@ -250,6 +250,19 @@ describe('npm start: the local stack (scripts/dev.mjs, wrangler dev)', () => {
     assert.match(refused.err, /403/);
   });
 
+  test('the printed rate limit loop triggers the example rule (a [[ratelimits]] binding under wrangler dev)', async () => {
+    const lines = readOutput().split('\n');
+    const loop = lines.find((l) => l.startsWith('for i in 1 2 3 4; do '));
+    assert.ok(loop, 'the banner prints the loop');
+    // wrangler's local limiter counts in fixed minutes: start early in one.
+    const left = 60 - ((Date.now() / 1000) % 60);
+    if (left < 30) await new Promise((resolve) => setTimeout(resolve, left * 1000 + 100));
+    const { out, err } = await runProcess('bash', ['-c', loop], env);
+    assert.equal(out.match(/voided by/g)?.length, 3, out + err);
+    assert.match(err, /429|Too many requests/);
+    assert.match(readOutput(), /"reason":"rate_limited"[^\n]*"rate_rule":"void_invoice per user"/);
+  });
+
   test('Ctrl-C stops the gate, the origin and the authorization server', async () => {
     const exited = new Promise((resolve) => child.once('exit', resolve));
     child.kill('SIGINT');

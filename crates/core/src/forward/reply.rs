@@ -475,13 +475,14 @@ pub fn assertion_keys_reply(jwks: &str) -> Reply {
 }
 
 /// Response headers that let a script on an allowed `origin` read the
-/// answer, including the challenge and the MCP session headers.
+/// answer, including the challenge, the MCP session headers and the
+/// `Retry-After` of a `429` or `503`.
 pub fn cors_headers(origin: &str) -> Vec<(&'static str, String)> {
     vec![
         ("access-control-allow-origin", origin.to_owned()),
         (
             "access-control-expose-headers",
-            "WWW-Authenticate, Mcp-Session-Id, MCP-Protocol-Version".to_owned(),
+            "WWW-Authenticate, Mcp-Session-Id, MCP-Protocol-Version, Retry-After".to_owned(),
         ),
         ("vary", "Origin".to_owned()),
     ]
