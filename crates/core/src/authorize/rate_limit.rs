@@ -220,9 +220,9 @@ fn parse_rule(
             },
             ("period", value) => match value.as_u64() {
                 Some(seconds @ (10 | 60)) => period = seconds as u32,
-                _ => problems.push(format!(
-                    "period {value} must be 10 or 60 (the periods the Rate Limiting binding allows; give the one of its [[ratelimits]] entry)"
-                )),
+                _ => problems.push(
+                    "period must be 10 or 60 (the periods the Rate Limiting binding allows; give the one of its [[ratelimits]] entry)".to_owned()
+                ),
             },
             ("on_error", Value::String(text)) => match text.as_str() {
                 "allow" => on_error = OnError::Allow,
@@ -502,7 +502,7 @@ mod tests {
                 "rule 1: binding \"NOPE\" is not a Rate Limiting binding of this worker (add a [[ratelimits]] entry with name = \"NOPE\" to wrangler.toml)",
                 "rule 1: key \"user\" is not one of subject, client, subject+tool, client+tool, method, address",
                 "rule 2: unknown member \"colour\" (expected binding, key, tools, methods, period, on_error, name)",
-                "rule 2: period 30 must be 10 or 60 (the periods the Rate Limiting binding allows; give the one of its [[ratelimits]] entry)",
+                "rule 2: period must be 10 or 60 (the periods the Rate Limiting binding allows; give the one of its [[ratelimits]] entry)",
                 "rule 2: binding is required",
                 "rule 3: an address rule counts before the body is read, so it takes no tools or methods",
                 "rule 4: must be an object",

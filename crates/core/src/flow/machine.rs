@@ -19,14 +19,19 @@
 //! 2. the bearer token (RFC 6750 §2.1): introspected (RFC 7662), or a JWS
 //!    (RFC 7515, RFC 9068) found in the verified-token cache or verified
 //!    against its issuer's key set (RFC 7517), one signature check at a time;
+//!    the address rate limits count before a new token's first check or
+//!    introspection call;
 //! 3. route scopes; the session's owner; the JSON-RPC body of a POST and the
-//!    scopes its messages need;
+//!    scopes its messages need; then the identity rate limits, once per
+//!    message;
 //! 4. the forward, without the client's token; the binding of a session the
 //!    origin opens; the answer, with `tools/list` filtered.
 //!
 //! Invariants the code relies on:
 //! - [`Need::Forward`] is only ever produced after every check passed, from
-//!   a token whose signature verdict (or introspection verdict) was good.
+//!   a token whose signature verdict (or introspection verdict) was good,
+//!   and after every rate limit count came back within its limit (or failed
+//!   under a rule that lets a failure through).
 //! - The verified-token cache is written only after a good verdict has been
 //!   resumed into the machine; nothing is remembered on the strength of a
 //!   verdict still outstanding. Refusals are remembered only once decided.

@@ -290,9 +290,7 @@ impl Denial {
                 } else {
                     json_reply(429, "rate_limited", "Too many requests", Vec::new())
                 };
-                reply
-                    .headers
-                    .insert(1, ("retry-after", retry_after.to_string()));
+                reply.headers.push(("retry-after", retry_after.to_string()));
                 reply
             }
             Self::RateLimitUnavailable => json_reply(
