@@ -964,13 +964,24 @@ impl Flow {
     /// goes on (at once when no rule counts).
     fn count_address(&mut self, config: &Config, after: AfterCount) -> Option<Step> {
         let route = self.route(config)?;
-        let counts = if self.address_counted {
+        let counts = if self.address_counted || route.rate_limits.is_empty() {
             Vec::new()
         } else {
             let address = self.request.head().header("cf-connecting-ip");
             address_counts(&route.rate_limits, address)
         };
         self.address_counted = true;
+        self.count_then(config, counts, after)
+    }
+
+    /// Asks for `counts` and waits for them in [`State::Counting`]; with
+    /// none, goes on with `after` at once.
+    fn count_then(
+        &mut self,
+        config: &Config,
+        counts: Vec<Count>,
+        after: AfterCount,
+    ) -> Option<Step> {
         if counts.is_empty() {
             return self.after_count(config, after);
         }
@@ -979,6 +990,27 @@ impl Flow {
             after: Box::new(after),
         };
         Some(Step::Need(Need::RateLimit(counts)))
+    }
+
+    /// The messages the identity rules count: the body's calls, or one
+    /// without a method (a `GET`, a `DELETE`, a body of responses only).
+    fn units(&self) -> Vec<Unit<'_>> {
+        let units: Vec<Unit<'_>> = self
+            .calls
+            .iter()
+            .map(|call| Unit {
+                method: Some(call.method.as_str()),
+                tool: call.name.as_deref().filter(|_| call.method == TOOLS_CALL),
+            })
+            .collect();
+        if units.is_empty() {
+            vec![Unit {
+                method: None,
+                tool: None,
+            }]
+        } else {
+            units
+        }
     }
 
     /// The rate limits came back: refuse, or go on with `after`.
@@ -1226,31 +1258,12 @@ impl Flow {
         }
         // Identity rules count once the request is authorized, so a caller
         // only ever spends the quota of the identity its token names.
-        let units: Vec<Unit<'_>> = self
-            .calls
-            .iter()
-            .map(|call| Unit {
-                method: Some(call.method.as_str()),
-                tool: call.name.as_deref().filter(|_| call.method == TOOLS_CALL),
-            })
-            .collect();
-        let units = if units.is_empty() {
-            vec![Unit {
-                method: None,
-                tool: None,
-            }]
+        let counts = if route.rate_limits.is_empty() {
+            Vec::new()
         } else {
-            units
+            identity_counts(&route.rate_limits, &token, &self.units())
         };
-        let counts = identity_counts(&route.rate_limits, &token, &units);
-        if counts.is_empty() {
-            return self.after_count(config, AfterCount::Forward(forward));
-        }
-        self.state = State::Counting {
-            counts: counts.clone(),
-            after: Box::new(AfterCount::Forward(forward)),
-        };
-        Some(Step::Need(Need::RateLimit(counts)))
+        self.count_then(config, counts, AfterCount::Forward(forward))
     }
 
     /// The origin answered: bind the session it opened, then answer.
