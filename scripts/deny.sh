@@ -12,11 +12,11 @@ cd "$(dirname "$0")/.."
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 
 printf '\033[1m==> cargo deny: bans, licenses, sources\033[0m\n'
-cargo deny check bans licenses sources
+cargo deny --workspace check bans licenses sources
 
 printf '\033[1m==> cargo deny: advisories\033[0m\n'
 if cargo deny fetch db >/dev/null 2>&1; then
-  cargo deny check --disable-fetch advisories
+  cargo deny --workspace check --disable-fetch advisories
 elif [ "${PORTCULLIS_REQUIRE_ADVISORIES:-0}" = 1 ]; then
   echo "cargo deny: the RustSec advisory database could not be fetched" >&2
   exit 1

@@ -85,3 +85,10 @@ if [ "$(cat "$venv_stamp" 2>/dev/null)" != "$requirements_sum" ]; then
   .venv/bin/pip check --disable-pip-version-check > /dev/null
   echo "$requirements_sum" > "$venv_stamp"
 fi
+
+# The command line (crates/cli): `./target/debug/portcullis check|explain|doctor`.
+# cargo makes this a no-op when nothing changed; the tests reuse the build.
+if [ ! -x target/debug/portcullis ] || [ -n "$(find crates/cli crates/core Cargo.lock -newer target/debug/portcullis -type f -print -quit)" ]; then
+  step "Building the portcullis command line (target/debug/portcullis, about a minute once)"
+  cargo build -q -p portcullis-cli
+fi

@@ -9,6 +9,8 @@ source scripts/env.sh
 
 printf '\033[1m==> Native tests (cargo test)\033[0m\n'
 cargo test --workspace --all-targets
+# The command line the black-box tests run (tests/cli*.test.mjs).
+cargo build -q -p portcullis-cli
 
 # The test build with the probes first, the deployed build last: the
 # supply-chain test reads the linked wasm the last build left in target/.

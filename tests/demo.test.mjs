@@ -21,6 +21,7 @@ import { ALL_ALGS, startIssuer } from '../demo/issuer.mjs';
 import { startOrigin } from '../demo/origin.mjs';
 import { ROOT, assertBuilt, freePort } from './helpers/gate.mjs';
 import { parseChallenge } from './helpers/http.mjs';
+import { CLI, ensureCli } from './helpers/cli.mjs';
 
 describe('demo origin', () => {
   let origin;
@@ -262,6 +263,22 @@ describe('npm start: the local stack (scripts/dev.mjs, wrangler dev)', () => {
     assert.equal(out.match(/voided by/g)?.length, 3, out + err);
     assert.match(err, /429|Too many requests/);
     assert.match(readOutput(), /"reason":"rate_limited"[^\n]*"rate_rule":"void_invoice per user"/);
+  });
+
+  test('`portcullis doctor` walks the stack as MCP clients do: every step passes, the token never printed', async () => {
+    await ensureCli();
+    const token = (await run(['token', '--scope', 'invoices:read'])).out.trim();
+    const resource = `http://127.0.0.1:${ports.gate}/mcp`;
+    // The MCP Inspector's origin, which npm start allows (MCP_ALLOWED_ORIGINS).
+    const { code, out, err } = await runProcess(CLI, ['doctor', resource, '--json', '--token-env', 'DOCTOR_TOKEN', '--origin', 'http://localhost:6274'], { ...env, DOCTOR_TOKEN: token });
+    const report = JSON.parse(out);
+    const failed = report.steps.filter((s) => s.status === 'fail');
+    assert.deepEqual(failed, [], err);
+    assert.equal(code, 0);
+    for (const id of ['challenge', 'resource', 'pkce', 'cors', 'initialize', 'tools_list']) {
+      assert.equal(report.steps.find((s) => s.id === id)?.status, 'pass', `${id}: ${JSON.stringify(report.steps.find((s) => s.id === id))}`);
+    }
+    assert.ok(!out.includes(token) && !err.includes(token), 'the token is never printed');
   });
 
   test('Ctrl-C stops the gate, the origin and the authorization server', async () => {
