@@ -14,6 +14,20 @@ locked_version() {
 
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 
+# npm ci only when package-lock.json changed since the last install. It is
+# mostly downloads, so it runs in the background while the cargo installs
+# below (mostly compiling) take the CPU; it is waited for further down.
+lock_stamp=node_modules/.portcullis-lock.sha256
+lock_sum=$(sha256sum package-lock.json | cut -d' ' -f1)
+npm_pid=""
+npm_log=$(mktemp)
+trap 'rm -f "$npm_log"' EXIT
+if [ "$(cat "$lock_stamp" 2>/dev/null)" != "$lock_sum" ]; then
+  step "Installing npm packages (in the background)"
+  npm ci --no-audit --no-fund > "$npm_log" 2>&1 &
+  npm_pid=$!
+fi
+
 if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
   step "Adding the wasm32-unknown-unknown Rust target"
   rustup target add wasm32-unknown-unknown
@@ -62,13 +76,15 @@ if [ "$(cargo fuzz --version 2>/dev/null | grep -oE '[0-9]+\.[0-9]+\.[0-9]+' | h
   cargo install cargo-fuzz --version "$cargo_fuzz_version" --locked --force
 fi
 
-# npm ci only when package-lock.json changed since the last install.
-lock_stamp=node_modules/.portcullis-lock.sha256
-lock_sum=$(sha256sum package-lock.json | cut -d' ' -f1)
-if [ "$(cat "$lock_stamp" 2>/dev/null)" != "$lock_sum" ]; then
-  step "Installing npm packages"
-  npm ci --no-audit --no-fund
+# npm ci's background run (started above) must have succeeded.
+if [ -n "$npm_pid" ]; then
+  if ! wait "$npm_pid"; then
+    cat "$npm_log" >&2
+    echo "npm ci failed (output above)" >&2
+    exit 1
+  fi
   echo "$lock_sum" > "$lock_stamp"
+  step "npm packages installed"
 fi
 
 # The official MCP Python SDK for tests/python-sdk.test.mjs, in a project venv
