@@ -63,6 +63,17 @@ impl Bindings for EnvBindings<'_> {
             .and_then(|binding| js_sys::Reflect::get(&binding, &JsValue::from_str("limit")).ok())
             .is_some_and(|limit| limit.is_function())
     }
+    /// A binding whose `idFromName` is a function: a Durable Object namespace.
+    fn has_durable_object(&self, name: &str) -> bool {
+        let env: &JsValue = self.0.as_ref();
+        js_sys::Reflect::get(env, &JsValue::from_str(name))
+            .ok()
+            .filter(JsValue::is_object)
+            .and_then(|binding| {
+                js_sys::Reflect::get(&binding, &JsValue::from_str("idFromName")).ok()
+            })
+            .is_some_and(|id_from_name| id_from_name.is_function())
+    }
 }
 
 /// The isolate's gate, parsing the configuration on first use. A bad
@@ -210,6 +221,7 @@ const READ_ORIGIN_BODY: u8 = 8;
 const RESPOND: u8 = 9;
 const DONE: u8 = 10;
 const RATE_LIMIT: u8 = 11;
+const CLAIM_PROOF: u8 = 12;
 
 // How a RESPOND's body is given.
 const BODY_BYTES: u8 = 0;
@@ -448,6 +460,18 @@ pub fn gate_counted(handle: u32, outcomes: &str) -> JsValue {
     resume(handle, Answer::Counted(outcomes))
 }
 
+/// Resumes after CLAIM_PROOF: `1` the proof's first use, `0` a replay,
+/// anything else the replay store failed (or did not answer in time).
+#[wasm_bindgen(js_name = gateClaimed)]
+pub fn gate_claimed(handle: u32, outcome: i32) -> JsValue {
+    let claimed = match outcome {
+        1 => Ok(true),
+        0 => Ok(false),
+        _ => Err(()),
+    };
+    resume(handle, Answer::Claimed(claimed))
+}
+
 /// Resumes after READ_ORIGIN_BODY (`undefined`: it could not be read).
 #[wasm_bindgen(js_name = gateOriginBody)]
 pub fn gate_origin_body(handle: u32, body: Option<Vec<u8>>) -> JsValue {
@@ -640,6 +664,15 @@ fn step_out(step: Step, background: bool) -> Out {
             }
             out
         }
+        // `CLAIM_PROOF, binding, key, expires_at`: answered with `gateClaimed`.
+        Step::Need(Need::ClaimProof {
+            binding,
+            key,
+            expires_at,
+        }) => Out::text(
+            CLAIM_PROOF,
+            [binding.as_str(), key.as_str(), &expires_at.to_string()],
+        ),
         Step::Respond(response) => respond(response, background),
         Step::Done(line) => Out::text(DONE, [line.as_deref().unwrap_or_default()]),
     }

@@ -234,6 +234,11 @@ fn run(gate: &Rc<Gate>, request: Request, input: &mut Input<'_>) -> (bool, bool)
                         })
                         .collect(),
                 ),
+                Need::ClaimProof { .. } => Answer::Claimed(match input.byte() % 3 {
+                    0 => Ok(false),
+                    1 => Err(()),
+                    _ => Ok(true),
+                }),
             },
         };
         // Now and then, a confused driver: the wrong kind of answer.

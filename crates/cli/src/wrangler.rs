@@ -51,6 +51,8 @@ pub struct Wrangler {
     pub kv: Vec<(String, String)>,
     /// Rate Limiting binding names.
     pub rate_limiters: Vec<String>,
+    /// Durable Object namespace binding names.
+    pub durable_objects: Vec<String>,
     /// Routes to the Worker.
     pub routes: Vec<RoutePattern>,
     /// Whether the Worker is served on `*.workers.dev`.
@@ -68,6 +70,9 @@ impl Bindings for Wrangler {
     }
     fn has_rate_limiter(&self, name: &str) -> bool {
         self.rate_limiters.iter().any(|binding| binding == name)
+    }
+    fn has_durable_object(&self, name: &str) -> bool {
+        self.durable_objects.iter().any(|binding| binding == name)
     }
 }
 
@@ -133,6 +138,16 @@ pub fn load(
     for entry in array(section, "ratelimits") {
         if let Some(binding) = entry.get("name").and_then(Value::as_str) {
             wrangler.rate_limiters.push(binding.to_owned());
+        }
+    }
+    // `[[durable_objects.bindings]]`: not inherited by environments.
+    let durable_objects = section
+        .get("durable_objects")
+        .and_then(|table| table.get("bindings"))
+        .and_then(Value::as_array);
+    for entry in durable_objects.into_iter().flatten() {
+        if let Some(binding) = entry.get("name").and_then(Value::as_str) {
+            wrangler.durable_objects.push(binding.to_owned());
         }
     }
     if let Some(route) = inherited("route") {

@@ -117,6 +117,10 @@ impl crate::config::Bindings for MapBindings {
     fn has_rate_limiter(&self, name: &str) -> bool {
         name.starts_with("RL_")
     }
+    /// Every name starting `DO_` is a Durable Object namespace.
+    fn has_durable_object(&self, name: &str) -> bool {
+        name.starts_with("DO_")
+    }
 }
 
 /// A valid configuration for [`ISSUER`] and [`RESOURCE`], with `extra` bindings.

@@ -148,6 +148,9 @@ pub trait Bindings {
     fn has_kv_namespace(&self, name: &str) -> bool;
     /// Whether a Rate Limiting binding (`[[ratelimits]]`) is bound under `name`.
     fn has_rate_limiter(&self, name: &str) -> bool;
+    /// Whether a Durable Object namespace (`[[durable_objects.bindings]]`) is
+    /// bound under `name`.
+    fn has_durable_object(&self, name: &str) -> bool;
 }
 
 /// The protected resource (RFC 9728 §1, §3.1).
@@ -1633,6 +1636,9 @@ mod tests {
         }
         fn has_rate_limiter(&self, name: &str) -> bool {
             name.starts_with("RL_")
+        }
+        fn has_durable_object(&self, name: &str) -> bool {
+            name.starts_with("DO_")
         }
     }
 

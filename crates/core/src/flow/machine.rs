@@ -225,6 +225,18 @@ pub enum Need {
     /// (`env[binding].limit({ key })`); answered with [`Answer::Counted`],
     /// one outcome per count, in order.
     RateLimit(Vec<Count>),
+    /// Claim a DPoP proof's `jti` (RFC 9449 §11.1) in the Durable Object
+    /// replay store bound as `binding`: `key` is remembered until
+    /// `expires_at` (unix seconds), and the claim succeeds only for its first
+    /// use. Answered with [`Answer::Claimed`].
+    ClaimProof {
+        /// The Durable Object namespace binding (class `DpopReplay`).
+        binding: String,
+        /// The proof's key in the store: hex, no secret in it.
+        key: String,
+        /// Until when the key must be remembered (unix seconds).
+        expires_at: i64,
+    },
 }
 
 /// What the driver resumes the machine with.
@@ -247,6 +259,10 @@ pub enum Answer {
     OriginBody(Result<Vec<u8>, ()>),
     /// The outcomes of a [`Need::RateLimit`], in its order.
     Counted(Vec<Counted>),
+    /// The outcome of a [`Need::ClaimProof`]: `Ok(true)` when this was the
+    /// key's first use, `Ok(false)` when it was seen before, `Err` when the
+    /// store failed or did not answer in time.
+    Claimed(Result<bool, ()>),
 }
 
 /// Why the request body could not be read.

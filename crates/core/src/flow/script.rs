@@ -50,6 +50,9 @@ pub struct Script {
     pub limits: HashMap<String, u32>,
     /// How often each binding and key was counted.
     pub counted: HashMap<(String, String), u32>,
+    /// The Durable Object replay stores: the keys claimed in each binding
+    /// (a binding not here fails its claims).
+    pub claimed: HashMap<String, std::collections::HashSet<String>>,
     /// Every need the machine named, in order.
     pub needs: Vec<Need>,
 }
@@ -69,6 +72,7 @@ impl Default for Script {
             signing_keys: HashMap::new(),
             limits: HashMap::new(),
             counted: HashMap::new(),
+            claimed: HashMap::new(),
             needs: Vec::new(),
         }
     }
@@ -214,6 +218,12 @@ impl Script {
                         })
                         .collect(),
                 ),
+                Need::ClaimProof { binding, key, .. } => {
+                    Answer::Claimed(match self.claimed.get_mut(&binding) {
+                        Some(seen) => Ok(seen.insert(key)),
+                        None => Err(()),
+                    })
+                }
             };
             flow.resume(answer);
         }
