@@ -139,3 +139,53 @@ pub fn config(extra: &[(&str, &str)]) -> crate::config::Config {
     }
     crate::config::Config::parse(&MapBindings(vars)).expect("test configuration parses")
 }
+
+/// The public JWK of the test key for `alg` (ES256: P-256, EdDSA: Ed25519,
+/// others: RSA), as a DPoP proof's header carries it.
+pub fn public_jwk(alg: JwsAlgorithm) -> Value {
+    match alg {
+        JwsAlgorithm::Es256 => {
+            let point = p256_key().verifying_key().to_encoded_point(false);
+            json!({"kty": "EC", "crv": "P-256", "x": b64(point.x().unwrap()), "y": b64(point.y().unwrap())})
+        }
+        JwsAlgorithm::EdDsa => {
+            json!({"kty": "OKP", "crv": "Ed25519", "x": b64(ed25519_key().verifying_key().as_bytes())})
+        }
+        _ => {
+            let rsa = rsa_key().to_public_key();
+            json!({"kty": "RSA", "n": b64(&rsa.n().to_bytes_be()), "e": b64(&rsa.e().to_bytes_be())})
+        }
+    }
+}
+
+/// The RFC 7638 thumbprint of the test key for `alg`.
+pub fn jkt(alg: JwsAlgorithm) -> String {
+    crate::verify::jwk::load_key(&public_jwk(alg))
+        .expect("test key loads")
+        .key
+        .thumbprint()
+}
+
+/// A DPoP proof (RFC 9449 §4.2) by the test key for `alg`, for `method` at
+/// `url` with `token`, issued at `iat`: `header` and `claims` changes merged
+/// over the standard ones (a `null` removes a member).
+pub fn dpop_proof(
+    alg: JwsAlgorithm,
+    (method, url, token, iat): (&str, &str, &str, i64),
+    header: Value,
+    claims: Value,
+) -> String {
+    let standard_header = json!({"typ": "dpop+jwt", "alg": alg.name(), "jwk": public_jwk(alg)});
+    let standard_claims = json!({
+        "jti": format!("jti-{iat}-{method}-{}", token.len()),
+        "htm": method,
+        "htu": url,
+        "iat": iat,
+        "ath": crate::verify::dpop::token_hash(token),
+    });
+    mint_raw(
+        alg,
+        &with(&standard_header, header).to_string(),
+        &with(&standard_claims, claims).to_string(),
+    )
+}

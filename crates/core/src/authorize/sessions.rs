@@ -89,6 +89,7 @@ mod tests {
             expires_at: 0,
             not_before: None,
             token_id: None,
+            confirmation: None,
         }
     }
 

@@ -19,6 +19,7 @@ use crate::authorize::policy::{
 use crate::authorize::rate_limit::{parse_rules, RateRule};
 use crate::authorize::request_state::StateKey;
 use crate::forward::assertion::{AssertionKey, AssertionSettings, DEFAULT_LIFETIME_SECONDS};
+use crate::verify::dpop::{DpopPolicy, DpopSettings, NonceKey, ReplayStore};
 use crate::verify::introspect::{ClientAuthMethod, IntrospectionClient};
 use crate::verify::jwk::JwsAlgorithm;
 use crate::verify::keys::{is_loopback_host, CacheSettings, FetchLimits, TrustedIssuer};
@@ -69,6 +70,12 @@ pub mod binding {
     pub const ASSERTION_ISSUER: &str = "ASSERTION_ISSUER";
     pub const ASSERTION_LIFETIME_SECONDS: &str = "ASSERTION_LIFETIME_SECONDS";
     pub const RATE_LIMITS: &str = "RATE_LIMITS";
+    pub const DPOP: &str = "DPOP";
+    pub const DPOP_ALGORITHMS: &str = "DPOP_ALGORITHMS";
+    pub const DPOP_IAT_WINDOW_SECONDS: &str = "DPOP_IAT_WINDOW_SECONDS";
+    pub const DPOP_REPLAY_STORE: &str = "DPOP_REPLAY_STORE";
+    pub const DPOP_NONCE_SECRET: &str = "DPOP_NONCE_SECRET";
+    pub const DPOP_NONCE_LIFETIME_SECONDS: &str = "DPOP_NONCE_LIFETIME_SECONDS";
 
     /// The bindings that describe the one route of a single-route gate; with
     /// `MCP_ROUTES` they belong in the route entries instead.
@@ -195,6 +202,11 @@ pub struct Route {
     /// The rate limits on this route: the global ones (`RATE_LIMITS`), then
     /// the route's own.
     pub rate_limits: Vec<RateRule>,
+    /// Which schemes the route takes (`DPOP`, or the entry's `dpop`).
+    pub dpop: DpopPolicy,
+    /// The algorithms a DPoP proof may use (`DPOP_ALGORITHMS`), for the
+    /// route's challenges and metadata.
+    pub dpop_algorithms: Vec<JwsAlgorithm>,
     /// What a cached verification on this route was checked against
     /// (issuers and audiences): caches shared by routes key on it, so a
     /// token accepted for one audience is never taken as accepted for another.
@@ -265,6 +277,8 @@ pub struct Config {
     pub introspection: IntrospectionConfig,
     /// The signed assertion for origins; `None` when no key is bound.
     pub assertion: Option<AssertionSettings>,
+    /// DPoP proofs (RFC 9449): the settings every route taking them shares.
+    pub dpop: DpopSettings,
     /// Browser origins allowed to call the MCP endpoints (ASCII serialization,
     /// e.g. `https://inspector.example.com`); the resources' own origin is
     /// always allowed.
@@ -341,6 +355,10 @@ struct Parser<'b, B: Bindings + ?Sized> {
     bindings: &'b B,
     problems: Vec<BindingProblem>,
     warnings: Vec<String>,
+    /// `DPOP`: the policy of a route that does not choose its own.
+    dpop: DpopPolicy,
+    /// `DPOP_ALGORITHMS`.
+    dpop_algorithms: Vec<JwsAlgorithm>,
 }
 
 impl<B: Bindings + ?Sized> Parser<'_, B> {
@@ -685,7 +703,15 @@ impl Config {
             bindings,
             problems: Vec::new(),
             warnings: Vec::new(),
+            dpop: DpopPolicy::Bearer,
+            dpop_algorithms: Vec::new(),
         };
+        // Before the routes: each route takes these unless it says otherwise.
+        p.dpop = p.dpop_policy();
+        p.dpop_algorithms = p.algorithm_list(
+            DPOP_ALGORITHMS,
+            &crate::verify::dpop::DEFAULT_PROOF_ALGORITHMS,
+        );
 
         let issuer_ids = p.required(OAUTH_ISSUER).map(|raw| {
             raw.split_whitespace()
@@ -746,23 +772,8 @@ impl Config {
             route.rate_limits = global_limits.iter().cloned().chain(own).collect();
         }
 
-        let algorithms = match p.optional(JWT_ALGORITHMS) {
-            None => DEFAULT_ALGORITHMS.to_vec(),
-            Some(raw) => {
-                let mut algorithms = Vec::new();
-                for name in raw.split_whitespace() {
-                    match JwsAlgorithm::from_name(name) {
-                        Some(alg) if !algorithms.contains(&alg) => algorithms.push(alg),
-                        Some(_) => {}
-                        None => p.problem(
-                            JWT_ALGORITHMS,
-                            format!("{name:?} is not supported (choose from RS256 RS384 RS512 PS256 PS384 PS512 ES256 EdDSA; none and HMAC are never accepted)"),
-                        ),
-                    }
-                }
-                algorithms
-            }
-        };
+        let algorithms = p.algorithm_list(JWT_ALGORITHMS, &DEFAULT_ALGORITHMS);
+        let dpop = p.dpop_settings(&routes);
 
         let leeway_seconds = p.number(
             JWT_LEEWAY_SECONDS,
@@ -861,6 +872,7 @@ impl Config {
                 state_key,
                 introspection,
                 assertion,
+                dpop,
                 allowed_origins,
                 warnings: p.warnings,
             })
@@ -912,6 +924,8 @@ struct RouteEntry {
     /// `RATE_LIMITS`, as every route does).
     #[cfg_attr(test, serde(default, deserialize_with = "present"))]
     rate_limits: Option<Value>,
+    /// `bearer`, `dpop` or `either` (for the flat form, `DPOP` applies).
+    dpop: Option<String>,
 }
 
 /// A member that is written is present, even as `null`.
@@ -922,7 +936,7 @@ fn present<'de, D: serde::Deserializer<'de>>(value: D) -> Result<Option<Value>, 
 
 /// The members of a [`RouteEntry`] in declaration order: the positions of
 /// the array form, and the list serde's unknown-member message gives.
-const ROUTE_MEMBERS: [&str; 14] = [
+const ROUTE_MEMBERS: [&str; 15] = [
     "resource",
     "origin",
     "audience",
@@ -937,6 +951,7 @@ const ROUTE_MEMBERS: [&str; 14] = [
     "origin_authorization_secret",
     "assertion_audience",
     "rate_limits",
+    "dpop",
 ];
 
 impl RouteEntry {
@@ -964,6 +979,7 @@ impl RouteEntry {
             origin_authorization_secret: None,
             assertion_audience: None,
             rate_limits: None,
+            dpop: None,
         };
         match value {
             Value::Object(members) => {
@@ -985,7 +1001,7 @@ impl RouteEntry {
                         None => {
                             return Err(serde_json::Error::invalid_length(
                                 index,
-                                &"struct RouteEntry with 14 elements",
+                                &"struct RouteEntry with 15 elements",
                             ))
                         }
                     }
@@ -1024,7 +1040,8 @@ impl RouteEntry {
             10 => Slot::Json(&mut self.issuers),
             11 => Slot::Text(&mut self.origin_authorization_secret),
             12 => Slot::Text(&mut self.assertion_audience),
-            _ => Slot::Json(&mut self.rate_limits),
+            13 => Slot::Json(&mut self.rate_limits),
+            _ => Slot::Text(&mut self.dpop),
         }
     }
 
@@ -1097,6 +1114,7 @@ enum Field {
     OriginAuthorization,
     AssertionAudience,
     RateLimits,
+    Dpop,
 }
 
 impl Field {
@@ -1118,6 +1136,7 @@ impl Field {
             Field::AssertionAudience => ORIGIN_ASSERTION_AUDIENCE,
             // Only entries have their own; the flat route takes the global ones.
             Field::RateLimits => RATE_LIMITS,
+            Field::Dpop => DPOP,
         }
     }
 
@@ -1138,6 +1157,7 @@ impl Field {
             Field::OriginAuthorization => ("origin_authorization_secret", " "),
             Field::AssertionAudience => ("assertion_audience", " "),
             Field::RateLimits => ("rate_limits", ": "),
+            Field::Dpop => ("dpop", " "),
         }
     }
 }
@@ -1222,6 +1242,8 @@ impl<B: Bindings + ?Sized> Parser<'_, B> {
                 .then(|| ORIGIN_AUTHORIZATION.to_owned()),
             assertion_audience: self.optional(ORIGIN_ASSERTION_AUDIENCE),
             rate_limits: None,
+            // `DPOP` is read once for every route (Parser::dpop_policy).
+            dpop: None,
         }
     }
 
@@ -1400,6 +1422,17 @@ impl<B: Bindings + ?Sized> Parser<'_, B> {
             }
             _ => Vec::new(),
         };
+        let dpop = match text(entry.dpop) {
+            None => self.dpop,
+            Some(word) => DpopPolicy::from_word(&word).unwrap_or_else(|| {
+                self.route_problem(
+                    source,
+                    Field::Dpop,
+                    format!("{word:?} is not a policy (bearer, dpop or either)"),
+                );
+                DpopPolicy::Bearer
+            }),
+        };
         let mut check_binding = String::new();
         for part in route_issuers.iter().map(String::as_str).chain(["\u{0}"]) {
             check_binding.push_str(part);
@@ -1427,8 +1460,112 @@ impl<B: Bindings + ?Sized> Parser<'_, B> {
             origin_authorization,
             assertion_audience,
             rate_limits,
+            dpop,
+            dpop_algorithms: self.dpop_algorithms.clone(),
             check_binding,
         })
+    }
+
+    /// A list of JWS algorithm names (`JWT_ALGORITHMS`, `DPOP_ALGORITHMS`):
+    /// `default` when unbound. Only asymmetric algorithms have names here.
+    fn algorithm_list(
+        &mut self,
+        name: &'static str,
+        default: &[JwsAlgorithm],
+    ) -> Vec<JwsAlgorithm> {
+        let Some(raw) = self.optional(name) else {
+            return default.to_vec();
+        };
+        let mut algorithms = Vec::new();
+        for word in raw.split_whitespace() {
+            match JwsAlgorithm::from_name(word) {
+                Some(alg) if !algorithms.contains(&alg) => algorithms.push(alg),
+                Some(_) => {}
+                None => self.problem(
+                    name,
+                    format!("{word:?} is not supported (choose from RS256 RS384 RS512 PS256 PS384 PS512 ES256 EdDSA; none and HMAC are never accepted)"),
+                ),
+            }
+        }
+        algorithms
+    }
+
+    /// `DPOP`: `bearer` (the default), `dpop` or `either`.
+    fn dpop_policy(&mut self) -> DpopPolicy {
+        let Some(word) = self.optional(binding::DPOP) else {
+            return DpopPolicy::Bearer;
+        };
+        DpopPolicy::from_word(&word.to_ascii_lowercase()).unwrap_or_else(|| {
+            self.problem(
+                binding::DPOP,
+                format!("{word:?} is not a policy (bearer, dpop or either)"),
+            );
+            DpopPolicy::Bearer
+        })
+    }
+
+    /// The DPoP settings (RFC 9449) shared by the routes taking DPoP.
+    fn dpop_settings(&mut self, routes: &[Route]) -> DpopSettings {
+        use binding::*;
+        let iat_window_seconds = self.seconds(
+            DPOP_IAT_WINDOW_SECONDS,
+            crate::verify::dpop::DEFAULT_IAT_WINDOW_SECONDS as i64,
+            10..=3600,
+        );
+        let nonce_lifetime_seconds = self.seconds(
+            DPOP_NONCE_LIFETIME_SECONDS,
+            crate::verify::dpop::DEFAULT_NONCE_LIFETIME_SECONDS as i64,
+            10..=3600,
+        );
+        let takes_dpop = routes.iter().any(|route| route.dpop.accepts_dpop());
+        let replay = match self.optional(DPOP_REPLAY_STORE) {
+            None => None,
+            Some(word) if word == "memory" => Some(ReplayStore::Memory),
+            Some(name) if self.bindings.has_durable_object(&name) => {
+                Some(ReplayStore::DurableObject(name))
+            }
+            Some(name) => {
+                self.problem(
+                    DPOP_REPLAY_STORE,
+                    format!("{name:?} is neither `memory` nor a Durable Object namespace binding (bind class DpopReplay under that name, as wrangler.toml does for DPOP_REPLAY)"),
+                );
+                None
+            }
+        };
+        if takes_dpop && !matches!(replay, Some(ReplayStore::DurableObject(_))) {
+            self.warnings.push(format!("{DPOP_REPLAY_STORE}: DPoP proofs are remembered in each isolate's memory only, so a proof replayed to another isolate (another data centre) within its {iat_window_seconds} s window is accepted; bind the DpopReplay Durable Object and name it here to accept each proof once worldwide"));
+        }
+        // A secret: never echoed, whatever is wrong with it.
+        let nonces = match self
+            .optional(DPOP_NONCE_SECRET)
+            .map(|raw| NonceKey::parse(&raw))
+        {
+            Some(Ok(key)) => Some(key),
+            Some(Err(problem)) => {
+                self.problem(DPOP_NONCE_SECRET, problem);
+                None
+            }
+            None => None,
+        };
+        if !takes_dpop {
+            for name in [DPOP_REPLAY_STORE, DPOP_NONCE_SECRET, DPOP_ALGORITHMS] {
+                if self.optional(name).is_some() {
+                    self.warnings.push(format!(
+                        "{name}: set, but no route takes DPoP (set DPOP, or a route's dpop, to dpop or either)"
+                    ));
+                }
+            }
+        }
+        if takes_dpop && self.dpop_algorithms.is_empty() {
+            self.problem(DPOP_ALGORITHMS, "names no algorithm");
+        }
+        DpopSettings {
+            algorithms: self.dpop_algorithms.clone(),
+            iat_window_seconds,
+            replay: replay.unwrap_or(ReplayStore::Memory),
+            nonces,
+            nonce_lifetime_seconds,
+        }
     }
 
     fn route_url(

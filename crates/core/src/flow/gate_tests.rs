@@ -90,6 +90,7 @@ fn owned(req: &RequestHead<'_>) -> Request {
         path: req.path.to_owned(),
         query: req.query.map(str::to_owned),
         headers: req.headers.to_vec(),
+        base: Some("https://mcp.example.com".to_owned()),
     }
 }
 
@@ -106,6 +107,7 @@ fn cold_gate(config: &Config) -> Rc<Gate> {
         tokens: VerifiedTokens::with_capacity(0),
         tool_schemas: Rc::default(),
         jtis: crate::forward::assertion::JtiSource::new([7; 32]),
+        replays: Default::default(),
     })
 }
 
@@ -955,6 +957,7 @@ fn per_route_tool_scopes_apply_only_on_their_route() {
         expires_at: NOW + 60,
         not_before: None,
         token_id: None,
+        confirmation: None,
     };
     let req = request("POST", "/billing", None, &[]);
     let (denial, _) = authorize_rpc(

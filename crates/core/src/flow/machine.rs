@@ -60,14 +60,16 @@ use crate::forward::reply::{
 };
 use crate::forward::rewrite::{AnswerRewrite, SseRewrite};
 use crate::io::{Io, IoAnswer, Poll};
-use crate::parse::bearer::{extract_bearer, CredentialCarriers};
+use crate::parse::bearer::{extract_credentials, CredentialCarriers, Scheme};
 use crate::parse::jsonrpc::TOOLS_CALL;
 use crate::parse::tool_headers::ToolSchemas;
+use crate::verify::dpop::{Expected, Proof, ProofError, ReplayStore, SchemeRefusal};
 use crate::verify::introspect::{looks_like_jwt, IntrospectionPolicy};
 use crate::verify::introspect_cache::{IntrospectionLookup, IntrospectionMemory};
 use crate::verify::jwk::{JwsAlgorithm, KeySet, PublicKey};
 use crate::verify::jwt::{AccessToken, ClaimsPolicy, TokenError, UnverifiedJwt};
 use crate::verify::keys::{KeyDemand, KeyMemory, KeySetLookup, KeySetRefresh, TrustedIssuer};
+use crate::verify::replay::ReplayMemory;
 use crate::verify::token_cache::{TokenKey, VerifiedTokens};
 
 /// What an isolate keeps between requests: the configuration, parsed once,
@@ -85,6 +87,8 @@ pub struct Gate {
     pub tool_schemas: Rc<ToolSchemas>,
     /// The `jti` of each assertion for the origin.
     pub jtis: JtiSource,
+    /// DPoP proofs seen by this isolate.
+    pub replays: ReplayMemory,
 }
 
 impl Gate {
@@ -98,6 +102,7 @@ impl Gate {
             tokens: VerifiedTokens::default(),
             tool_schemas: Rc::default(),
             jtis: JtiSource::new(seed),
+            replays: ReplayMemory::default(),
         }
     }
 }
@@ -113,17 +118,30 @@ pub struct Request {
     pub query: Option<String>,
     /// Header fields; names in any case.
     pub headers: Vec<(String, String)>,
+    /// Scheme and authority as the client sent them (`https://host[:port]`),
+    /// which a DPoP proof's `htu` names; `None` when not known.
+    pub base: Option<String>,
 }
 
 impl Request {
     /// Splits `url` (absolute, as the runtime gives it) into path and query.
     /// `None` when it does not parse.
     pub fn from_url(method: &str, url: &str, headers: Vec<(String, String)>) -> Option<Self> {
-        let (path, query) = match normal_form(url) {
-            Some(parts) => parts,
+        let (path, query, base) = match normal_form(url) {
+            Some((path, query)) => {
+                // Already serialized by the runtime: scheme and authority are
+                // what precedes the path.
+                let base = url.strip_suffix(path_and_query(&path, query.as_deref()).as_str());
+                (path, query, base.map(str::to_owned))
+            }
             None => {
                 let parsed = crate::io::parse_url(url)?;
-                (parsed.path().to_owned(), parsed.query().map(str::to_owned))
+                let base = parsed.origin().ascii_serialization();
+                (
+                    parsed.path().to_owned(),
+                    parsed.query().map(str::to_owned),
+                    Some(base),
+                )
             }
         };
         Some(Request {
@@ -131,6 +149,7 @@ impl Request {
             path,
             query,
             headers,
+            base,
         })
     }
 
@@ -141,6 +160,13 @@ impl Request {
             query: self.query.as_deref(),
             headers: &self.headers,
         }
+    }
+}
+
+fn path_and_query(path: &str, query: Option<&str>) -> String {
+    match query {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_owned(),
     }
 }
 
@@ -341,6 +367,15 @@ enum State {
         candidates: Vec<PublicKey>,
         next: usize,
     },
+    /// The DPoP proof's signature check is out; the token is good and bound
+    /// to the proof's key.
+    ProvingPossession {
+        token: Box<AccessToken>,
+        until: i64,
+        proof: Box<Proof>,
+    },
+    /// The proof's `jti` is being claimed in the Durable Object store.
+    ClaimingProof { token: Box<AccessToken>, until: i64 },
     /// The rate limits are being counted; then `after`.
     Counting {
         counts: Vec<Count>,
@@ -417,6 +452,14 @@ pub struct Flow {
     token_key: Option<TokenKey>,
     /// The bearer token (JWTs only; empty before it is read). Never logged.
     raw_token: String,
+    /// The token's scheme.
+    scheme: Scheme,
+    /// The DPoP proof, checked but for its signature and `jti`, until the
+    /// token is known.
+    proof: Option<Box<Proof>>,
+    /// A fresh DPoP nonce for the answer, when the route takes DPoP and
+    /// nonces are on (RFC 9449 §9).
+    nonce: Option<String>,
     /// Whether this request fetched the issuer's set already.
     fetched_keys: bool,
     /// Whether the address rules counted this request already.
@@ -455,6 +498,9 @@ impl Flow {
             record: Decision::default(),
             token_key: None,
             raw_token: String::new(),
+            scheme: Scheme::Bearer,
+            proof: None,
+            nonce: None,
             fetched_keys: false,
             address_counted: false,
             refresh: None,
@@ -602,7 +648,9 @@ impl Flow {
                 State::ReadingSession
                 | State::ReadingBody
                 | State::ReadingOriginBody { .. }
-                | State::Counting { .. } => {
+                | State::Counting { .. }
+                | State::ProvingPossession { .. }
+                | State::ClaimingProof { .. } => {
                     // Stepped without the answer it waits for: refuse.
                     return self.finish_with(Denial::Misconfigured);
                 }
@@ -731,6 +779,26 @@ impl Flow {
             (State::Counting { counts, after }, Answer::Counted(outcomes)) => {
                 self.counted(config, &counts, &outcomes, *after);
             }
+            (
+                State::ProvingPossession {
+                    token,
+                    until,
+                    proof,
+                },
+                Answer::Verdict(verified),
+            ) => self.proved(config, *token, until, &proof, verified),
+            (State::ClaimingProof { token, until }, Answer::Claimed(claimed)) => match claimed {
+                Ok(true) => self.admitted(config, *token, until),
+                Ok(false) => {
+                    self.record.token = Some(*token);
+                    let denial = Denial::InvalidProof(ProofError::Replayed);
+                    self.ready = Some(self.refuse(config, denial));
+                }
+                Err(()) => {
+                    self.record.token = Some(*token);
+                    self.ready = Some(self.refuse(config, Denial::ReplayStoreUnavailable));
+                }
+            },
             // An answer that fits no need: a driver bug. Nothing is forwarded.
             (_, _) => self.ready = Some(self.refuse(config, Denial::Misconfigured)),
         }
@@ -797,6 +865,10 @@ impl Flow {
             body: None,
             assertion: None,
         });
+        if route.dpop.accepts_dpop() {
+            // Every answer of such a route carries a fresh nonce (RFC 9449 §9).
+            self.nonce = config.dpop.nonces.as_ref().map(|key| key.issue(self.now));
+        }
         let authorization = head.header_values("authorization");
         let carriers = CredentialCarriers {
             authorization: &authorization,
@@ -804,15 +876,45 @@ impl Flow {
             content_type: head.header("content-type"),
             max_authorization_bytes: config.max_authorization_bytes,
         };
-        let raw = match extract_bearer(&carriers) {
+        let credentials = match extract_credentials(&carriers) {
             Err(error) => Err(Denial::BadRequest(error)),
             Ok(None) => Err(Denial::NoCredentials),
-            Ok(Some(raw)) => Ok(raw.to_owned()),
+            // A route that takes bearer tokens only does not know the scheme.
+            Ok(Some((Scheme::Dpop, _))) if !route.dpop.accepts_dpop() => Err(Denial::NoCredentials),
+            Ok(Some((Scheme::Bearer, _))) if !route.dpop.accepts_bearer() => {
+                Err(Denial::WrongScheme(SchemeRefusal::DpopRequired))
+            }
+            Ok(Some((scheme, raw))) => Ok((scheme, raw.to_owned())),
         };
-        let raw = match raw {
-            Ok(raw) => raw,
+        let (scheme, raw) = match credentials {
+            Ok(credentials) => credentials,
             Err(denial) => return Some(self.refuse(config, denial)),
         };
+        self.scheme = scheme;
+        if scheme == Scheme::Dpop {
+            // Everything about the proof that needs no key and no store, before
+            // the token costs a lookup or a check.
+            let values = self.request.head().header_values("dpop");
+            let url = self
+                .request
+                .base
+                .as_deref()
+                .and_then(|base| crate::io::parse_url(&format!("{base}{}", self.request.path)));
+            let Some(url) = url else {
+                return Some(self.refuse(config, Denial::InvalidProof(ProofError::UrlMismatch)));
+            };
+            let expected = Expected {
+                method: &self.request.method,
+                url: &url,
+                access_token: &raw,
+                now: self.now,
+            };
+            match Proof::parse(&values, &config.dpop, &expected) {
+                Ok(Ok(proof)) => self.proof = Some(Box::new(proof)),
+                Ok(Err(nonce)) => return Some(self.refuse(config, Denial::UseDpopNonce(nonce))),
+                Err(error) => return Some(self.refuse(config, Denial::InvalidProof(error))),
+            }
+        }
         let introspect = match config.introspection.format {
             TokenFormat::Jwt => false,
             TokenFormat::Opaque => true,
@@ -1154,9 +1256,93 @@ impl Flow {
         self.refuse(config, Denial::InvalidToken(error))
     }
 
-    /// The token is good until `until` (unix seconds): route scopes, then the
-    /// forward's headers.
+    /// The token is good until `until` (unix seconds): its scheme and
+    /// binding (RFC 9449 §7), the proof of possession when it is bound, then
+    /// [`Flow::admitted`]. A verified-token cache hit comes here as a fresh
+    /// verification does, so a cached token never skips its proof.
     fn authenticated(&mut self, config: &Config, token: AccessToken, until: i64) {
+        let Some(route) = self.route(config) else {
+            self.ready = Some(self.refuse(config, Denial::Misconfigured));
+            return;
+        };
+        let refusal = match (
+            self.scheme,
+            token.confirmation.as_deref(),
+            self.proof.take(),
+        ) {
+            (Scheme::Bearer, None, _) => return self.admitted(config, token, until),
+            (Scheme::Bearer, Some(_), _) if route.dpop.accepts_dpop() => {
+                Denial::WrongScheme(SchemeRefusal::BoundTokenAsBearer)
+            }
+            (Scheme::Bearer, Some(_), _) => {
+                Denial::InvalidToken(TokenError::ProofOfPossessionRequired)
+            }
+            (Scheme::Dpop, None, _) => Denial::WrongScheme(SchemeRefusal::TokenNotBound),
+            (Scheme::Dpop, Some(jkt), Some(proof)) if jkt == proof.thumbprint() => {
+                let check = Check {
+                    alg: proof.algorithm(),
+                    key: proof.key().clone(),
+                    message: proof.signing_input().as_bytes().to_vec(),
+                    signature: proof.signature().to_vec(),
+                };
+                self.state = State::ProvingPossession {
+                    token: Box::new(token),
+                    until,
+                    proof,
+                };
+                self.ready = Some(Step::Need(Need::Verify(check)));
+                return;
+            }
+            (Scheme::Dpop, Some(_), Some(_)) => Denial::InvalidProof(ProofError::KeyMismatch),
+            // The proof is read before the token: a driver bug.
+            (Scheme::Dpop, Some(_), None) => Denial::Misconfigured,
+        };
+        self.record.token = Some(token);
+        self.ready = Some(self.refuse(config, refusal));
+    }
+
+    /// The proof's signature came back: remember its `jti`, in isolate
+    /// memory and then the Durable Object store when one is bound.
+    fn proved(
+        &mut self,
+        config: &Config,
+        token: AccessToken,
+        until: i64,
+        proof: &Proof,
+        verified: bool,
+    ) {
+        let refusal = if !verified {
+            Denial::InvalidProof(ProofError::BadSignature)
+        } else if !self
+            .gate
+            .replays
+            .claim(proof.replay_key(), proof.remember_until(), self.now)
+        {
+            Denial::InvalidProof(ProofError::Replayed)
+        } else {
+            match &config.dpop.replay {
+                ReplayStore::Memory => return self.admitted(config, token, until),
+                ReplayStore::DurableObject(binding) => {
+                    self.state = State::ClaimingProof {
+                        token: Box::new(token),
+                        until,
+                    };
+                    self.ready = Some(Step::Need(Need::ClaimProof {
+                        binding: binding.clone(),
+                        key: proof.replay_key().to_owned(),
+                        expires_at: proof.remember_until(),
+                    }));
+                    return;
+                }
+            }
+        };
+        self.record.token = Some(token);
+        self.ready = Some(self.refuse(config, refusal));
+    }
+
+    /// The token is good, and its sender proved its key when it is bound:
+    /// route scopes, then the forward's headers.
+    fn admitted(&mut self, config: &Config, token: AccessToken, until: i64) {
         self.accepted_until = Some(until);
         let Some(route) = self.route(config) else {
             self.ready = Some(self.refuse(config, Denial::Misconfigured));
@@ -1376,6 +1562,9 @@ impl Flow {
         if let Some(origin) = &self.record.cors_origin {
             with_cors(&mut headers, origin);
         }
+        if let Some(nonce) = &self.nonce {
+            headers.push(("dpop-nonce".to_owned(), nonce.clone()));
+        }
         self.state = State::Finished;
         Step::Respond(Response {
             status: head.status,
@@ -1421,6 +1610,9 @@ impl Flow {
             .collect();
         if let Some(origin) = &self.record.cors_origin {
             with_cors(&mut headers, origin);
+        }
+        if let Some(nonce) = &self.nonce {
+            headers.push(("dpop-nonce".to_owned(), nonce.clone()));
         }
         let status = reply.status;
         let body = Body::Bytes(reply.body.clone().into_bytes());
@@ -1491,3 +1683,7 @@ mod tests;
 #[cfg(test)]
 #[path = "rate_limit_tests.rs"]
 mod rate_limit_tests;
+
+#[cfg(test)]
+#[path = "dpop_tests.rs"]
+mod dpop_tests;

@@ -34,6 +34,7 @@ fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> Request {
             .iter()
             .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
             .collect(),
+        base: Some("https://mcp.example.com".to_owned()),
     }
 }
 
@@ -103,6 +104,7 @@ fn a_good_token_is_forwarded_after_its_key_set_its_check_and_its_body() {
             Need::Forward(_) => "forward",
             Need::ReadOriginBody => "origin_body",
             Need::RateLimit(_) => "rate_limit",
+            Need::ClaimProof { .. } => "claim_proof",
         })
         .collect();
     assert_eq!(

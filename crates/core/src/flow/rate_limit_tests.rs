@@ -41,6 +41,7 @@ fn post(token: &str, body: &str, address: &str) -> (Request, Vec<u8>) {
             ("content-type".into(), "application/json".into()),
             ("cf-connecting-ip".into(), address.into()),
         ],
+        base: None,
     };
     (request, body.as_bytes().to_vec())
 }
@@ -239,6 +240,7 @@ fn a_get_is_counted_once_and_answered_in_plain_json() {
             ("authorization".into(), format!("Bearer {token}")),
             ("accept".into(), "text/event-stream".into()),
         ],
+        base: None,
     };
     assert!(script.run(&gate, get(&token), NOW).forwarded.is_some());
     let over = script.run(&gate, get(&token), NOW);

@@ -416,6 +416,7 @@ mod tests {
             expires_at: 0,
             not_before: None,
             token_id: None,
+            confirmation: None,
         };
         let calls = [Call {
             method: "tools/call".into(),

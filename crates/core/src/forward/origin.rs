@@ -23,8 +23,11 @@ pub const SCOPES_HEADER: &str = "x-auth-scopes";
 /// Request fields never forwarded: credentials meant for the gate, the
 /// gate's own assertion, fields the runtime sets itself, and hop-by-hop
 /// fields.
-const DROPPED_REQUEST_HEADERS: [&str; 13] = [
+const DROPPED_REQUEST_HEADERS: [&str; 14] = [
     "authorization",
+    // The proof of the client's key is the gate's to check (RFC 9449 §7):
+    // the origin sees neither the token nor the proof made for it.
+    "dpop",
     // Only the gate signs assertions; a client's copy never passes.
     crate::forward::assertion::ASSERTION_HEADER,
     "proxy-authorization",
@@ -40,8 +43,10 @@ const DROPPED_REQUEST_HEADERS: [&str; 13] = [
     "proxy-connection",
 ];
 
-/// Response fields never passed back to the client.
-const DROPPED_RESPONSE_HEADERS: [&str; 7] = [
+/// Response fields never passed back to the client. `DPoP-Nonce` is the
+/// gate's to give: the origin is not the resource server the proofs are for.
+const DROPPED_RESPONSE_HEADERS: [&str; 8] = [
+    "dpop-nonce",
     "connection",
     "keep-alive",
     "te",
@@ -187,6 +192,7 @@ mod tests {
             expires_at: 0,
             not_before: None,
             token_id: None,
+            confirmation: None,
         }
     }
 

@@ -15,6 +15,7 @@ use crate::parse::bearer::BearerError;
 use crate::parse::jsonrpc::RpcError;
 use crate::parse::tool_headers::is_param_header;
 use crate::parse::version::Unsupported;
+use crate::verify::dpop::{DpopPolicy, NonceError, ProofError, SchemeRefusal};
 use crate::verify::introspect::{IntrospectionRefusal, IntrospectionUnavailable};
 use crate::verify::jwt::TokenError;
 use crate::verify::keys::KeySourceError;
@@ -129,6 +130,16 @@ pub enum Denial {
     },
     /// A rate limit binding failed, and its rule refuses then.
     RateLimitUnavailable,
+    /// The DPoP proof is not acceptable (RFC 9449 §7.1 `invalid_dpop_proof`).
+    InvalidProof(ProofError),
+    /// The proof lacks a fresh nonce of this gate's (RFC 9449 §9
+    /// `use_dpop_nonce`); the answer carries a new one.
+    UseDpopNonce(NonceError),
+    /// The token's scheme does not fit the route or the token.
+    WrongScheme(SchemeRefusal),
+    /// The Durable Object replay store failed or did not answer: whether
+    /// the proof is a replay cannot be told.
+    ReplayStoreUnavailable,
 }
 
 impl Denial {
@@ -156,6 +167,10 @@ impl Denial {
             Self::AssertionKeyUnusable => "assertion_key_unusable",
             Self::RateLimited { .. } => "rate_limited",
             Self::RateLimitUnavailable => "rate_limit_unavailable",
+            Self::InvalidProof(error) => error.reason(),
+            Self::UseDpopNonce(error) => error.reason(),
+            Self::WrongScheme(refusal) => refusal.reason(),
+            Self::ReplayStoreUnavailable => "dpop_replay_unavailable",
         }
     }
 
@@ -163,7 +178,9 @@ impl Denial {
     /// request was for; `None` when no route matched or the configuration
     /// itself is what failed (challenges then carry no `resource_metadata`).
     pub fn reply(&self, route: Option<&Route>) -> Reply {
-        let metadata = route.map(|r| r.resource.metadata_url.as_str());
+        let challenge = |error: Option<&str>, description: Option<&str>, scope: Option<&str>| {
+            challenge(route, error, description, scope, false)
+        };
         match self {
             Self::NotFound => json_reply(404, "not_found", "No such resource", Vec::new()),
             Self::MethodNotAllowed { allow } => json_reply(
@@ -177,7 +194,7 @@ impl Denial {
                 let scope = route
                     .map(|r| r.required_scopes.join(" "))
                     .filter(|s| !s.is_empty());
-                let challenge = challenge(None, None, scope.as_deref(), metadata);
+                let challenge = challenge(None, None, scope.as_deref());
                 json_reply(
                     401,
                     "unauthorized",
@@ -187,8 +204,7 @@ impl Denial {
             }
             Self::BadRequest(_) => {
                 let description = "The request is malformed";
-                let challenge =
-                    challenge(Some("invalid_request"), Some(description), None, metadata);
+                let challenge = challenge(Some("invalid_request"), Some(description), None);
                 json_reply(
                     400,
                     "invalid_request",
@@ -196,9 +212,9 @@ impl Denial {
                     vec![("www-authenticate", challenge)],
                 )
             }
-            Self::InvalidToken(_) | Self::InactiveToken(_) => {
+            Self::InvalidToken(_) | Self::InactiveToken(_) | Self::WrongScheme(_) => {
                 let description = "The access token is invalid";
-                let challenge = challenge(Some("invalid_token"), Some(description), None, metadata);
+                let challenge = challenge(Some("invalid_token"), Some(description), None);
                 json_reply(
                     401,
                     "invalid_token",
@@ -209,12 +225,8 @@ impl Denial {
             Self::InsufficientScope { required } => {
                 let description = "The access token lacks a required scope";
                 let scope = required.join(" ");
-                let challenge = challenge(
-                    Some("insufficient_scope"),
-                    Some(description),
-                    Some(&scope),
-                    metadata,
-                );
+                let challenge =
+                    challenge(Some("insufficient_scope"), Some(description), Some(&scope));
                 json_reply(
                     403,
                     "insufficient_scope",
@@ -293,27 +305,65 @@ impl Denial {
                 reply.headers.push(("retry-after", retry_after.to_string()));
                 reply
             }
-            Self::RateLimitUnavailable => json_reply(
+            Self::RateLimitUnavailable | Self::ReplayStoreUnavailable => json_reply(
                 503,
                 "temporarily_unavailable",
                 "The service is temporarily unavailable",
                 vec![("retry-after", RETRY_AFTER_SECONDS.to_string())],
             ),
+            Self::InvalidProof(_) => {
+                let description = "The DPoP proof is invalid";
+                let header = self::challenge(
+                    route,
+                    Some("invalid_dpop_proof"),
+                    Some(description),
+                    None,
+                    true,
+                );
+                json_reply(
+                    401,
+                    "invalid_dpop_proof",
+                    description,
+                    vec![("www-authenticate", header)],
+                )
+            }
+            Self::UseDpopNonce(_) => {
+                // The fresh nonce itself is added by the machine, as on every
+                // answer of a route that takes DPoP.
+                let description = "A fresh DPoP nonce is required";
+                let header =
+                    self::challenge(route, Some("use_dpop_nonce"), Some(description), None, true);
+                json_reply(
+                    401,
+                    "use_dpop_nonce",
+                    description,
+                    vec![("www-authenticate", header)],
+                )
+            }
         }
     }
 }
 
-/// `Bearer` challenge (RFC 6750 §3) with `resource_metadata` (RFC 9728 §5.1).
-/// Every value placed here is a fixed string, a configured URL, or scopes
-/// checked against the scope-token syntax, so none needs escaping.
-/// `offline_access` is never named (MCP 2026-07-28 authorization §Refresh
-/// Tokens); a `scope` left empty is left out.
+/// The `WWW-Authenticate` value: a `Bearer` challenge (RFC 6750 §3), a
+/// `DPoP` challenge with the proof algorithms the gate takes (RFC 9449
+/// §7.1), or both, as the route takes either scheme, each with
+/// `resource_metadata` (RFC 9728 §5.1) so a client can discover the
+/// authorization server whichever it speaks. An error about the proof
+/// (`dpop_only`) goes on the `DPoP` challenge alone.
+///
+/// Every value placed here is a fixed string, a configured URL, algorithm
+/// names, or scopes checked against the scope-token syntax, so none needs
+/// escaping. `offline_access` is never named (MCP 2026-07-28 authorization
+/// §Refresh Tokens); a `scope` left empty is left out.
 fn challenge(
+    route: Option<&Route>,
     error: Option<&str>,
     description: Option<&str>,
     scope: Option<&str>,
-    metadata: Option<&str>,
+    dpop_only: bool,
 ) -> String {
+    let metadata = route.map(|r| r.resource.metadata_url.as_str());
+    let policy = route.map_or(DpopPolicy::Bearer, |route| route.dpop);
     let scope = scope
         .map(|scopes| {
             scopes
@@ -324,19 +374,41 @@ fn challenge(
         })
         .filter(|scopes| !scopes.is_empty());
     let scope = scope.as_deref();
-    let params: Vec<String> = [
-        error.map(|v| format!("error=\"{v}\"")),
-        description.map(|v| format!("error_description=\"{v}\"")),
-        scope.map(|v| format!("scope=\"{v}\"")),
-        metadata.map(|v| format!("resource_metadata=\"{v}\"")),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    if params.is_empty() {
-        "Bearer".to_owned()
-    } else {
-        format!("Bearer {}", params.join(", "))
+    let one =
+        |scheme: &str, error: Option<&str>, description: Option<&str>, algs: Option<String>| {
+            let params: Vec<String> = [
+                error.map(|v| format!("error=\"{v}\"")),
+                description.map(|v| format!("error_description=\"{v}\"")),
+                scope.map(|v| format!("scope=\"{v}\"")),
+                metadata.map(|v| format!("resource_metadata=\"{v}\"")),
+                algs.map(|v| format!("algs=\"{v}\"")),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            if params.is_empty() {
+                scheme.to_owned()
+            } else {
+                format!("{scheme} {}", params.join(", "))
+            }
+        };
+    let algs = || {
+        route.map(|route| {
+            let names: Vec<&str> = route.dpop_algorithms.iter().map(|alg| alg.name()).collect();
+            names.join(" ")
+        })
+    };
+    let bearer = || {
+        if dpop_only {
+            one("Bearer", None, None, None)
+        } else {
+            one("Bearer", error, description, None)
+        }
+    };
+    match policy {
+        DpopPolicy::Bearer => bearer(),
+        DpopPolicy::Required => one("DPoP", error, description, algs()),
+        DpopPolicy::Either => format!("{}, {}", bearer(), one("DPoP", error, description, algs())),
     }
 }
 
@@ -429,6 +501,12 @@ struct ResourceMetadata<'a> {
     resource_name: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     resource_documentation: Option<&'a str>,
+    /// RFC 9728 §2: the proof algorithms taken, on a route that takes DPoP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dpop_signing_alg_values_supported: Option<Vec<&'static str>>,
+    /// RFC 9728 §2: every token must be DPoP-bound.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    dpop_bound_access_tokens_required: bool,
 }
 
 /// `200` with the metadata document: JSON, cacheable, readable cross-origin
@@ -441,6 +519,11 @@ pub fn metadata_reply(route: &Route) -> Reply {
         bearer_methods_supported: ["header"],
         resource_name: route.resource_name.as_deref(),
         resource_documentation: route.resource_documentation.as_deref(),
+        dpop_signing_alg_values_supported: route
+            .dpop
+            .accepts_dpop()
+            .then(|| route.dpop_algorithms.iter().map(|alg| alg.name()).collect()),
+        dpop_bound_access_tokens_required: route.dpop == DpopPolicy::Required,
     };
     Reply {
         status: 200,
@@ -480,7 +563,8 @@ pub fn cors_headers(origin: &str) -> Vec<(&'static str, String)> {
         ("access-control-allow-origin", origin.to_owned()),
         (
             "access-control-expose-headers",
-            "WWW-Authenticate, Mcp-Session-Id, MCP-Protocol-Version, Retry-After".to_owned(),
+            "WWW-Authenticate, Mcp-Session-Id, MCP-Protocol-Version, Retry-After, DPoP-Nonce"
+                .to_owned(),
         ),
         ("vary", "Origin".to_owned()),
     ]
@@ -505,7 +589,7 @@ pub fn with_cors(headers: &mut Vec<(String, String)>, origin: &str) {
 /// (a wildcard would not cover `Authorization`, Fetch §CORS protocol).
 pub fn mcp_preflight_reply(origin: &str, requested: Option<&str>) -> Reply {
     let mut allowed = String::from(
-        "Authorization, Content-Type, Accept, Mcp-Session-Id, MCP-Protocol-Version, Last-Event-ID, Mcp-Method, Mcp-Name",
+        "Authorization, DPoP, Content-Type, Accept, Mcp-Session-Id, MCP-Protocol-Version, Last-Event-ID, Mcp-Method, Mcp-Name",
     );
     for name in requested.unwrap_or_default().split(',').map(str::trim) {
         if is_param_header(name) && name.bytes().all(is_tchar) {

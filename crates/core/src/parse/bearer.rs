@@ -69,12 +69,33 @@ impl Default for CredentialCarriers<'_> {
     }
 }
 
+/// The authorization scheme of a request's token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// `Bearer` (RFC 6750 §2.1).
+    Bearer,
+    /// `DPoP` (RFC 9449 §7.1): the token with a proof of its key.
+    Dpop,
+}
+
 /// Returns the bearer token, `Ok(None)` when the request carries no bearer
 /// credentials at all (which earns the plain challenge of RFC 6750 §3.1), or
-/// the reason the request is malformed.
+/// the reason the request is malformed. A `DPoP` token counts as none here.
 pub fn extract_bearer<'a>(
     carriers: &CredentialCarriers<'a>,
 ) -> Result<Option<&'a str>, BearerError> {
+    Ok(match extract_credentials(carriers)? {
+        Some((Scheme::Bearer, token)) => Some(token),
+        _ => None,
+    })
+}
+
+/// Returns the token and its scheme (`Bearer`, or `DPoP`, whose token has
+/// the same `b64token` syntax, RFC 9449 §7.1), `Ok(None)` when the request
+/// carries neither, or the reason the request is malformed.
+pub fn extract_credentials<'a>(
+    carriers: &CredentialCarriers<'a>,
+) -> Result<Option<(Scheme, &'a str)>, BearerError> {
     // First, before any other look at the credentials: an oversized value is
     // refused on its length alone.
     if carriers
@@ -100,16 +121,20 @@ pub fn extract_bearer<'a>(
         Some((scheme, rest)) => (scheme, rest),
         None => (value, ""),
     };
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        // Another scheme (Basic, DPoP, ...) is not a bearer token: the client
-        // gets the same challenge as one that sent nothing.
+    let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+        Scheme::Bearer
+    } else if scheme.eq_ignore_ascii_case("dpop") {
+        Scheme::Dpop
+    } else {
+        // Another scheme (Basic, ...) is not a token: the client gets the
+        // same challenge as one that sent nothing.
         return Ok(None);
-    }
+    };
     let token = rest.trim_start_matches(' ');
     if token.is_empty() || !is_b64token(token) {
         return Err(BearerError::MalformedCredentials);
     }
-    Ok(Some(token))
+    Ok(Some((scheme, token)))
 }
 
 /// `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`

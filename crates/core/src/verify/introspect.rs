@@ -102,7 +102,8 @@ pub enum IntrospectionRefusal {
     AudienceMismatch,
     /// A refresh token (or another kind) reported active: not a bearer access token.
     NotAnAccessToken,
-    /// Sender-constrained (`cnf`, RFC 9449 / RFC 8705): not a bearer token.
+    /// Sender-constrained by other means than a DPoP key (`cnf` without a
+    /// `jkt`, e.g. mTLS, RFC 8705): the gate cannot check it.
     ProofOfPossessionRequired,
     /// `nbf` in the future.
     NotYetValid,
@@ -194,9 +195,13 @@ pub fn judge_response(
     if refresh {
         return Ok(Err(IntrospectionRefusal::NotAnAccessToken));
     }
-    if object.contains_key("cnf") {
-        return Ok(Err(IntrospectionRefusal::ProofOfPossessionRequired));
-    }
+    let confirmation = match object.get("cnf") {
+        None => None,
+        Some(cnf) => match crate::verify::jwt::key_confirmation(cnf) {
+            Some(jkt) => Some(jkt),
+            None => return Ok(Err(IntrospectionRefusal::ProofOfPossessionRequired)),
+        },
+    };
     let time = |name: &str| match object.get(name) {
         None => Ok(None),
         Some(value) => value
@@ -251,6 +256,7 @@ pub fn judge_response(
         expires_at: exp.unwrap_or(i64::MAX),
         not_before: nbf,
         token_id: text("jti"),
+        confirmation,
     }))
 }
 
@@ -284,6 +290,9 @@ pub struct CachedToken {
     #[serde(default)]
     nbf: Option<i64>,
     jti: Option<String>,
+    /// `cnf.jkt`; absent in entries written before DPoP was checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    jkt: Option<String>,
 }
 
 impl CachedVerdict {
@@ -300,6 +309,7 @@ impl CachedVerdict {
                     exp: token.expires_at,
                     nbf: token.not_before,
                     jti: token.token_id.clone(),
+                    jkt: token.confirmation.clone(),
                 }),
                 refusal: None,
             },
@@ -335,6 +345,7 @@ impl CachedVerdict {
                 expires_at: t.exp,
                 not_before: t.nbf,
                 token_id: t.jti.clone(),
+                confirmation: t.jkt.clone(),
             })),
             (None, Some(refusal)) => Some(Err(refusal)),
             (None, None) => None,

@@ -62,8 +62,10 @@ pub enum TokenError {
     IssuedInFuture,
     /// `aud` absent or without an accepted audience (RFC 8707 §2, RFC 9068 §4).
     AudienceMismatch,
-    /// A `cnf` claim binds the token to a key, so it cannot be used as a plain
-    /// bearer token (RFC 7800 §3.1, RFC 9449 §6).
+    /// A `cnf` claim binds the token to a key by means the gate cannot check
+    /// (anything but a DPoP `jkt`: an mTLS certificate, RFC 8705), or a
+    /// DPoP-bound token was sent as a bearer token to a route that takes
+    /// bearer tokens only (RFC 7800 §3.1, RFC 9449 §6).
     ProofOfPossessionRequired,
     /// `exp - iat` exceeds the configured maximum lifetime, or `iat` is
     /// absent when a maximum is configured (RFC 9068 §2.2 makes `iat`
@@ -408,6 +410,9 @@ pub struct AccessToken {
     pub not_before: Option<i64>,
     /// `jti`, when present.
     pub token_id: Option<String>,
+    /// `cnf.jkt` (RFC 9449 §6.1): the token is bound to the key with this
+    /// RFC 7638 thumbprint, and is accepted only with a DPoP proof by it.
+    pub confirmation: Option<String>,
 }
 
 /// Verifies `token` with `keys` (the key set of the issuer it names) and the
@@ -465,9 +470,10 @@ fn check_claims(
     let expires_at = numeric_date(&claims.exp)?.ok_or(TokenError::MissingExpiry)?;
     let not_before = numeric_date(&claims.nbf)?;
     let issued_at = numeric_date(&claims.iat)?;
-    if claims.cnf.is_some() {
-        return Err(TokenError::ProofOfPossessionRequired);
-    }
+    let confirmation = match &claims.cnf {
+        None => None,
+        Some(cnf) => Some(key_confirmation(cnf).ok_or(TokenError::ProofOfPossessionRequired)?),
+    };
     // RFC 7519 §4.1.4: the current time must be before `exp`.
     if now >= expires_at.saturating_add(leeway) {
         return Err(TokenError::Expired);
@@ -513,7 +519,19 @@ fn check_claims(
         expires_at,
         not_before,
         token_id: claims.jti.clone(),
+        confirmation,
     })
+}
+
+/// The `jkt` of a `cnf` claim (RFC 7800 §3.1, RFC 9449 §6.1): `None` for any
+/// other confirmation (an mTLS `x5t#S256`, RFC 8705, or a key by value),
+/// which the gate cannot check and so refuses.
+pub fn key_confirmation(cnf: &Value) -> Option<String> {
+    let cnf = cnf.as_object()?;
+    let jkt = cnf.get("jkt")?.as_str()?;
+    // A SHA-256 thumbprint is 43 base64url characters; the only member.
+    (cnf.len() == 1 && jkt.len() == 43 && Base64UrlUnpadded::decode_vec(jkt).is_ok())
+        .then(|| jkt.to_owned())
 }
 
 /// A NumericDate (RFC 7519 §2) as whole seconds. Fractions, negative values,

@@ -209,6 +209,7 @@ mod tests {
             expires_at: exp,
             not_before: nbf,
             token_id: None,
+            confirmation: None,
         }
     }
 
