@@ -6,7 +6,14 @@
 //! - no input panics;
 //! - a request is forwarded only after a good signature verdict in its own
 //!   run, or with a token the gate verified (a good verdict) before;
-//! - a token whose every verdict was bad is never remembered as verified.
+//! - a token whose every verdict was bad is never remembered as verified;
+//! - a DPoP proof is forwarded at most once by a gate (RFC 9449 §11.1),
+//!   whatever the Durable Object store answers.
+//!
+//! The route takes both schemes (`DPOP=either`) with nonces on; proofs are
+//! built by the harness from input choices (method, URL, time, token hash,
+//! nonce, `jti`) and signed, so the fuzzer reaches every check behind the
+//! signature.
 #![no_main]
 
 use std::rc::Rc;
@@ -18,11 +25,13 @@ use portcullis_core::authorize::rate_limit::Counted;
 use portcullis_core::config::{Bindings, Config};
 use portcullis_core::flow::machine::{Answer, BodyError, Flow, Gate, Need, Request, Step};
 use portcullis_core::io::{FetchError, FetchedDocument, Io, IoAnswer};
+use portcullis_core::verify::dpop::{token_hash, NonceKey};
 use portcullis_core::verify::token_cache::TokenKey;
 
 const NOW: i64 = 1_767_225_600;
 const ISSUER: &str = "https://auth.example.com";
 const JWKS: &str = "https://auth.example.com/jwks";
+const NONCE_SECRET: &str = "fuzzing-nonce-secret-of-32-characters";
 
 struct Vars;
 
@@ -48,6 +57,9 @@ impl Bindings for Vars {
             "RATE_LIMITS" => {
                 r#"[{"binding":"RL_A","key":"address"},{"binding":"RL_S","key":"subject","on_error":"refuse"},{"binding":"RL_T","key":"client+tool","tools":["void"]},{"binding":"RL_M","key":"method"}]"#
             }
+            "DPOP" => "either",
+            "DPOP_REPLAY_STORE" => "DO_REPLAY",
+            "DPOP_NONCE_SECRET" => NONCE_SECRET,
             _ => return None,
         };
         Some(value.to_owned())
@@ -58,6 +70,83 @@ impl Bindings for Vars {
     fn has_rate_limiter(&self, name: &str) -> bool {
         name.starts_with("RL_")
     }
+    fn has_durable_object(&self, name: &str) -> bool {
+        name.starts_with("DO_")
+    }
+}
+
+/// The client's DPoP key (not the issuer's).
+fn proof_key() -> SigningKey {
+    SigningKey::from_bytes(&[11u8; 32])
+}
+
+fn proof_jwk() -> String {
+    let x = Base64UrlUnpadded::encode_string(proof_key().verifying_key().as_bytes());
+    format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#)
+}
+
+/// The RFC 7638 thumbprint of [`proof_key`]: its JWK's required members in
+/// order, hashed.
+fn proof_jkt() -> String {
+    let jwk: serde_json::Value = serde_json::from_str(&proof_jwk()).unwrap();
+    portcullis_core::verify::jwk::load_key(&jwk)
+        .unwrap()
+        .key
+        .thumbprint()
+}
+
+fn sign(header: &str, claims: &str, key: &SigningKey) -> String {
+    let signing_input = format!(
+        "{}.{}",
+        Base64UrlUnpadded::encode_string(header.as_bytes()),
+        Base64UrlUnpadded::encode_string(claims.as_bytes())
+    );
+    let signature = key.sign(signing_input.as_bytes());
+    format!(
+        "{signing_input}.{}",
+        Base64UrlUnpadded::encode_string(&signature.to_bytes())
+    )
+}
+
+/// A DPoP proof for `method` at `path` with `token`, each part right or
+/// wrong as the input says.
+fn proof(input: &mut Input<'_>, method: &str, path: &str, token: &str) -> String {
+    if input.byte() % 8 == 0 {
+        return input.text();
+    }
+    let htm = if input.byte() % 4 == 0 { "GET" } else { method };
+    let htu = match input.byte() % 4 {
+        0 => "https://mcp.example.com/other".to_owned(),
+        1 => format!("https://MCP.example.com:443{path}?q=1"),
+        _ => format!("https://mcp.example.com{path}"),
+    };
+    let iat = NOW + i64::from(input.byte()) * 4 - 400;
+    let ath = if input.byte() % 4 == 0 {
+        token_hash("another token")
+    } else {
+        token_hash(token)
+    };
+    let nonce = match input.byte() % 4 {
+        0 => String::new(),
+        1 => format!(r#","nonce":"{}""#, input.text().replace(['"', '\\'], "")),
+        _ => format!(
+            r#","nonce":"{}""#,
+            NonceKey::parse(NONCE_SECRET)
+                .unwrap()
+                .issue(NOW + i64::from(input.byte()) - 128)
+        ),
+    };
+    let jti = input.text().replace(['"', '\\'], "");
+    let claims = format!(
+        r#"{{"jti":"{jti}","htm":"{htm}","htu":"{htu}","iat":{iat},"ath":"{ath}"{nonce}}}"#
+    );
+    let typ = if input.byte() % 8 == 0 {
+        "JWT"
+    } else {
+        "dpop+jwt"
+    };
+    let header = format!(r#"{{"typ":"{typ}","alg":"EdDSA","jwk":{}}}"#, proof_jwk());
+    sign(&header, &claims, &proof_key())
 }
 
 fn signing_key() -> SigningKey {
@@ -98,8 +187,16 @@ fn token(input: &mut Input<'_>) -> String {
         // Claims from the input, signed with the key the JWKS holds.
         0 | 1 => {
             let claims = if input.byte() % 2 == 0 {
+                // Bound to the client's DPoP key, or not.
+                let cnf = match input.byte() % 3 {
+                    0 => format!(r#","cnf":{{"jkt":"{}"}}"#, proof_jkt()),
+                    1 => {
+                        r#","cnf":{"jkt":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}"#.to_owned()
+                    }
+                    _ => String::new(),
+                };
                 format!(
-                    r#"{{"iss":"{ISSUER}","aud":"https://mcp.example.com/mcp","sub":"u","exp":{},"scope":"{}"}}"#,
+                    r#"{{"iss":"{ISSUER}","aud":"https://mcp.example.com/mcp","sub":"u","exp":{},"scope":"{}"{cnf}}}"#,
                     NOW + i64::from(input.byte()) - 64,
                     input.text().replace(['"', '\\'], "")
                 )
@@ -107,22 +204,14 @@ fn token(input: &mut Input<'_>) -> String {
                 input.text()
             };
             let header = r#"{"alg":"EdDSA","kid":"ed","typ":"at+jwt"}"#;
-            let signing_input = format!(
-                "{}.{}",
-                Base64UrlUnpadded::encode_string(header.as_bytes()),
-                Base64UrlUnpadded::encode_string(claims.as_bytes())
-            );
-            let signature = signing_key().sign(signing_input.as_bytes());
-            format!(
-                "{signing_input}.{}",
-                Base64UrlUnpadded::encode_string(&signature.to_bytes())
-            )
+            sign(header, &claims, &signing_key())
         }
         _ => input.text(),
     }
 }
 
-fn request(input: &mut Input<'_>, token: &str) -> Request {
+/// A request, and the DPoP proof it carries (if any).
+fn request(input: &mut Input<'_>, token: &str, reused: Option<&str>) -> (Request, Option<String>) {
     let method = ["GET", "POST", "DELETE", "OPTIONS", "PUT"][usize::from(input.byte() % 5)];
     let path = [
         "/mcp",
@@ -130,7 +219,21 @@ fn request(input: &mut Input<'_>, token: &str) -> Request {
         "/.well-known/oauth-protected-resource/mcp",
         "/other",
     ][usize::from(input.byte() % 4)];
-    let mut headers = vec![("authorization".to_owned(), format!("Bearer {token}"))];
+    let scheme = if input.byte() % 2 == 0 {
+        "Bearer"
+    } else {
+        "DPoP"
+    };
+    let mut headers = vec![("authorization".to_owned(), format!("{scheme} {token}"))];
+    // A new proof, the previous request's again (a replay), or none.
+    let proof = match (input.byte() % 4, reused) {
+        (0, Some(previous)) => Some(previous.to_owned()),
+        (3, _) => None,
+        _ => Some(proof(input, method, path, token)),
+    };
+    if let Some(proof) = &proof {
+        headers.push(("dpop".to_owned(), proof.clone()));
+    }
     for _ in 0..input.byte() % 4 {
         let name = [
             "mcp-session-id",
@@ -142,12 +245,14 @@ fn request(input: &mut Input<'_>, token: &str) -> Request {
         ][usize::from(input.byte() % 6)];
         headers.push((name.to_owned(), input.text()));
     }
-    Request {
+    let request = Request {
         method: method.to_owned(),
         path: path.to_owned(),
         query: None,
         headers,
-    }
+        base: Some("https://mcp.example.com".to_owned()),
+    };
+    (request, proof)
 }
 
 fn document(input: &mut Input<'_>) -> Result<FetchedDocument, FetchError> {
@@ -262,9 +367,23 @@ fuzz_target!(|data: &[u8]| {
     let token = token(&mut input);
     let key = TokenKey::of(&token, &binding);
     let mut ever_good = false;
+    let mut forwarded_proofs: Vec<String> = Vec::new();
+    let mut previous: Option<String> = None;
     for _ in 0..2 {
-        let request = request(&mut input, &token);
+        let (request, proof) = request(&mut input, &token, previous.as_deref());
+        let dpop = request
+            .headers
+            .iter()
+            .any(|(name, value)| name == "authorization" && value.starts_with("DPoP "));
         let (forwarded, good) = run(&gate, request, &mut input);
+        if let (true, true, Some(proof)) = (forwarded, dpop, &proof) {
+            assert!(
+                !forwarded_proofs.contains(proof),
+                "a DPoP proof was forwarded twice"
+            );
+            forwarded_proofs.push(proof.clone());
+        }
+        previous = proof;
         ever_good |= good;
         assert!(
             !forwarded || ever_good,

@@ -19,6 +19,7 @@ use portcullis_core::config::{Config, Route};
 use portcullis_core::flow::gate::Outcome;
 use portcullis_core::flow::machine::{Answer, Flow, Gate, Need, Request, Step as FlowStep};
 use portcullis_core::io::{FetchError, FetchedDocument, Io, IoAnswer};
+use portcullis_core::verify::dpop::DpopPolicy;
 use portcullis_core::verify::signature::verify_signature;
 use serde_json::{json, Value};
 
@@ -76,7 +77,7 @@ impl Explanation {
 
 /// The checks in the order the gate makes them, with the log reasons each
 /// can end a request with.
-const CHECKS: [(&str, &str, &[&str]); 12] = [
+const CHECKS: [(&str, &str, &[&str]); 13] = [
     (
         "route",
         "route",
@@ -97,6 +98,7 @@ const CHECKS: [(&str, &str, &[&str]); 12] = [
             "authorization_header_too_large",
             "malformed_bearer_credentials",
             "repeated_authorization_header",
+            "dpop_required",
         ],
     ),
     (
@@ -156,6 +158,17 @@ const CHECKS: [(&str, &str, &[&str]); 12] = [
         ],
     ),
     ("audience", "audience (RFC 8707 §2)", &["audience_mismatch"]),
+    (
+        "binding",
+        "sender binding (RFC 9449 §6-7)",
+        &[
+            "dpop_bound_token_as_bearer",
+            "dpop_token_not_bound",
+            "dpop_jkt_mismatch",
+            "dpop_replayed",
+            "dpop_replay_unavailable",
+        ],
+    ),
     ("request", "request", &[]),
     ("scopes", "scopes", &["insufficient_scope"]),
     (
@@ -437,6 +450,14 @@ fn detail(
             format!("{}, {}, {}; leeway {} s", time("exp"), time("nbf"), time("iat"), config.leeway_seconds)
         }
         "audience" => format!("aud {}; accepted: {}", show(claim("aud")), route.audiences.join(" ")),
+        "binding" => {
+            let takes = match route.dpop {
+                DpopPolicy::Bearer => "bearer tokens only",
+                DpopPolicy::Required => "DPoP-bound tokens only",
+                DpopPolicy::Either => "bearer or DPoP-bound tokens",
+            };
+            format!("cnf {}; this route takes {takes}", show(claim("cnf")))
+        }
         "request" => match &options.tool {
             Some(tool) => format!("{} {} name={tool}", options.rpc_method, options.protocol_version),
             None => format!("{} {}", options.rpc_method, options.protocol_version),
@@ -477,7 +498,9 @@ fn fix_for(reason: &str) -> Option<&'static str> {
         "token_not_yet_valid" | "token_issued_in_future" => "check the clocks: the token's nbf or iat is ahead of the gate's time plus JWT_LEEWAY_SECONDS",
         "token_lifetime_too_long" => "issue shorter-lived tokens, or raise JWT_MAX_LIFETIME_SECONDS",
         "missing_exp" | "missing_sub" | "invalid_claims" => "issue RFC 9068 access tokens: exp, and sub when typ is at+jwt, as numbers and strings",
-        "sender_constrained_token" => "the token is bound to a key (cnf): the gate accepts bearer tokens only",
+        "sender_constrained_token" => "the token is bound to a key (cnf): this route takes bearer tokens only; set DPOP (or the route's dpop) to dpop or either to take DPoP-bound tokens",
+        "dpop_required" => "this route takes DPoP-bound tokens only (DPOP=dpop): the client must get a DPoP-bound token and send it as `Authorization: DPoP <token>` with a `DPoP` proof (RFC 9449)",
+        "dpop_bound_token_as_bearer" => "the token is DPoP-bound (cnf.jkt): the client must send it as `Authorization: DPoP <token>` with a proof of its key; explain sends tokens as Bearer and cannot make that proof",
         "audience_mismatch" => "the client must ask for this resource (resource=<MCP URL>, RFC 8707) and the authorization server must put it in aud; or accept that audience (OAUTH_AUDIENCE)",
         "insufficient_scope" => "get a token with the scopes the challenge names (the client steps up to them)",
         "token_inactive" => "the authorization server says the token is not active: revoked, expired, or issued for another client",
@@ -695,6 +718,17 @@ mod tests {
             assert_eq!(check_of(error.reason(), false), "credentials", "{error:?}");
         }
         assert_eq!(check_of("no_credentials", false), "credentials");
+        use portcullis_core::verify::dpop::SchemeRefusal;
+        assert_eq!(
+            check_of(SchemeRefusal::DpopRequired.reason(), false),
+            "credentials"
+        );
+        for refusal in [
+            SchemeRefusal::BoundTokenAsBearer,
+            SchemeRefusal::TokenNotBound,
+        ] {
+            assert_eq!(check_of(refusal.reason(), true), "binding", "{refusal:?}");
+        }
         assert_eq!(check_of("insufficient_scope", true), "scopes");
         assert_eq!(check_of("rate_limited", true), "rate_limits");
         // What the request asks of a verified token.

@@ -17,8 +17,9 @@ use toml::Value;
 
 /// The bindings that hold secrets: set with `wrangler secret put`, never in
 /// `[vars]`.
-pub const SECRETS: [&str; 5] = [
+pub const SECRETS: [&str; 6] = [
     binding::ORIGIN_AUTHORIZATION,
+    binding::DPOP_NONCE_SECRET,
     binding::MCP_STATE_SECRET,
     binding::OAUTH_INTROSPECTION_CLIENT_SECRET,
     binding::ASSERTION_KEY,
