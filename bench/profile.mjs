@@ -6,7 +6,8 @@
 // For readable wasm frames, profile a build that keeps its name section:
 //
 //   source scripts/env.sh && worker-build --release --out-dir /tmp/prof \
-//     && mv /tmp/prof/index.js /tmp/prof/gate.mjs && cp src/entry.mjs /tmp/prof/index.js
+//     && mv /tmp/prof/index.js /tmp/prof/gate.mjs && cp src/entry.mjs /tmp/prof/index.js \
+//     && cp src/replay.mjs /tmp/prof/
 //   node bench/profile.mjs --build /tmp/prof [--scenario reused|fresh|notoken] [--alg RS256] [--seconds 5]
 //     [--callers <part of a function name>]  (also print the call stacks into it)
 //     [--lines <JavaScript function name>]  (also print its self time by source line)

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the worker into build/ with worker-build, then puts the panic-safe
 # entry point (src/entry.mjs) in front of it: build/index.js is the
-# entry, build/gate.mjs the module worker-build generated.
+# entry, build/gate.mjs the module worker-build generated, build/replay.mjs
+# the DPoP replay store's Durable Object class (src/replay.mjs), which the
+# entry re-exports.
 #
 #   bash scripts/build.sh               # build/, what is deployed
 #   bash scripts/build.sh --probes      # build-probe/, a TEST build with the
@@ -32,3 +34,4 @@ mv "$wasm.dce" "$wasm"
 node scripts/strip-wasm-names.mjs "$wasm"
 mv "$out_dir/index.js" "$out_dir/gate.mjs"
 cp src/entry.mjs "$out_dir/index.js"
+cp src/replay.mjs "$out_dir/replay.mjs"

@@ -7,11 +7,16 @@
 // is synchronous: it runs the machine to the next thing it needs and returns
 // that need, as one `\0`-separated text (most steps) or as an array with the
 // same fields (steps carrying a CryptoKey or bytes). This module performs it in plain JavaScript
-// (a KV read or write, a fetch with a deadline and a size cap, a timer, a
-// WebCrypto import, verify or sign, reading the body, the forward, reading the
-// origin's body) and resumes the machine with the outcome, until the machine
-// hands over the answer. Nothing here decides anything: every answer, every
-// refusal and every log line is the machine's.
+// (a KV read or write, a claim in the replay store, a fetch with a deadline
+// and a size cap, a timer, a WebCrypto import, verify or sign, reading the
+// body, the forward, reading the origin's body) and resumes the machine
+// with the outcome, until the machine hands over the answer. Nothing here
+// decides anything: every answer, every refusal and every log line is the
+// machine's.
+//
+// DPoP proofs are claimed once in the replay store, a Durable Object
+// (src/replay.mjs, DpopReplay): this module exports its class, so the
+// deployment that runs the gate also hosts the store.
 //
 // Panics: a panic aborts the wasm instance (wasm32 has no unwinding on
 // stable Rust) and, every call being synchronous, throws from the very call
@@ -22,6 +27,9 @@
 // flight in the old instance fail closed at their next call.
 
 import Gate from './gate.mjs';
+
+// Wrangler and Miniflare find a Durable Object class among the exports of the main module.
+export { DpopReplay } from './replay.mjs';
 
 const {
   gateStart,
@@ -37,6 +45,7 @@ const {
   gateOrigin,
   gateOriginBody,
   gateCounted,
+  gateClaimed,
   gateFilter,
   gateEnd,
   gateFailureBody,
@@ -79,8 +88,11 @@ const READ_ORIGIN_BODY = 8;
 const RESPOND = 9;
 const DONE = 10;
 const RATE_LIMIT = 11;
+const CLAIM_PROOF = 12;
 /** How long a rate limit binding may take before its count is taken as failed. */
 const RATE_LIMIT_TIMEOUT_MS = 1000;
+/** How long the replay store may take to answer a claim before it is taken as failed. */
+const CLAIM_TIMEOUT_MS = 1000;
 // How a RESPOND's body is given.
 const BODY_ORIGIN = 1;
 const BODY_FILTERED = 2;
@@ -224,6 +236,13 @@ async function drive(request, env, ctx, started, handle, next) {
         next = fields(gateCounted(handle, outcomes.join('')));
         break;
       }
+      case CLAIM_PROOF: {
+        // CLAIM_PROOF, binding, key, expires at (unix seconds).
+        const outcome = await claim(env[next[1]], next[2], +next[3]);
+        alive(instance);
+        next = fields(gateClaimed(handle, outcome));
+        break;
+      }
       case DONE:
         throw new Error('finished without an answer');
       default:
@@ -248,6 +267,27 @@ function count(binding, key) {
     return outcome?.success === true ? '1' : outcome?.success === false ? '0' : '2';
   })().catch(() => '2');
   return Promise.race([counted, late]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * Claims a DPoP proof's key in the replay store `namespace` (a Durable
+ * Object namespace of class DpopReplay): 1 its first use, 0 a replay, -1
+ * when the store threw, answered something else, or took longer than
+ * CLAIM_TIMEOUT_MS (the machine decides what a failure means). The object
+ * is named by the key's first two hex digits: 256 objects share the load,
+ * and a key always reaches the same one, so it is claimed once worldwide.
+ */
+function claim(namespace, key, expiresAt) {
+  let timer;
+  const late = new Promise((resolve) => {
+    timer = setTimeout(resolve, CLAIM_TIMEOUT_MS, -1);
+  });
+  const claimed = (async () => {
+    const stub = namespace.get(namespace.idFromName(key.slice(0, 2)));
+    const first = await stub.claim(key, expiresAt);
+    return first === true ? 1 : first === false ? 0 : -1;
+  })().catch(() => -1);
+  return Promise.race([claimed, late]).finally(() => clearTimeout(timer));
 }
 
 /** The needs a request and its background work share: KV, fetch, timers, WebCrypto. */
