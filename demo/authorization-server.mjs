@@ -6,6 +6,10 @@
 //   - RFC 8707 resource indicators: access tokens for the resource are JWTs
 //     (RFC 9068, aud = the resource) or opaque, as asked,
 //   - RFC 7662 introspection and RFC 7009 revocation,
+//   - RFC 9449 DPoP: a client that sends a `DPoP` proof to the token endpoint
+//     gets a DPoP-bound access token (token_type DPoP; `cnf.jkt` in a JWT, and
+//     in the introspection response of an opaque one); without a proof,
+//     tokens are Bearer as before,
 //   - login and consent as plain HTML forms at /interaction/<uid> (any user
 //     name signs in: a demo, no passwords), so a browser or a test can go
 //     through them with ordinary HTTP requests.
@@ -33,7 +37,8 @@ const MAX_FORM_BYTES = 16 * 1024;
  *   clients cross-origin; oidc-provider answers CORS on its other endpoints itself.
  * @returns {Promise<{issuer: string, introspectionEndpoint: string, tokenEndpoint: string,
  *   gateClient: {id: string, secret: string}, agentClient: {id: string, secret: string},
- *   token: (opts?: {scope?: string, resource?: string}) => Promise<string>, revoke: (token: string) => Promise<void>,
+ *   token: (opts?: {scope?: string, resource?: string, dpop?: string|Function}) => Promise<string>,
+ *   tokenResponse: (opts?: object) => Promise<object>, revoke: (token: string) => Promise<void>,
  *   count: (path: string) => number, requests: {method: string, path: string}[],
  *   setDown: (down: boolean) => void, close: () => Promise<void>}>}
  */
@@ -100,12 +105,19 @@ export async function startAuthorizationServer({
       ctx.type = 'html';
       ctx.body = page('Error', `<p>${escapeHtml(out.error)}: ${escapeHtml(out.error_description ?? '')}</p>`);
     },
+    // The DPoP proof algorithms accepted at the token endpoint: the gate's
+    // default DPOP_ALGORITHMS, and Ed25519 (RFC 9864's name for EdDSA with
+    // Ed25519), which oidc-provider offers by default.
+    enabledJWA: { dPoPSigningAlgValues: ['ES256', 'EdDSA', 'Ed25519', 'RS256', 'PS256'] },
     features: {
       devInteractions: { enabled: false },
       clientCredentials: { enabled: true },
       registration: { enabled: true },
       introspection: { enabled: true },
       revocation: { enabled: true },
+      // RFC 9449 (on by default in oidc-provider 9; said here so it stays on).
+      // No server nonces (no nonceSecret): a proof's iat must be recent instead.
+      dPoP: { enabled: true },
       resourceIndicators: {
         enabled: true,
         defaultResource: () => resources[0],
@@ -170,23 +182,35 @@ export async function startAuthorizationServer({
 
   const basic = (client) => `Basic ${Buffer.from(`${encodeURIComponent(client.id)}:${encodeURIComponent(client.secret)}`).toString('base64')}`;
 
+  async function tokenResponse({ scope = 'invoices:read', resource = resources[0], dpop } = {}) {
+    const headers = { authorization: basic(agentClient), 'content-type': 'application/x-www-form-urlencoded' };
+    if (dpop !== undefined) headers.dpop = typeof dpop === 'function' ? await dpop({ htm: 'POST', htu: `${issuer}/token` }) : dpop;
+    const response = await fetch(`${issuer}/token`, {
+      method: 'POST',
+      headers,
+      body: new URLSearchParams({ grant_type: 'client_credentials', scope, resource }),
+    });
+    const body = await response.json();
+    if (!response.ok) throw new Error(`token request failed: ${JSON.stringify(body)}`);
+    return body;
+  }
+
   return {
     issuer,
     introspectionEndpoint: `${issuer}/token/introspection`,
     tokenEndpoint: `${issuer}/token`,
     gateClient,
     agentClient,
-    /** An access token from the client credentials grant. */
-    async token({ scope = 'invoices:read', resource = resources[0] } = {}) {
-      const response = await fetch(`${issuer}/token`, {
-        method: 'POST',
-        headers: { authorization: basic(agentClient), 'content-type': 'application/x-www-form-urlencoded' },
-        body: new URLSearchParams({ grant_type: 'client_credentials', scope, resource }),
-      });
-      const body = await response.json();
-      if (!response.ok) throw new Error(`token request failed: ${JSON.stringify(body)}`);
-      return body.access_token;
+    /**
+     * An access token from the client credentials grant. With `dpop`, a DPoP
+     * proof for this token request (or a function of `{ htm, htu }` that makes
+     * one), the token is DPoP-bound to the proof's key.
+     */
+    async token(options = {}) {
+      return (await tokenResponse(options)).access_token;
     },
+    /** The whole token response of `token` (token_type, expires_in, scope, ...). */
+    tokenResponse,
     /** Revokes `token` (RFC 7009). */
     async revoke(token) {
       const response = await fetch(`${issuer}/token/revocation`, {

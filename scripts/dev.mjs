@@ -12,6 +12,9 @@
 //   npm start                          (scripts/dev.sh: set-up, build, then this)
 //   npm start -- --routes              (two MCP servers behind one gate: MCP_ROUTES with
 //                                       /billing/mcp and /tickets/mcp, each its own origin)
+//   npm start -- --dpop                (DPoP required, RFC 9449: DPOP=dpop with server nonces;
+//                                       `node demo/dpop-client.mjs` gets a DPoP-bound token and
+//                                       calls a tool with a proof per request)
 //   node scripts/dev.mjs               (when build/ is already built)
 //   node scripts/dev.mjs token [--scope "invoices:read"]
 //                                      (an access token from the running stack's authorization
@@ -72,8 +75,10 @@ if (mode === 'token') {
   await runStack();
 } else if (mode === '--routes') {
   await runStack({ routes: true });
+} else if (mode === '--dpop') {
+  await runStack({ dpop: true });
 } else {
-  console.error(`usage: node scripts/dev.mjs [--routes | token [--scope S] [--route R] | call [TOOL] [JSON_ARGUMENTS] [--scope S] [--route R]]`);
+  console.error(`usage: node scripts/dev.mjs [--routes | --dpop | token [--scope S] [--route R] | call [TOOL] [JSON_ARGUMENTS] [--scope S] [--route R]]`);
   process.exit(2);
 }
 
@@ -92,6 +97,7 @@ async function printToken(args) {
   const { values } = parseArgs({ args, options: { scope: { type: 'string', default: SCOPES }, route: { type: 'string' } } });
   const state = readState();
   const resource = resourceOf(state, values.route);
+  if (state.dpop) console.error('(This stack requires DPoP: a token from here is a Bearer token, which the gate refuses; `node demo/dpop-client.mjs` gets a DPoP-bound one.)');
   let response;
   try {
     response = await fetch(state.tokenEndpoint, {
@@ -133,6 +139,12 @@ async function callTool(args) {
     console.error(`The tool arguments must be a JSON object, e.g. '{"invoice_id":"INV-1001"}'.`);
     process.exit(2);
   }
+  if (readState().dpop) {
+    // The SDK client sends Bearer tokens, which a DPoP stack refuses: the DPoP client instead.
+    const client = spawn(process.execPath, [join(ROOT, 'demo', 'dpop-client.mjs'), name, json], { cwd: ROOT, stdio: 'inherit' });
+    process.exitCode = await new Promise((resolve) => client.on('exit', (code) => resolve(code ?? 1)));
+    return;
+  }
   const state = readState();
   const { Client } = await import('@modelcontextprotocol/sdk/client/index.js');
   const { StreamableHTTPClientTransport } = await import('@modelcontextprotocol/sdk/client/streamableHttp.js');
@@ -170,7 +182,7 @@ function resourceOf(state, route) {
   return resource;
 }
 
-async function runStack({ routes = false } = {}) {
+async function runStack({ routes = false, dpop = false } = {}) {
   if (routes) return runRoutesStack();
   if (!existsSync(join(ROOT, 'build', 'index.js'))) {
     console.error('build/index.js is missing: run `npm run build` first (or use `npm start`).');
@@ -186,7 +198,7 @@ async function runStack({ routes = false } = {}) {
   mkdirSync(dirname(STATE_FILE), { recursive: true });
   writeFileSync(
     STATE_FILE,
-    JSON.stringify({ resource: RESOURCE, issuer: as.issuer, tokenEndpoint: as.tokenEndpoint, clientId: as.agentClient.id, clientSecret: as.agentClient.secret }),
+    JSON.stringify({ resource: RESOURCE, issuer: as.issuer, tokenEndpoint: as.tokenEndpoint, clientId: as.agentClient.id, clientSecret: as.agentClient.secret, ...(dpop ? { dpop: true } : {}) }),
     { mode: 0o600 },
   );
 
@@ -209,12 +221,62 @@ async function runStack({ routes = false } = {}) {
     ASSERTION_KEY: assertionKey(),
     ORIGIN_ASSERTION_AUDIENCE: origin.url,
     RATE_LIMITS,
+    ...(dpop ? dpopVars() : {}),
   };
   const gate = runGate(vars, () => Promise.allSettled([origin.close(), as.close()]));
   await waitForGate('/.well-known/oauth-protected-resource/mcp');
   if (gate.stopping()) return;
+  if (dpop) return printDpopBanner({ origin, as, replayStore: vars.DPOP_REPLAY_STORE });
   const token = await as.token({ scope: SCOPES });
   printBanner({ token, origin, as });
+}
+
+/**
+ * `--dpop`: DPoP required on the route, with server nonces (a secret made up
+ * for this run), and the replay store in the Durable Object when
+ * wrangler.toml binds one (else isolate memory).
+ */
+function dpopVars() {
+  let toml = '';
+  try {
+    toml = readFileSync(join(ROOT, 'wrangler.toml'), 'utf8');
+  } catch {
+    // no wrangler.toml: wrangler dev fails on its own
+  }
+  const durableObject = /^\s*name\s*=\s*"DPOP_REPLAY"/m.test(toml) && /class_name\s*=\s*"DpopReplay"/.test(toml);
+  return {
+    DPOP: 'dpop',
+    DPOP_NONCE_SECRET: randomBytes(32).toString('base64url'),
+    ...(durableObject ? { DPOP_REPLAY_STORE: 'DPOP_REPLAY' } : {}),
+  };
+}
+
+function printDpopBanner({ origin, as, replayStore }) {
+  const bold = (text) => (process.stdout.isTTY ? `\x1b[1m${text}\x1b[0m` : text);
+  const portPrefix = GATE_PORT === 8787 ? '' : `GATE_PORT=${GATE_PORT} `;
+  console.log(`
+${bold('portcullis demo stack is up, with DPoP required (RFC 9449)')}
+  MCP endpoint, behind the gate:  ${RESOURCE}   (DPOP=dpop, server nonces on, replay store: ${replayStore ?? 'isolate memory'})
+  resource metadata:              ${GATE}/.well-known/oauth-protected-resource/mcp
+                                  (dpop_signing_alg_values_supported, dpop_bound_access_tokens_required: true)
+  authorization server:           ${as.issuer}  (oidc-provider; a DPoP proof at its token endpoint gets a
+                                  DPoP-bound token: token_type DPoP, cnf.jkt = the key's thumbprint)
+  origin MCP server (direct):     ${origin.url}
+
+${bold('One line')}: a key, a DPoP-bound token (client credentials with a proof), the same token refused as
+Bearer, then initialize, tools/list and a tool call through the gate with a new proof for each request:
+${portPrefix}node demo/dpop-client.mjs lookup_invoice '{"invoice_id":"INV-1001"}'
+(demo/dpop-client.mjs is the whole client, in jose and fetch: read it to see what a proof holds.
+\`node scripts/dev.mjs call\` runs it too.)
+
+${bold('By hand')}: no credentials gets a DPoP challenge and a nonce:
+curl -si ${RESOURCE} | grep -i -e '^www-authenticate' -e '^dpop-nonce'
+
+A Bearer token is refused here (401 invalid_token, the log says "reason":"dpop_required"):
+curl -si -H "Authorization: Bearer $(${portPrefix}node scripts/dev.mjs token 2>/dev/null)" ${RESOURCE} | head -n 1
+
+Ctrl-C stops the gate, the origin and the authorization server.
+`);
 }
 
 /**

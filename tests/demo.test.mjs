@@ -11,17 +11,15 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { existsSync, rmSync } from 'node:fs';
 import { createRemoteJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify } from 'jose';
 import { SCOPES, startAuthorizationServer } from '../demo/authorization-server.mjs';
 import { ALL_ALGS, startIssuer } from '../demo/issuer.mjs';
 import { startOrigin } from '../demo/origin.mjs';
-import { ROOT, assertBuilt, freePort } from './helpers/gate.mjs';
+import { runProcess, startDevStack } from './helpers/dev-stack.mjs';
 import { parseChallenge } from './helpers/http.mjs';
 import { CLI, ensureCli } from './helpers/cli.mjs';
+import { dpopKey, dpopProof } from './helpers/dpop.mjs';
 
 describe('demo origin', () => {
   let origin;
@@ -145,50 +143,26 @@ describe('demo authorization server (oidc-provider)', () => {
     assert.equal(payload.client_id, as.agentClient.id);
     await assert.rejects(as.token({ resource: 'https://elsewhere.example/mcp' }), /invalid_target/);
   });
-});
 
-/** Runs `command args` in the repository with `env`; resolves with its exit code and output. */
-function runProcess(command, args, env) {
-  return new Promise((resolve) => {
-    const p = spawn(command, args, { cwd: ROOT, env });
-    let out = '';
-    let err = '';
-    p.stdout.on('data', (d) => (out += d));
-    p.stderr.on('data', (d) => (err += d));
-    p.on('exit', (code) => resolve({ code, out, err }));
+  test('a DPoP proof at the token endpoint gives a DPoP-bound JWT (RFC 9449: token_type DPoP, cnf.jkt); without one, Bearer', async () => {
+    const metadata = await (await fetch(`${as.issuer}/.well-known/openid-configuration`)).json();
+    for (const alg of ['ES256', 'EdDSA', 'RS256', 'PS256']) {
+      assert.ok(metadata.dpop_signing_alg_values_supported.includes(alg), alg);
+      const key = await dpopKey(alg);
+      const body = await as.tokenResponse({ scope: SCOPES, dpop: (request) => dpopProof(key, request) });
+      assert.equal(body.token_type, 'DPoP', alg);
+      const jwks = createRemoteJWKSet(new URL(`${as.issuer}/jwks`));
+      const { payload } = await jwtVerify(body.access_token, jwks, { issuer: as.issuer, audience: resource, typ: 'at+jwt' });
+      assert.deepEqual(payload.cnf, { jkt: key.jkt }, alg);
+    }
+    const bearer = await as.tokenResponse({ scope: SCOPES });
+    assert.equal(bearer.token_type, 'Bearer');
+    assert.equal(decodeJwt(bearer.access_token).cnf, undefined);
+    // A proof for another URL is refused by the authorization server itself.
+    const key = await dpopKey();
+    await assert.rejects(as.token({ dpop: await dpopProof(key, { htm: 'POST', htu: `${as.issuer}/elsewhere` }) }), /invalid_dpop_proof/);
   });
-}
-
-/**
- * Starts `node scripts/dev.mjs ...args` on free ports (`portNames` → env
- * variables) with its own state file, and waits until it printed its banner.
- * @returns {Promise<{child, env, ports, stateDir, output: () => string}>}
- */
-async function startDevStack(args, portNames) {
-  assertBuilt();
-  const ports = {};
-  for (const [name, variable] of Object.entries(portNames)) ports[name] = { variable, port: await freePort() };
-  const stateDir = mkdtempSync(join(tmpdir(), 'portcullis-dev-'));
-  const env = { ...process.env, PORTCULLIS_DEV_STATE: join(stateDir, 'state.json') };
-  for (const { variable, port } of Object.values(ports)) env[variable] = String(port);
-  const child = spawn(process.execPath, ['scripts/dev.mjs', ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  child.stdout.on('data', (d) => (output += d));
-  child.stderr.on('data', (d) => (output += d));
-  const deadline = Date.now() + 240_000;
-  while (!output.includes('Ctrl-C stops')) {
-    if (child.exitCode !== null) assert.fail(`scripts/dev.mjs ${args.join(' ')} exited (${child.exitCode}):\n${output.slice(-3000)}`);
-    if (Date.now() > deadline) assert.fail(`the stack did not come up in 240 s:\n${output.slice(-3000)}`);
-    await new Promise((resolve) => setTimeout(resolve, 250));
-  }
-  return {
-    child,
-    env,
-    stateDir,
-    ports: Object.fromEntries(Object.entries(ports).map(([name, { port }]) => [name, port])),
-    output: () => output,
-  };
-}
+});
 
 describe('npm start: the local stack (scripts/dev.mjs, wrangler dev)', () => {
   let child;

@@ -322,7 +322,7 @@ impl Proof {
         let alg = header
             .get("alg")
             .and_then(Value::as_str)
-            .and_then(JwsAlgorithm::from_name)
+            .and_then(proof_algorithm)
             .filter(|alg| settings.algorithms.contains(alg))
             .ok_or(ProofError::AlgorithmNotAllowed)?;
         let jwk = header.get("jwk").ok_or(ProofError::JwkInvalid)?;
@@ -421,6 +421,17 @@ impl Proof {
     /// Until when (unix seconds) the `jti` must be remembered.
     pub fn remember_until(&self) -> i64 {
         self.remember_until
+    }
+}
+
+/// A proof's `alg`: a JWS algorithm name, or `Ed25519`, RFC 9864's fully
+/// specified name for EdDSA over Ed25519, which clients and authorization
+/// servers (oidc-provider's default) use for proofs. It verifies exactly as
+/// `EdDSA` with an Ed25519 key does, and is allowed when `EdDSA` is.
+fn proof_algorithm(name: &str) -> Option<JwsAlgorithm> {
+    match name {
+        "Ed25519" => Some(JwsAlgorithm::EdDsa),
+        _ => JwsAlgorithm::from_name(name),
     }
 }
 

@@ -69,6 +69,26 @@ fn a_good_proof_names_its_key_and_verifies() {
 }
 
 #[test]
+fn ed25519_is_eddsa_by_its_rfc_9864_name() {
+    let value = dpop_proof(
+        JwsAlgorithm::EdDsa,
+        ("POST", URL, TOKEN, NOW),
+        json!({"alg": "Ed25519"}),
+        json!({}),
+    );
+    let proof = parse(&value).unwrap().unwrap();
+    assert!(verifies(&proof));
+    // Not when EdDSA is not allowed.
+    let settings = DpopSettings {
+        algorithms: vec![JwsAlgorithm::Es256],
+        ..DpopSettings::default()
+    };
+    let url = url();
+    let refused = Proof::parse(&[&value], &settings, &expected(&url));
+    assert_eq!(refused.unwrap_err(), ProofError::AlgorithmNotAllowed);
+}
+
+#[test]
 fn each_header_problem_is_named() {
     assert_eq!(
         refusal(&proof(json!({"typ": "JWT"}), json!({}))),
