@@ -47,7 +47,7 @@
 //
 //   npm run bench:cpu -- [--rounds 5] [--requests 10000] [--connections 10]
 //     [--scenario reused,session,rs256,es256,eddsa,list,badsig,notoken] [--build DIR] [--no-pin] [--ablation]
-//     [--compare NAME=DIR[:ALG],NAME=DIR[:ALG]...] [--assertion] [--rate-limits]
+//     [--compare NAME=DIR[:ALG],NAME=DIR[:ALG]...] [--assertion] [--rate-limits] [--dpop]
 //
 // --compare measures, instead of the peers, several builds of portcullis
 // against the floor in the same run (e.g. a change and the build before it):
@@ -65,13 +65,28 @@
 // what counting costs per request. A new token counts all three (the
 // address before its check), a reused one the two identity rules. Writes
 // bench/results/cpu-rate-limits.json.
+//
+// --dpop compares, the same way, the build taking Bearer tokens (DPOP unset,
+// the reused token) with the same build requiring DPoP (DPOP=dpop): an
+// RS256 token bound to the client's key (`cnf.jkt`), reused, and a new proof
+// per request (unique jti, htu the gate's URL as the load generator calls
+// it, ath of the token), signed with ES256, then EdDSA, with the replay store
+// in isolate memory (DPOP_REPLAY_STORE unset), and ES256 with the Durable
+// Object store (DPOP_REPLAY_STORE=DPOP_REPLAY, Miniflare's DpopReplay
+// object, SQLite, in the same workerd: its work is in the figure; the row is
+// left out if the build has no replay.mjs). Proofs are signed by this
+// process right before each window (retries included: a proof used twice is
+// a 401), so every proof's iat is seconds old. Scenario: reused only. Writes
+// bench/results/cpu-dpop.json.
 
 import { execSync } from 'node:child_process';
+import { createHash, randomUUID } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { SignJWT, calculateJwkThumbprint, exportJWK, generateKeyPair } from 'jose';
 import { startIssuer } from '../demo/issuer.mjs';
 import { workerModuleOptions } from '../tests/helpers/gate.mjs';
 import { assertionKey } from '../tests/helpers/stack.mjs';
@@ -92,6 +107,7 @@ const { values: options } = parseArgs({
     compare: { type: 'string' },
     assertion: { type: 'boolean', default: false },
     'rate-limits': { type: 'boolean', default: false },
+    dpop: { type: 'boolean', default: false },
   },
 });
 const ROUNDS = Number(options.rounds);
@@ -110,7 +126,33 @@ const RATE_RULES = [
   { binding: 'RL_TOOL', key: 'subject+tool' },
   { binding: 'RL_ADDRESS', key: 'address' },
 ];
-const COMPARE = options['rate-limits']
+/**
+ * --dpop: the rows after `bearer` take DPoP (their fifth member: the proof's
+ * algorithm, bindings and Miniflare options added); the Durable Object row
+ * only when the build has the replay store's module.
+ */
+const DPOP_DO = existsSync(join(BUILD, 'replay.mjs'));
+const DPOP_ROWS = [
+  ['bearer', BUILD],
+  ['DPoP, reused token, new ES256 proof per request', BUILD, undefined, undefined, { proof: 'ES256', bindings: { DPOP: 'dpop' } }],
+  ['DPoP, reused token, new EdDSA proof per request', BUILD, undefined, undefined, { proof: 'EdDSA', bindings: { DPOP: 'dpop' } }],
+  ...(DPOP_DO
+    ? [
+        [
+          'DPoP (ES256) + Durable Object replay store',
+          BUILD,
+          undefined,
+          undefined,
+          { proof: 'ES256', bindings: { DPOP: 'dpop', DPOP_REPLAY_STORE: 'DPOP_REPLAY' }, extra: { durableObjects: { DPOP_REPLAY: { className: 'DpopReplay', useSQLite: true } } } },
+        ],
+      ]
+    : []),
+];
+/** --dpop: proofs signed per window beyond the requests sent, so none is ever used twice (autocannon may set up a request or two per connection it never sends). */
+const DPOP_SPARE = 50;
+const COMPARE = options.dpop
+  ? DPOP_ROWS
+  : options['rate-limits']
   ? [
       ['no rate limits', BUILD],
       ['3 rate limit rules', BUILD, undefined, RATE_RULES],
@@ -271,12 +313,14 @@ async function main() {
   const gates = [await startGate('passthrough', join(ROOT, 'bench', 'passthrough.js'), bindings)];
   if (COMPARE) {
     gates.push(await startGate('platform', platformScript, bindings));
-    for (const [name, dir, alg, rules] of COMPARE) {
+    for (const [name, dir, alg, rules, variant] of COMPARE) {
       const signed = alg ? { ...scoped, ASSERTION_KEY: assertionKey(alg), ORIGIN_ASSERTION_AUDIENCE: origin.url } : scoped;
       const limited = rules ? { ...signed, RATE_LIMITS: JSON.stringify(rules) } : signed;
       // Limits no run reaches: what is measured is the counting.
       const ratelimits = Object.fromEntries((rules ?? []).map((rule) => [rule.binding, { simple: { limit: 1e9, period: 60 } }]));
-      gates.push(await startGate(name, undefined, limited, { ...workerModuleOptions(dir), kvNamespaces: ['JWKS_CACHE'], ratelimits }));
+      const gate = await startGate(name, undefined, { ...limited, ...variant?.bindings }, { ...workerModuleOptions(dir), kvNamespaces: ['JWKS_CACHE'], ratelimits, ...variant?.extra });
+      if (variant?.proof) gate.proofAlg = variant.proof;
+      gates.push(gate);
     }
   } else if (ABLATION) {
     for (const step of ABLATION_STEPS) gates.push(await startGate(step.name, step.features ? fullScript : cachedScript, step.features ? { ...scoped, PEER_FEATURES: step.features } : bindings));
@@ -290,18 +334,41 @@ async function main() {
     );
   }
   const byName = Object.fromEntries(gates.map((g) => [g.name, g]));
+  if (options.dpop && !DPOP_DO) process.stderr.write(`NOTE: ${BUILD}/replay.mjs is missing: the Durable Object replay store row is left out\n`);
 
   // The issuer's tokens live 5 minutes; a full run takes longer, and a token that expired
   // half-way turns every later round of its scenario into 401s. An hour covers the run.
   const exp = () => Math.floor(Date.now() / 1000) + 3600;
   const reused = [await issuer.mint({ exp: exp() }, { alg: 'RS256' })];
   const listToken = [await issuer.mint({ scope: 'invoices:read', exp: exp() }, { alg: 'RS256' })];
+  // --dpop: per DPoP gate a client key of its proof algorithm and an RS256 token bound to it
+  // (as the reused token, plus cnf.jkt); `lines(n)` signs n new proofs for a request to the gate's
+  // URL as the load generator sends it, as load.mjs lines `DPoP <token> <proof>`.
+  for (const gate of gates.filter((g) => g.proofAlg)) {
+    const { privateKey, publicKey } = await generateKeyPair(gate.proofAlg, { extractable: true, ...(gate.proofAlg === 'EdDSA' ? { crv: 'Ed25519' } : {}) });
+    const publicJwk = await exportJWK(publicKey);
+    const token = await issuer.mint({ exp: exp(), cnf: { jkt: await calculateJwkThumbprint(publicJwk, 'sha256') } }, { alg: 'RS256' });
+    const ath = createHash('sha256').update(token, 'ascii').digest('base64url');
+    const proof = (iat) =>
+      new SignJWT({ jti: randomUUID(), htm: 'POST', htu: gate.url, iat, ath }).setProtectedHeader({ typ: 'dpop+jwt', alg: gate.proofAlg, jwk: publicJwk }).sign(privateKey);
+    gate.dpop = {
+      token,
+      proof: () => proof(Math.floor(Date.now() / 1000)),
+      lines: async (count) => {
+        const iat = Math.floor(Date.now() / 1000);
+        const lines = [];
+        for (let i = 0; i < count; i += 500) lines.push(...(await Promise.all(Array.from({ length: Math.min(500, count - i) }, () => proof(iat)))));
+        return lines.map((p) => `DPoP ${token} ${p}`);
+      },
+    };
+  }
+  const authHeaders = async (gate) => (gate.dpop ? { authorization: `DPoP ${gate.dpop.token}`, dpop: await gate.dpop.proof() } : { authorization: `Bearer ${reused[0]}` });
   // A session bound through each gate (for portcullis the origin's Mcp-Session-Id is recorded to the token's owner).
   const sessions = {};
   for (const gate of gates) {
     const answer = await fetch(gate.url, {
       method: 'POST',
-      headers: { ...mcpHeaders('initialize'), authorization: `Bearer ${reused[0]}` },
+      headers: { ...mcpHeaders('initialize'), ...(await authHeaders(gate)) },
       body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'bench', version: '0' } } }),
     });
     await answer.body?.cancel();
@@ -328,8 +395,21 @@ async function main() {
     badsig: { label: 'bad signature', tokens: [corruptSignature(reused[0])], request: () => CALL, expect: { passthrough: 200, platform: 200, others: 401 }, noPlatform: true },
     notoken: { label: 'no token', tokens: [], request: () => CALL, expect: { passthrough: 200, others: 401 } },
   };
-  const keys = options.scenario ? options.scenario.split(',').map((s) => s.trim()) : ABLATION ? ['reused'] : Object.keys(ALL);
+  const keys = options.scenario ? options.scenario.split(',').map((s) => s.trim()) : ABLATION || options.dpop ? ['reused'] : Object.keys(ALL);
   for (const key of keys) if (!ALL[key]) throw new Error(`unknown scenario ${key} (one of ${Object.keys(ALL).join(', ')})`);
+  if (options.dpop && keys.some((key) => key !== 'reused')) throw new Error('--dpop measures the reused scenario only');
+
+  // --dpop: one call with a proof through each DPoP gate before measuring, and a replayed proof refused.
+  for (const gate of gates.filter((g) => g.dpop)) {
+    const headers = { ...CALL.headers, ...(await authHeaders(gate)) };
+    const first = await fetch(gate.url, { ...CALL, headers });
+    const again = await fetch(gate.url, { ...CALL, headers });
+    await first.body?.cancel();
+    await again.body?.cancel();
+    if (first.status !== 200 || again.status !== 401) {
+      throw new Error(`${gate.name}: a DPoP call answered ${first.status} (${first.headers.get('www-authenticate')}), its replay ${again.status}: proofs or htu (${gate.url}) wrong`);
+    }
+  }
 
   // Check the filtered tools/list once: portcullis must drop void_invoice.
   if (keys.includes('list') && byName.portcullis) {
@@ -364,7 +444,10 @@ async function main() {
     let run;
     let retries = 0;
     for (;;) {
-      run = await window(gate, request, tokens, warmTokens);
+      // A DPoP gate gets proofs signed now, new for every window (a retry's too).
+      run = gate.dpop
+        ? await window(gate, request, await gate.dpop.lines(REQUESTS + DPOP_SPARE), await gate.dpop.lines(WARMUP + DPOP_SPARE))
+        : await window(gate, request, tokens, warmTokens);
       if (run.foreignMs <= FOREIGN_LIMIT * run.wallMs || retries === RETRIES) break;
       retries += 1;
       process.stderr.write(`${scenario.label} ${gate.name}: other processes used ${run.foreignMs.toFixed(0)} ms of CPU in ${run.wallMs.toFixed(0)} ms, measuring again\n`);
@@ -446,7 +529,7 @@ async function main() {
   if (results.list && results.reused) {
     results.list.list_over_reused = Object.fromEntries(Object.keys(results.list.over_floor_us).map((g) => [g, results.list.over_floor_us[g] / results.reused.over_floor_us[g]]));
   }
-  const mode = options['rate-limits'] ? 'rate-limits' : options.assertion ? 'assertion' : COMPARE ? 'compare' : ABLATION ? 'ablation' : 'gates';
+  const mode = options.dpop ? 'dpop' : options['rate-limits'] ? 'rate-limits' : options.assertion ? 'assertion' : COMPARE ? 'compare' : ABLATION ? 'ablation' : 'gates';
   const report = { date: new Date().toISOString(), mode, ...(ABLATION ? { steps: ABLATION_STEPS } : COMPARE ? { builds: Object.fromEntries(COMPARE) } : { build: BUILD }), rounds: ROUNDS, requests: REQUESTS, connections: CONNECTIONS, warmup: WARMUP, cpu_clock: 'schedstat (ns)', pinned: PIN ?? false, foreign_limit: FOREIGN_LIMIT, minutes, warnings, results };
   const outDir = join(ROOT, 'bench', 'results');
   mkdirSync(outDir, { recursive: true });
@@ -457,15 +540,17 @@ async function main() {
   const num = (v, digits = 0) => (Number.isFinite(v) ? v.toFixed(digits) : '–');
   console.log(`\nportcullis CPU benchmark: ${ROUNDS} rounds x ${REQUESTS} requests, ${CONNECTIONS} connections; workerd CPU (schedstat, ns)${PIN ? `, workerd pinned to CPU ${PIN.workerd}, load and origin to ${PIN.harness}` : ', not pinned'}`);
   if (COMPARE) {
-    console.log(`${options['rate-limits'] ? `rate limits off and on (RATE_LIMITS: ${RATE_RULES.map((r) => r.key).join(', ')})` : options.assertion ? 'the origin assertion (ASSERTION_KEY, ORIGIN_ASSERTION_AUDIENCE) off and on' : 'builds of portcullis side by side'}; µs of CPU per request over the floor (median ± half-range of rounds) and paired with the first build (median over rounds of the same-round difference ± its half-range); * rounds disturbed\n`);
+    console.log(`${options.dpop ? `DPoP off (bearer) and on (DPOP=dpop, a new proof per request; replay store in memory${DPOP_DO ? ', then the Durable Object' : ''})` : options['rate-limits'] ? `rate limits off and on (RATE_LIMITS: ${RATE_RULES.map((r) => r.key).join(', ')})` : options.assertion ? 'the origin assertion (ASSERTION_KEY, ORIGIN_ASSERTION_AUDIENCE) off and on' : 'builds of portcullis side by side'}; µs of CPU per request over the floor (median ± half-range of rounds) and paired with the first build (median over rounds of the same-round difference ± its half-range); * rounds disturbed\n`);
     for (const r of Object.values(results)) {
       console.log(`${r.label}: floor ${num(r.floor_us)} µs (± ${num(r.half_range_us.passthrough)})${r.disturbed_rounds ? `, *${r.disturbed_rounds} disturbed` : ''}`);
-      console.log(`  ${pad('platform', 24)}${pad(`${num(r.over_floor_us.platform, 1)} ± ${num(r.half_range_us.platform, 1)}`, 18)}`);
+      const width = Math.max(24, ...COMPARE.map(([name]) => name.length + 2));
+      console.log(`  ${pad('platform', width)}${pad(`${num(r.over_floor_us.platform, 1)} ± ${num(r.half_range_us.platform, 1)}`, 18)}`);
       for (const [name] of COMPARE) {
         const paired = r.paired_to_first_us[name];
-        console.log(`  ${pad(name, 24)}${pad(`${num(r.over_floor_us[name], 1)} ± ${num(r.half_range_us[name], 1)}`, 18)}${paired ? `${num(paired.median, 1)} ± ${num(paired.half_range, 1)}` : ''}`);
+        console.log(`  ${pad(name, width)}${pad(`${num(r.over_floor_us[name], 1)} ± ${num(r.half_range_us[name], 1)}`, 18)}${paired ? `${num(paired.median, 1)} ± ${num(paired.half_range, 1)}` : ''}`);
       }
     }
+    if (warnings.length) console.log(`${warnings.length} WARNING(S): answers not as expected or rounds disturbed, see above and the JSON`);
     console.log(`${minutes.toFixed(1)} min; written to bench/results/${outFile}`);
     return;
   }

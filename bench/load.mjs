@@ -1,6 +1,9 @@
 // Load generator, run as its own process: autocannon against one URL for a
 // bounded time (or a fixed number of requests), cycling through the tokens in
-// a file (one per line; an empty file sends no Authorization header).
+// a file (one per line; an empty file sends no Authorization header). A line
+// `DPoP <token> <proof>` sends `Authorization: DPoP <token>` and `DPoP: <proof>`
+// (bench/cpu.mjs --dpop: a new proof per request); any other line is a
+// Bearer token.
 // Prints one JSON line: requests/s, latency percentiles, status counts.
 import { readFileSync } from 'node:fs';
 import autocannon from 'autocannon';
@@ -22,6 +25,10 @@ const result = await autocannon({
         if (!tokens.length) return request;
         const token = tokens[next % tokens.length];
         next += 1;
+        if (token.startsWith('DPoP ')) {
+          const [, bound, proof] = token.split(' ');
+          return { ...request, headers: { ...request.headers, authorization: `DPoP ${bound}`, dpop: proof } };
+        }
         return { ...request, headers: { ...request.headers, authorization: `Bearer ${token}` } };
       },
     },
