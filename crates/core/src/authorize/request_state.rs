@@ -32,8 +32,8 @@ use crate::parse::jsonrpc::target_of;
 /// The methods whose results may ask for input and carry `requestState`.
 pub const STATEFUL_METHODS: [&str; 3] = ["tools/call", "prompts/get", "resources/read"];
 
-/// The shortest secret accepted, in bytes: a full HMAC-SHA-256 key.
-pub const MIN_SECRET_BYTES: usize = 32;
+use crate::verify::secret::parse_secrets;
+pub use crate::verify::secret::MIN_SECRET_BYTES;
 
 /// How long a sealed state can be used (the Python SDK's default TTL).
 pub const STATE_LIFETIME_SECONDS: i64 = 600;
@@ -131,19 +131,7 @@ impl StateKey {
     /// the sealing one first. `Err` (never echoing a secret) when one is
     /// shorter than [`MIN_SECRET_BYTES`] or none is given.
     pub fn parse(text: &str) -> Result<Self, &'static str> {
-        let secrets: Vec<Vec<u8>> = text
-            .split_whitespace()
-            .map(|secret| secret.as_bytes().to_vec())
-            .collect();
-        if secrets.is_empty() {
-            return Err("is empty");
-        }
-        if secrets.iter().any(|secret| secret.len() < MIN_SECRET_BYTES) {
-            return Err(
-                "each secret must be at least 32 characters (e.g. `openssl rand -base64 32`)",
-            );
-        }
-        Ok(StateKey { secrets })
+        parse_secrets(text).map(|secrets| StateKey { secrets })
     }
 
     /// The tag's MAC state; `None` never happens (HMAC takes a key of any

@@ -25,6 +25,7 @@ use sha2::{Digest, Sha256};
 use url::Url;
 
 use crate::verify::jwk::{load_key, JwsAlgorithm, PublicKey, SkipReason};
+use crate::verify::secret::parse_secrets;
 
 /// Largest `DPoP` header value read: an RSA-4096 key in the header and its
 /// signature take about 2.5 KiB.
@@ -42,8 +43,6 @@ pub const DEFAULT_PROOF_ALGORITHMS: [JwsAlgorithm; 4] = [
 pub const DEFAULT_IAT_WINDOW_SECONDS: u64 = 300;
 /// Default `DPOP_NONCE_LIFETIME_SECONDS`.
 pub const DEFAULT_NONCE_LIFETIME_SECONDS: u64 = 300;
-/// Shortest secret accepted in `DPOP_NONCE_SECRET`.
-const MIN_SECRET_BYTES: usize = 32;
 /// Bytes of the nonce's tag kept (128 bits).
 const NONCE_TAG_BYTES: usize = 16;
 /// Domain separation of the nonce's tag from every other HMAC the gate makes.
@@ -497,19 +496,7 @@ impl NonceKey {
     /// The key from the binding's text. `Err` (never echoing a secret) when
     /// one is shorter than 32 characters or none is given.
     pub fn parse(text: &str) -> Result<Self, &'static str> {
-        let secrets: Vec<Vec<u8>> = text
-            .split_whitespace()
-            .map(|secret| secret.as_bytes().to_vec())
-            .collect();
-        if secrets.is_empty() {
-            return Err("is empty");
-        }
-        if secrets.iter().any(|secret| secret.len() < MIN_SECRET_BYTES) {
-            return Err(
-                "each secret must be at least 32 characters (e.g. `openssl rand -base64 32`)",
-            );
-        }
-        Ok(NonceKey { secrets })
+        parse_secrets(text).map(|secrets| NonceKey { secrets })
     }
 
     /// A nonce issued at `now`: base64url of the time (8 bytes, big-endian)

@@ -11,6 +11,7 @@ pub mod jwt;
 pub mod key_lookup;
 pub mod keys;
 pub mod replay;
+pub mod secret;
 pub mod signature;
 pub mod token_cache;
 
