@@ -56,23 +56,23 @@ impl Bindings for EnvBindings<'_> {
     }
     /// A binding whose `limit` is a function: what the entry calls.
     fn has_rate_limiter(&self, name: &str) -> bool {
-        let env: &JsValue = self.0.as_ref();
-        js_sys::Reflect::get(env, &JsValue::from_str(name))
-            .ok()
-            .filter(JsValue::is_object)
-            .and_then(|binding| js_sys::Reflect::get(&binding, &JsValue::from_str("limit")).ok())
-            .is_some_and(|limit| limit.is_function())
+        self.has_method(name, "limit")
     }
     /// A binding whose `idFromName` is a function: a Durable Object namespace.
     fn has_durable_object(&self, name: &str) -> bool {
+        self.has_method(name, "idFromName")
+    }
+}
+
+impl EnvBindings<'_> {
+    /// Whether `env[name]` is an object whose `method` is a function.
+    fn has_method(&self, name: &str, method: &str) -> bool {
         let env: &JsValue = self.0.as_ref();
         js_sys::Reflect::get(env, &JsValue::from_str(name))
             .ok()
             .filter(JsValue::is_object)
-            .and_then(|binding| {
-                js_sys::Reflect::get(&binding, &JsValue::from_str("idFromName")).ok()
-            })
-            .is_some_and(|id_from_name| id_from_name.is_function())
+            .and_then(|binding| js_sys::Reflect::get(&binding, &JsValue::from_str(method)).ok())
+            .is_some_and(|value| value.is_function())
     }
 }
 
