@@ -35,6 +35,7 @@ const {
   gateStart,
   gateStep,
   gateKv,
+  gateKvFault,
   gateDone,
   gateFetched,
   gateVerdict,
@@ -43,6 +44,7 @@ const {
   gateAssertionHeader,
   gateBody,
   gateOrigin,
+  gateOriginFailed,
   gateOriginBody,
   gateCounted,
   gateClaimed,
@@ -52,6 +54,7 @@ const {
   gateOriginFields,
   gateProbePath,
   gateProbeCases,
+  gateProbeCaches,
 } = Gate.prototype;
 
 /**
@@ -93,6 +96,12 @@ const CLAIM_PROOF = 12;
 const RATE_LIMIT_TIMEOUT_MS = 1000;
 /** How long the replay store may take to answer a claim before it is taken as failed. */
 const CLAIM_TIMEOUT_MS = 1000;
+/**
+ * How long a Workers KV read or write may take before it is taken as
+ * failed (the machine decides what that means: a miss for a cache, a 503
+ * for a session's owner).
+ */
+const KV_TIMEOUT_MS = 2000;
 // How a RESPOND's body is given.
 const BODY_ORIGIN = 1;
 const BODY_FILTERED = 2;
@@ -104,7 +113,7 @@ export default {
     try {
       // A panic during an earlier request left the instance dead: revive it.
       if (instanceState?.criticalError) new Gate(ctx, env);
-      if (PROBE_PATH !== undefined && new URL(request.url).pathname === PROBE_PATH) return await probe(request);
+      if (PROBE_PATH !== undefined && new URL(request.url).pathname.startsWith(PROBE_PATH)) return await probe(request);
       const next = fields(gateStart(env, request.method, request.url, joined(request.headers), started));
       handle = +next.shift();
       return await drive(request, env, ctx, started, handle, next);
@@ -166,8 +175,16 @@ async function drive(request, env, ctx, started, handle, next) {
         // RESPOND, status, body kind, background, base, ends, log, body, headers...
         const kind = +next[2];
         const body = next[7];
-        let stream = kind === BODY_ORIGIN ? origin.body : kind === BODY_FILTERED ? filtered(origin.body, handle) : null;
-        if (stream && next[5] !== '') stream = endingAt(stream, +next[5]);
+        let stream = null;
+        if (kind === BODY_ORIGIN || kind === BODY_FILTERED) {
+          stream = watched(origin.body, request, started);
+          if (stream && kind === BODY_FILTERED) stream = filtered(stream, handle);
+          if (stream && next[5] !== '') stream = endingAt(stream, +next[5]);
+        } else if (origin?.body && !origin.bodyUsed) {
+          // The gate answers instead of the origin (a session it could not
+          // bind, an answer it could not filter): the origin's body is not read.
+          origin.body.cancel().catch(() => {});
+        }
         const response = new Response(stream ?? (body === '' ? null : body), {
           status: +next[1],
           headers: next[4] === '1' ? laidOver(origin.headers, next, 8) : pairsFrom(next, 8),
@@ -178,10 +195,11 @@ async function drive(request, env, ctx, started, handle, next) {
       }
       case FORWARD: {
         // FORWARD, url, body (the machine's rewrite of the body, or empty),
-        // binding, alg, signing input (the assertion to sign; empty: none), headers...
+        // binding, alg, signing input (the assertion to sign; empty: none),
+        // connect timeout, first-byte timeout (ms), headers...
         const { method } = request;
-        const body = next[2] !== '' ? next[2] : (read ?? (method === 'GET' || method === 'HEAD' ? undefined : request.body));
-        const headers = pairsFrom(next, 6);
+        const body = next[2] !== '' ? encoder.encode(next[2]) : (read ?? (method === 'GET' || method === 'HEAD' ? undefined : request.body));
+        const headers = pairsFrom(next, 8);
         if (next[3] !== '') {
           let key = signingKeys.get(next[3]) ?? signingKey(env, next[3], next[4]);
           if (key instanceof Promise) key = await key;
@@ -193,13 +211,14 @@ async function drive(request, env, ctx, started, handle, next) {
           }
           headers.push([ASSERTION_HEADER, `${next[5]}.${signature}`]);
         }
-        try {
-          origin = await fetch(next[1], { method, headers, body, redirect: 'manual' });
-        } catch {
-          origin = undefined;
-        }
+        const sent = await sendToOrigin(next[1], method, headers, body, +next[6], +next[7]);
         alive(instance);
-        next = fields(origin === undefined ? gateOrigin(handle, 0, '') : gateOrigin(handle, origin.status, decided(origin.headers)));
+        if (typeof sent === 'number') {
+          next = fields(gateOriginFailed(handle, sent));
+        } else {
+          origin = sent;
+          next = fields(gateOrigin(handle, origin.status, decided(origin.headers)));
+        }
         break;
       }
       case READ_BODY: {
@@ -296,20 +315,24 @@ async function perform(env, handle, next) {
     case KV_GET: {
       let value;
       try {
-        value = (await env.JWKS_CACHE.get(next[1])) ?? undefined;
+        value = await withinDeadline(env.JWKS_CACHE.get(next[1]), KV_TIMEOUT_MS);
       } catch {
-        value = undefined; // a store error is a miss
+        return gateKvFault(handle, KV_READ_FAILED);
       }
-      return gateKv(handle, value);
+      return value === LATE ? gateKvFault(handle, KV_READ_TIMED_OUT) : gateKv(handle, value ?? undefined);
     }
-    case KV_PUT:
+    case KV_PUT: {
       // KV_PUT, ttl, key, value
+      let done;
       try {
-        await env.JWKS_CACHE.put(next[2], next[3], { expirationTtl: +next[1] });
-      } catch {
-        // A lost cache write costs a later fetch, nothing else.
+        done = await withinDeadline(env.JWKS_CACHE.put(next[2], next[3], { expirationTtl: +next[1] }), KV_TIMEOUT_MS);
+      } catch (error) {
+        // Workers KV refuses writes over its limits with a 429 in the message.
+        const limited = /\b429\b|too many requests/i.test(String(error?.message));
+        return gateKvFault(handle, limited ? KV_WRITE_LIMITED : KV_WRITE_FAILED);
       }
-      return gateDone(handle);
+      return done === LATE ? gateKvFault(handle, KV_WRITE_TIMED_OUT) : gateDone(handle);
+    }
     case FETCH:
       return fetchDocument(handle, next);
     case SLEEP:
@@ -322,6 +345,130 @@ async function perform(env, handle, next) {
     default:
       throw new Error(`unexpected step ${next[0]}`);
   }
+}
+
+// How a KV operation failed (gateKvFault).
+const KV_READ_FAILED = 0;
+const KV_READ_TIMED_OUT = 1;
+const KV_WRITE_FAILED = 2;
+const KV_WRITE_TIMED_OUT = 3;
+const KV_WRITE_LIMITED = 4;
+/** What `withinDeadline` resolves to when the deadline came first. */
+const LATE = Symbol('late');
+
+/** `promise`, or LATE once `ms` passed (the operation itself is left to finish or fail). */
+function withinDeadline(promise, ms) {
+  let timer;
+  const late = new Promise((resolve) => {
+    timer = setTimeout(resolve, ms, LATE);
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
+// Why the origin gave no answer head (gateOriginFailed).
+const ORIGIN_UNREACHABLE = 0;
+const ORIGIN_CONNECT_TIMEOUT = 1;
+const ORIGIN_FIRST_BYTE_TIMEOUT = 2;
+
+/**
+ * Sends the forward and waits for the origin's answer head: the Response,
+ * or why there was none (ORIGIN_*). Workers' fetch does not say when the
+ * connection is made, but the runtime pulls a request body's second chunk
+ * only once the first was written to the connection: a body is sent as one
+ * chunk from a stream, and that second pull ends the connect wait and
+ * starts the first-byte wait. A request without a body shows no such sign:
+ * it has one wait, the two timeouts together, and running out of it is
+ * a first-byte timeout.
+ */
+async function sendToOrigin(url, method, headers, body, connectMs, firstByteMs) {
+  const abort = new AbortController();
+  let fault = ORIGIN_UNREACHABLE;
+  let timer;
+  const waitFor = (ms, why) => {
+    clearTimeout(timer);
+    timer = setTimeout(() => {
+      fault = why;
+      abort.abort();
+    }, ms);
+  };
+  let sent = body;
+  if (body instanceof Uint8Array && body.byteLength > 0) {
+    waitFor(connectMs, ORIGIN_CONNECT_TIMEOUT);
+    sent = announcing(body, () => waitFor(firstByteMs, ORIGIN_FIRST_BYTE_TIMEOUT));
+    // A stream has no length of its own: the origin is told it, as the client's body had one.
+    headers.push(['content-length', String(body.byteLength)]);
+  } else {
+    waitFor(connectMs + firstByteMs, ORIGIN_FIRST_BYTE_TIMEOUT);
+  }
+  try {
+    return await fetch(url, { method, headers, body: sent, redirect: 'manual', signal: abort.signal });
+  } catch {
+    return fault;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** `bytes` as a one-chunk stream that calls `taken` once the runtime asks for more. */
+function announcing(bytes, taken) {
+  let given = false;
+  return new ReadableStream(
+    {
+      pull(controller) {
+        if (!given) {
+          given = true;
+          controller.enqueue(bytes);
+          return;
+        }
+        taken();
+        controller.close();
+      },
+    },
+    { highWaterMark: 0 },
+  );
+}
+
+/**
+ * The origin's body as the client reads it: pulled from the origin only
+ * when the client asks for more (no buffering beyond one chunk, however
+ * slow the client), ended with an error as soon as the origin's stream
+ * fails (the client's connection is cut, not left hanging), and cancelled
+ * at the origin when the client goes away. Both endings are logged.
+ */
+function watched(body, request, started) {
+  if (body === null) return null;
+  const reader = body.getReader();
+  const ended = (reason) =>
+    console.log(
+      JSON.stringify({
+        event: 'stream_ended',
+        reason,
+        method: request.method,
+        path: new URL(request.url).pathname,
+        duration_ms: Date.now() - started,
+      }),
+    );
+  return new ReadableStream(
+    {
+      async pull(controller) {
+        let chunk;
+        try {
+          chunk = await reader.read();
+        } catch {
+          ended('origin_reset');
+          controller.error(new Error('the origin failed mid-answer'));
+          return;
+        }
+        if (chunk.done) controller.close();
+        else controller.enqueue(chunk.value);
+      },
+      cancel(reason) {
+        ended('client_gone');
+        return reader.cancel(reason).catch(() => {});
+      },
+    },
+    { highWaterMark: 0 },
+  );
 }
 
 /** Stale-while-revalidate: the key set refresh after the answer. */
@@ -522,8 +669,11 @@ function filtered(body, handle) {
   );
 }
 
-/** Test builds only: signature cases through this module's own import and verify. */
+/** Test builds only: signature cases through this module's own import and verify; `/caches`: the isolate's cache sizes. */
 async function probe(request) {
+  if (new URL(request.url).pathname === `${PROBE_PATH}/caches`) {
+    return new Response(gateProbeCaches(), { headers: { 'content-type': 'application/json' } });
+  }
   const verdicts = [];
   for (const entry of gateProbeCases(await request.text())) {
     if (typeof entry === 'string') {

@@ -37,8 +37,9 @@ use portcullis_core::flow::machine::{
 };
 use portcullis_core::forward::assertion::ASSERTION_HEADER;
 use portcullis_core::forward::log::event_log;
+use portcullis_core::forward::origin::OriginFault;
 use portcullis_core::forward::reply::Denial;
-use portcullis_core::io::{FetchError, FetchedDocument, Io, IoAnswer};
+use portcullis_core::io::{FetchError, FetchedDocument, Io, IoAnswer, StoreFault};
 
 thread_local! {
     static GATE: RefCell<Option<Rc<Gate>>> = const { RefCell::new(None) };
@@ -51,8 +52,10 @@ impl Bindings for EnvBindings<'_> {
     fn text(&self, name: &str) -> Option<String> {
         self.0.var(name).ok().map(|value| value.to_string())
     }
+    /// A binding whose `get` and `put` are functions: what the entry calls
+    /// (a KV namespace, or a wrapped binding standing in for one).
     fn has_kv_namespace(&self, name: &str) -> bool {
-        self.0.kv(name).is_ok()
+        self.has_method(name, "get") && self.has_method(name, "put")
     }
     /// A binding whose `limit` is a function: what the entry calls.
     fn has_rate_limiter(&self, name: &str) -> bool {
@@ -311,11 +314,25 @@ pub fn gate_step(handle: u32) -> JsValue {
     advance(handle, None).into_js()
 }
 
-/// Resumes after KV_GET with the value read (`undefined`: none, or the
-/// read failed).
+/// Resumes after KV_GET with the value read (`undefined`: no such key).
 #[wasm_bindgen(js_name = gateKv)]
 pub fn gate_kv(handle: u32, value: Option<String>) -> JsValue {
     resume(handle, Answer::Io(IoAnswer::Kv(value)))
+}
+
+/// Resumes after KV_GET or KV_PUT that failed: `fault` 0 a read threw,
+/// 1 a read timed out, 2 a write threw, 3 a write timed out, 4 a write was
+/// refused over a limit (Workers KV's 429).
+#[wasm_bindgen(js_name = gateKvFault)]
+pub fn gate_kv_fault(handle: u32, fault: u8) -> JsValue {
+    let fault = match fault {
+        0 => StoreFault::ReadFailed,
+        1 => StoreFault::ReadTimedOut,
+        3 => StoreFault::WriteTimedOut,
+        4 => StoreFault::WriteLimited,
+        _ => StoreFault::WriteFailed,
+    };
+    resume(handle, Answer::Io(IoAnswer::KvFault(fault)))
 }
 
 /// Resumes after KV_PUT or SLEEP.
@@ -433,16 +450,23 @@ pub fn gate_origin_fields() -> String {
 }
 
 /// Resumes after FORWARD with the origin's status and the header fields of
-/// its answer that [`gate_origin_fields`] names (`status` 0: the origin
-/// could not be reached).
+/// its answer that [`gate_origin_fields`] names.
 #[wasm_bindgen(js_name = gateOrigin)]
 pub fn gate_origin(handle: u32, status: u16, headers: &str) -> JsValue {
-    let origin = if status == 0 {
-        Err(())
-    } else {
-        Ok((status, pairs(headers)))
+    resume(handle, Answer::Origin(Ok((status, pairs(headers)))))
+}
+
+/// Resumes after FORWARD that got no answer head: `fault` 1 no connection
+/// within the connect timeout, 2 no head within the first-byte timeout,
+/// anything else unreachable (refused, reset, not HTTP).
+#[wasm_bindgen(js_name = gateOriginFailed)]
+pub fn gate_origin_failed(handle: u32, fault: u8) -> JsValue {
+    let fault = match fault {
+        1 => OriginFault::ConnectTimeout,
+        2 => OriginFault::FirstByteTimeout,
+        _ => OriginFault::Unreachable,
     };
-    resume(handle, Answer::Origin(origin))
+    resume(handle, Answer::Origin(Err(fault)))
 }
 
 /// Resumes after RATE_LIMIT: one character per count, in order: `1`
@@ -625,7 +649,8 @@ fn step_out(step: Step, background: bool) -> Out {
                 [max_bytes.to_string().as_str(), declared.as_str()],
             )
         }
-        // `FORWARD, url, body, binding, alg, signing input, headers...`. The
+        // `FORWARD, url, body, binding, alg, signing input, connect timeout
+        // (ms), first-byte timeout (ms), headers...`. The
         // body is the machine's when it rewrote it (JSON, so text without
         // NUL); empty: the body goes as the entry read it for READ_BODY, the
         // very bytes the machine authorized. With a binding (empty: none),
@@ -645,7 +670,15 @@ fn step_out(step: Step, background: bool) -> Out {
             };
             Out::text(
                 FORWARD,
-                [forward.url.as_str(), body.as_str(), binding, alg, input],
+                [
+                    forward.url.as_str(),
+                    body.as_str(),
+                    binding,
+                    alg,
+                    input,
+                    &forward.connect_timeout_ms.to_string(),
+                    &forward.first_byte_timeout_ms.to_string(),
+                ],
             )
             .with_headers(&forward.headers)
         }

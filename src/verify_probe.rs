@@ -73,3 +73,24 @@ fn case(case: &Case) -> JsValue {
     entry.push(&Uint8Array::from(check.message.as_slice()).into());
     entry.into()
 }
+
+/// The size of each of this isolate's caches, as JSON (the memory flood and
+/// the soak read it through `<PATH>/caches`).
+#[wasm_bindgen(js_name = gateProbeCaches)]
+pub fn gate_probe_caches() -> String {
+    let sizes = super::GATE
+        .with(|cell| cell.borrow().as_ref().map(|gate| gate.cache_sizes()))
+        .unwrap_or_default();
+    let mut value = serde_json::to_value(sizes).unwrap_or_default();
+    if let Some(object) = value.as_object_mut() {
+        object.insert(
+            "imported_keys".into(),
+            super::webcrypto::imported_len().into(),
+        );
+        object.insert(
+            "flows".into(),
+            super::FLOWS.with(|flows| flows.borrow().order.len()).into(),
+        );
+    }
+    value.to_string()
+}

@@ -40,6 +40,12 @@ thread_local! {
     static IMPORTED: RefCell<KeyCache> = RefCell::new(HashMap::new());
 }
 
+/// How many imported keys this isolate holds (at most `MAX_IMPORTED_KEYS`).
+#[cfg(feature = "verify-probe")]
+pub(crate) fn imported_len() -> usize {
+    IMPORTED.with(|cache| cache.borrow().values().map(Vec::len).sum())
+}
+
 /// The key of `check` as already imported for its algorithm: `None` when it
 /// never was, `Some(None)` when WebCrypto refused it.
 pub(crate) fn imported(check: &Check) -> Option<Option<Imported>> {

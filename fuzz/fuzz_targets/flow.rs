@@ -24,7 +24,8 @@ use libfuzzer_sys::fuzz_target;
 use portcullis_core::authorize::rate_limit::Counted;
 use portcullis_core::config::{Bindings, Config};
 use portcullis_core::flow::machine::{Answer, BodyError, Flow, Gate, Need, Request, Step};
-use portcullis_core::io::{FetchError, FetchedDocument, Io, IoAnswer};
+use portcullis_core::forward::origin::OriginFault;
+use portcullis_core::io::{FetchError, FetchedDocument, Io, IoAnswer, StoreFault};
 use portcullis_core::verify::dpop::{token_hash, NonceKey};
 use portcullis_core::verify::token_cache::TokenKey;
 
@@ -292,10 +293,15 @@ fn run(gate: &Rc<Gate>, request: Request, input: &mut Input<'_>) -> (bool, bool)
                 Need::Io(Io::Get { .. } | Io::PostForm { .. }) => {
                     Answer::Io(IoAnswer::Fetched(document(input)))
                 }
-                Need::Io(Io::KvGet { .. }) => Answer::Io(IoAnswer::Kv(match input.byte() % 3 {
-                    0 => None,
-                    _ => Some(input.text()),
-                })),
+                Need::Io(Io::KvGet { .. }) => Answer::Io(match input.byte() % 4 {
+                    0 => IoAnswer::Kv(None),
+                    1 => IoAnswer::KvFault(StoreFault::ReadTimedOut),
+                    _ => IoAnswer::Kv(Some(input.text())),
+                }),
+                Need::Io(Io::KvPut { .. }) => Answer::Io(match input.byte() % 4 {
+                    0 => IoAnswer::KvFault(StoreFault::WriteLimited),
+                    _ => IoAnswer::Done,
+                }),
                 Need::Io(_) => Answer::Io(IoAnswer::Done),
                 Need::Verify(_) => {
                     verifying = true;
@@ -312,8 +318,10 @@ fn run(gate: &Rc<Gate>, request: Request, input: &mut Input<'_>) -> (bool, bool)
                         request.assertion.is_some(),
                         "a forward without its assertion"
                     );
-                    Answer::Origin(match input.byte() % 4 {
-                        0 => Err(()),
+                    Answer::Origin(match input.byte() % 6 {
+                        0 => Err(OriginFault::Unreachable),
+                        4 => Err(OriginFault::FirstByteTimeout),
+                        5 => Err(OriginFault::ConnectTimeout),
                         // The driver could not sign: nothing was sent.
                         1 => {
                             flow.resume(Answer::Unsigned);

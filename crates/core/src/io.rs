@@ -90,9 +90,10 @@ pub enum Io {
         /// The key.
         key: String,
     },
-    /// Write `key` to the shared store with an expiry. The driver may answer
-    /// at once and finish the write in the background: nothing a machine
-    /// decides waits on a write.
+    /// Write `key` to the shared store with an expiry. The driver answers
+    /// once the store did ([`IoAnswer::Done`] or [`IoAnswer::KvFault`]),
+    /// within its deadline: a session's owner must be known stored before
+    /// the session is handed out.
     KvPut {
         /// The key.
         key: String,
@@ -154,10 +155,45 @@ impl std::fmt::Debug for Io {
 pub enum IoAnswer {
     /// The outcome of an [`Io::Get`] or [`Io::PostForm`].
     Fetched(Result<FetchedDocument, FetchError>),
-    /// The value read by an [`Io::KvGet`] (a store error is a miss).
+    /// The value read by an [`Io::KvGet`] (`None`: no such key).
     Kv(Option<String>),
-    /// An [`Io::KvPut`] was handed over, or an [`Io::Sleep`] ended.
+    /// An [`Io::KvPut`] was stored (or handed over), or an [`Io::Sleep`] ended.
     Done,
+    /// An [`Io::KvGet`] or [`Io::KvPut`] failed: the store threw, did not
+    /// answer within the driver's deadline, or refused a write over its
+    /// limits. Caches take it as a miss (or a lost write); a read or write
+    /// that decides authorization (a session's owner) fails closed.
+    KvFault(StoreFault),
+}
+
+/// How a Workers KV operation failed, for the log (`store_faults`) and for
+/// the machine's decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreFault {
+    /// A read threw.
+    ReadFailed,
+    /// A read did not answer within the driver's deadline.
+    ReadTimedOut,
+    /// A write threw.
+    WriteFailed,
+    /// A write did not answer within the driver's deadline.
+    WriteTimedOut,
+    /// A write was refused over a store limit (Workers KV answers `429`: more
+    /// than one write a second to a key, or the plan's daily writes spent).
+    WriteLimited,
+}
+
+impl StoreFault {
+    /// The name in the request's log line.
+    pub fn reason(self) -> &'static str {
+        match self {
+            StoreFault::ReadFailed => "kv_read_failed",
+            StoreFault::ReadTimedOut => "kv_read_timeout",
+            StoreFault::WriteFailed => "kv_write_failed",
+            StoreFault::WriteTimedOut => "kv_write_timeout",
+            StoreFault::WriteLimited => "kv_write_limited",
+        }
+    }
 }
 
 impl IoAnswer {
@@ -170,12 +206,32 @@ impl IoAnswer {
         }
     }
 
-    /// The value read; any other answer counts as a miss, since the store is
-    /// an optimisation, never the source of truth.
+    /// The value read for a cache; any other answer (a store fault
+    /// included) counts as a miss, since a cache is an optimisation, never
+    /// the source of truth.
     pub fn into_kv(self) -> Option<String> {
         match self {
             IoAnswer::Kv(value) => value,
             _ => None,
+        }
+    }
+
+    /// The value read for a decision: a fault (or any answer that is not a
+    /// read, a driver bug) is an error, never a miss.
+    pub fn into_kv_read(self) -> Result<Option<String>, StoreFault> {
+        match self {
+            IoAnswer::Kv(value) => Ok(value),
+            IoAnswer::KvFault(fault) => Err(fault),
+            IoAnswer::Fetched(_) | IoAnswer::Done => Err(StoreFault::ReadFailed),
+        }
+    }
+
+    /// Whether a write a decision depends on was stored.
+    pub fn into_kv_write(self) -> Result<(), StoreFault> {
+        match self {
+            IoAnswer::Done => Ok(()),
+            IoAnswer::KvFault(fault) => Err(fault),
+            IoAnswer::Fetched(_) | IoAnswer::Kv(_) => Err(StoreFault::WriteFailed),
         }
     }
 }

@@ -76,6 +76,8 @@ pub mod binding {
     pub const DPOP_REPLAY_STORE: &str = "DPOP_REPLAY_STORE";
     pub const DPOP_NONCE_SECRET: &str = "DPOP_NONCE_SECRET";
     pub const DPOP_NONCE_LIFETIME_SECONDS: &str = "DPOP_NONCE_LIFETIME_SECONDS";
+    pub const ORIGIN_CONNECT_TIMEOUT_MS: &str = "ORIGIN_CONNECT_TIMEOUT_MS";
+    pub const ORIGIN_FIRST_BYTE_TIMEOUT_MS: &str = "ORIGIN_FIRST_BYTE_TIMEOUT_MS";
 
     /// The bindings that describe the one route of a single-route gate; with
     /// `MCP_ROUTES` they belong in the route entries instead.
@@ -126,6 +128,13 @@ pub const DEFAULT_INTROSPECTION_TTL_SECONDS: u64 = 60;
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
 /// Default `MCP_SESSION_TTL_SECONDS`: one day.
 pub const DEFAULT_SESSION_TTL_SECONDS: u64 = 86_400;
+/// Default `ORIGIN_CONNECT_TIMEOUT_MS`: an origin that has not taken the
+/// connection in 5 s is down, not slow.
+pub const DEFAULT_ORIGIN_CONNECT_TIMEOUT_MS: u64 = 5_000;
+/// Default `ORIGIN_FIRST_BYTE_TIMEOUT_MS`: a tool call answered as plain
+/// JSON sends nothing until its result, so the wait is long; Cloudflare's
+/// own proxy gives up on an origin after 100 s.
+pub const DEFAULT_ORIGIN_FIRST_BYTE_TIMEOUT_MS: u64 = 60_000;
 
 /// Default `JWT_ALGORITHMS`.
 pub const DEFAULT_ALGORITHMS: [JwsAlgorithm; 4] = [
@@ -267,6 +276,11 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// How long a session's owner is remembered.
     pub session_ttl_seconds: u64,
+    /// How long the origin may take to accept the connection and take the
+    /// request.
+    pub origin_connect_timeout_ms: u32,
+    /// How long the origin may take, once connected, to send its answer's head.
+    pub origin_first_byte_timeout_ms: u32,
     /// The oldest MCP revision let through (one of
     /// [`crate::parse::version::KNOWN_REVISIONS`]); `None`: every revision.
     pub min_protocol_version: Option<&'static str>,
@@ -800,6 +814,16 @@ impl Config {
             DEFAULT_SESSION_TTL_SECONDS,
             60..=30 * 86_400,
         );
+        let origin_connect_timeout_ms = p.number(
+            ORIGIN_CONNECT_TIMEOUT_MS,
+            DEFAULT_ORIGIN_CONNECT_TIMEOUT_MS,
+            100..=60_000,
+        ) as u32;
+        let origin_first_byte_timeout_ms = p.number(
+            ORIGIN_FIRST_BYTE_TIMEOUT_MS,
+            DEFAULT_ORIGIN_FIRST_BYTE_TIMEOUT_MS,
+            100..=600_000,
+        ) as u32;
         let min_protocol_version = p.optional(MCP_MIN_PROTOCOL_VERSION).and_then(|raw| {
             let known = crate::parse::version::KNOWN_REVISIONS;
             let found = known.into_iter().find(|revision| *revision == raw);
@@ -868,6 +892,8 @@ impl Config {
                 key_cache,
                 max_body_bytes,
                 session_ttl_seconds,
+                origin_connect_timeout_ms,
+                origin_first_byte_timeout_ms,
                 min_protocol_version,
                 state_key,
                 introspection,

@@ -92,6 +92,9 @@ pub struct Decision {
     pub rate_rule: Option<String>,
     /// Rate limit rules whose binding failed and let the request go on.
     pub rate_limit_errors: Vec<String>,
+    /// Workers KV faults met on the way ([`crate::io::StoreFault::reason`]),
+    /// each once, whether the request went on without the store or not.
+    pub store_faults: Vec<&'static str>,
 }
 
 /// The log line's `decision` field.

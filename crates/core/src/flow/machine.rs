@@ -52,14 +52,16 @@ use crate::flow::gate::{
 };
 use crate::forward::assertion::{signing_input, Bound, Call, JtiSource, Signing};
 use crate::forward::log::request_log;
-use crate::forward::origin::{client_response_headers, origin_headers, origin_url, OriginRequest};
+use crate::forward::origin::{
+    client_response_headers, origin_headers, origin_url, OriginFault, OriginRequest,
+};
 pub use crate::forward::origin::{origin_fields_replaced, ORIGIN_FIELDS_DECIDED};
 use crate::forward::reply::{
     assertion_keys_reply, mcp_preflight_reply, metadata_preflight_reply, metadata_reply, with_cors,
     Denial, Reply,
 };
 use crate::forward::rewrite::{AnswerRewrite, SseRewrite};
-use crate::io::{Io, IoAnswer, Poll};
+use crate::io::{Io, IoAnswer, Poll, StoreFault};
 use crate::parse::bearer::{extract_credentials, CredentialCarriers, Scheme};
 use crate::parse::jsonrpc::TOOLS_CALL;
 use crate::parse::tool_headers::ToolSchemas;
@@ -91,7 +93,34 @@ pub struct Gate {
     pub replays: ReplayMemory,
 }
 
+/// How many entries each of an isolate's caches holds: every one is
+/// bounded (the bounds are in the README's "Failure behaviour").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CacheSizes {
+    /// Verified tokens (at most `token_cache::DEFAULT_CAPACITY`).
+    pub verified_tokens: usize,
+    /// Remembered refusals (at most the same capacity).
+    pub refused_tokens: usize,
+    /// Introspection verdicts (at most `introspect_cache::MAX_CACHED_VERDICTS`).
+    pub introspection_verdicts: usize,
+    /// Issuers whose key sets are held (at most the configured issuers).
+    pub key_sets: usize,
+    /// DPoP proofs remembered (at most `replay::MAX_REMEMBERED_PROOFS`).
+    pub replay: usize,
+}
+
 impl Gate {
+    /// The size of each of this gate's caches.
+    pub fn cache_sizes(&self) -> CacheSizes {
+        CacheSizes {
+            verified_tokens: self.tokens.len(),
+            refused_tokens: self.tokens.refused_len(),
+            introspection_verdicts: self.introspection.len(),
+            key_sets: self.keys.len(),
+            replay: self.replays.len(),
+        }
+    }
+
     /// A gate over `config` with empty caches; `seed`: 32 random bytes,
     /// new for each isolate (the assertions' `jti`s are made from it).
     pub fn new(config: Result<Config, ConfigError>, seed: [u8; 32]) -> Self {
@@ -278,9 +307,8 @@ pub enum Answer {
     Unsigned,
     /// The body, or why it could not be had.
     Body(Result<Vec<u8>, BodyError>),
-    /// The origin's status and header fields, or `Err` when it could not be
-    /// reached.
-    Origin(Result<(u16, Vec<(String, String)>), ()>),
+    /// The origin's status and header fields, or why it gave none.
+    Origin(Result<(u16, Vec<(String, String)>), OriginFault>),
     /// The origin's whole body, or `Err` when it could not be read.
     OriginBody(Result<Vec<u8>, ()>),
     /// The outcomes of a [`Need::RateLimit`], in its order.
@@ -655,14 +683,16 @@ impl Flow {
                     return self.finish_with(Denial::Misconfigured);
                 }
                 State::Forwarding => return self.finish_with(Denial::BadGateway),
-                State::CheckingSession { key, head } => {
-                    // Stepped without the read: treat as unbound (first owner
-                    // wins; the write below is a no-op if one exists already
-                    // in a later read), never as bound to this token.
-                    let _ = key;
-                    return self.answer_from_origin(config, head);
+                State::CheckingSession { .. } => {
+                    // Stepped without the read: the session's id is withheld,
+                    // as when the read fails.
+                    let denial = Denial::SessionStoreUnavailable(StoreFault::ReadFailed);
+                    return self.refuse(config, denial);
                 }
-                State::BindingSession { head } => return self.answer_from_origin(config, head),
+                State::BindingSession { .. } => {
+                    let denial = Denial::SessionStoreUnavailable(StoreFault::WriteFailed);
+                    return self.refuse(config, denial);
+                }
                 State::Refreshing(mut refresh) => match refresh.step() {
                     Poll::Need(io) => {
                         self.state = State::Refreshing(refresh);
@@ -698,6 +728,13 @@ impl Flow {
         let Ok(config) = &gate.config else {
             return;
         };
+        if let Answer::Io(IoAnswer::KvFault(fault)) = &answer {
+            // Every store fault is named in the request's line, whether the
+            // machine goes on without the store (caches) or refuses.
+            if !self.record.store_faults.contains(&fault.reason()) {
+                self.record.store_faults.push(fault.reason());
+            }
+        }
         match (std::mem::replace(&mut self.state, State::Finished), answer) {
             (State::Introspecting(mut lookup), Answer::Io(io)) => {
                 lookup.resume(io);
@@ -725,10 +762,18 @@ impl Flow {
                     self.ready = Some(step);
                 }
             }
-            (State::ReadingSession, Answer::Io(io)) => {
-                self.session_owner = Some(io.into_kv());
-                self.state = State::Admitting;
-            }
+            (State::ReadingSession, Answer::Io(io)) => match io.into_kv_read() {
+                Ok(owner) => {
+                    self.session_owner = Some(owner);
+                    self.state = State::Admitting;
+                }
+                // Whose the session is cannot be told: refused, not taken as
+                // unbound (which would let anyone in).
+                Err(fault) => {
+                    let denial = Denial::SessionStoreUnavailable(fault);
+                    self.ready = Some(self.refuse(config, denial));
+                }
+            },
             (State::ReadingBody, Answer::Body(body)) => match body {
                 Ok(body) if body.len() <= config.max_body_bytes => {
                     self.body = Some(body);
@@ -748,14 +793,24 @@ impl Flow {
             (State::Forwarding, Answer::Origin(origin)) => {
                 self.ready = Some(match origin {
                     Ok((status, headers)) => self.origin_answered(config, status, headers),
-                    Err(()) => self.refuse(config, Denial::BadGateway),
+                    Err(fault) => self.refuse(config, Denial::OriginUnavailable(fault)),
                 });
             }
             (State::CheckingSession { key, head }, Answer::Io(io)) => {
-                if io.into_kv().is_some() {
+                match io.into_kv_read() {
                     // First owner wins: a session is never re-bound.
-                    self.ready = Some(self.answer_from_origin(config, head));
-                    return;
+                    Ok(Some(_)) => {
+                        self.ready = Some(self.answer_from_origin(config, head));
+                        return;
+                    }
+                    Ok(None) => {}
+                    // The session is unbound and cannot be bound: its id is
+                    // withheld (see BindingSession).
+                    Err(fault) => {
+                        let denial = Denial::SessionStoreUnavailable(fault);
+                        self.ready = Some(self.refuse(config, denial));
+                        return;
+                    }
                 }
                 let owner = self
                     .record
@@ -770,9 +825,17 @@ impl Flow {
                     ttl_seconds: config.session_ttl_seconds.max(60),
                 })));
             }
-            (State::BindingSession { head }, Answer::Io(_)) => {
-                self.ready = Some(self.answer_from_origin(config, head));
-            }
+            // A session whose owner was not stored is never handed out: any
+            // token could use it. The client is told to retry (503) rather
+            // than given an answer whose session the gate cannot guard; the
+            // origin's session is left to expire unused.
+            (State::BindingSession { head }, Answer::Io(io)) => match io.into_kv_write() {
+                Ok(()) => self.ready = Some(self.answer_from_origin(config, head)),
+                Err(fault) => {
+                    let denial = Denial::SessionStoreUnavailable(fault);
+                    self.ready = Some(self.refuse(config, denial));
+                }
+            },
             (State::ReadingOriginBody { head }, Answer::OriginBody(body)) => {
                 self.ready = Some(self.filtered_json(config, head, body));
             }
@@ -864,6 +927,8 @@ impl Flow {
             headers: Vec::new(),
             body: None,
             assertion: None,
+            connect_timeout_ms: config.origin_connect_timeout_ms,
+            first_byte_timeout_ms: config.origin_first_byte_timeout_ms,
         });
         if route.dpop.accepts_dpop() {
             // Every answer of such a route carries a fresh nonce (RFC 9449 §9).

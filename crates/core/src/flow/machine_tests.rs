@@ -7,7 +7,8 @@ use serde_json::json;
 
 use super::*;
 use crate::flow::script::{Run, Script, Verdicts};
-use crate::io::FetchError;
+use crate::forward::origin::OriginFault;
+use crate::io::{FetchError, StoreFault};
 use crate::testkit::{config, good_claims, jwks_json, mint, mint_raw, with, NOW};
 
 const JWKS: &str = "https://auth.example.com/jwks";
@@ -286,13 +287,106 @@ fn a_session_of_another_subject_is_refused_after_its_owner_is_read() {
 }
 
 #[test]
-fn an_unreachable_origin_is_502() {
+fn an_origin_without_an_answer_head_is_502_or_504_by_its_fault() {
+    let gate = gate(&[]);
+    for (fault, status, reason) in [
+        (OriginFault::Unreachable, 502, "origin_unreachable"),
+        (OriginFault::ConnectTimeout, 504, "origin_connect_timeout"),
+        (OriginFault::FirstByteTimeout, 504, "origin_timeout"),
+    ] {
+        let mut script = script();
+        script.origin = Err(fault);
+        let run = script.run(&gate, post(&token()), NOW);
+        assert_eq!(run.response.status, status);
+        assert_eq!(run.decision.reason, reason);
+        assert!(run
+            .response
+            .log
+            .contains(&format!(r#""reason":"{reason}""#)));
+    }
+}
+
+#[test]
+fn the_origin_timeouts_default_and_are_bound_into_the_forward() {
+    let run = script().run(&gate(&[]), post(&token()), NOW);
+    let (forward, _) = run.forwarded.expect("forwarded");
+    assert_eq!(forward.connect_timeout_ms, 5_000);
+    assert_eq!(forward.first_byte_timeout_ms, 60_000);
+    let bound = gate(&[
+        ("ORIGIN_CONNECT_TIMEOUT_MS", "250"),
+        ("ORIGIN_FIRST_BYTE_TIMEOUT_MS", "1500"),
+    ]);
+    let (forward, _) = script().run(&bound, post(&token()), NOW).forwarded.unwrap();
+    assert_eq!(
+        (forward.connect_timeout_ms, forward.first_byte_timeout_ms),
+        (250, 1500)
+    );
+}
+
+#[test]
+fn cache_store_faults_are_logged_and_the_request_goes_on() {
     let gate = gate(&[]);
     let mut script = script();
-    script.origin = Err(());
+    script.kv_faults = vec![
+        (String::new(), StoreFault::ReadTimedOut),
+        (String::new(), StoreFault::WriteLimited),
+    ];
     let run = script.run(&gate, post(&token()), NOW);
-    assert_eq!(run.response.status, 502);
-    assert_eq!(run.decision.reason, "bad_gateway");
+    assert_eq!(run.response.status, 200);
+    assert!(run.forwarded.is_some());
+    assert!(
+        run.response
+            .log
+            .contains(r#""store_faults":["kv_read_timeout","kv_write_limited"]"#),
+        "{}",
+        run.response.log
+    );
+}
+
+#[test]
+fn a_session_whose_owner_cannot_be_read_is_refused_503_not_forwarded() {
+    let gate = gate(&[]);
+    for fault in [StoreFault::ReadFailed, StoreFault::ReadTimedOut] {
+        let mut script = script();
+        script.kv_faults = vec![("session:".into(), fault)];
+        let bearer = format!("Bearer {}", token());
+        let run = script.run(
+            &gate,
+            request(
+                "POST",
+                "/mcp",
+                &[("authorization", &bearer), ("mcp-session-id", "s-1")],
+            ),
+            NOW,
+        );
+        refused(&run, 503, "session_store_unavailable");
+        assert_eq!(header(&run, "retry-after"), Some("5"));
+        assert!(run.response.log.contains(fault.reason()));
+    }
+}
+
+#[test]
+fn a_session_whose_owner_cannot_be_stored_is_withheld_from_the_client() {
+    let gate = gate(&[]);
+    for fault in [
+        StoreFault::ReadFailed,
+        StoreFault::WriteFailed,
+        StoreFault::WriteTimedOut,
+        StoreFault::WriteLimited,
+    ] {
+        let mut script = script();
+        script.origin = Ok((200, vec![("mcp-session-id".into(), "s-1".into())]));
+        script.kv_faults = vec![("session:".into(), fault)];
+        let run = script.run(&gate, post(&token()), NOW);
+        // The origin answered; the client is told to retry instead of being
+        // given a session no owner guards.
+        assert!(run.forwarded.is_some());
+        assert_eq!(run.response.status, 503, "{fault:?}");
+        assert_eq!(run.decision.reason, "session_store_unavailable");
+        assert_eq!(header(&run, "mcp-session-id"), None);
+        assert_eq!(header(&run, "retry-after"), Some("5"));
+        assert!(!script.kv.keys().any(|k| k.starts_with("session:")));
+    }
 }
 
 #[test]
@@ -775,4 +869,36 @@ fn the_jwks_is_served_outside_every_route_and_only_when_keys_are_bound() {
         NOW,
     );
     refused(&run, 404, "no_route");
+}
+
+/// A flood of distinct tokens, good and forged, cannot grow the isolate's
+/// caches past their bounds: each evicts, and the gate goes on answering.
+#[test]
+fn a_flood_of_distinct_tokens_keeps_every_cache_within_its_bound() {
+    use crate::verify::token_cache::DEFAULT_CAPACITY;
+    let gate = gate(&[]);
+    let mut script = script();
+    let flood = DEFAULT_CAPACITY + DEFAULT_CAPACITY / 2;
+    for n in 0..flood {
+        let claims = with(&good_claims(), json!({ "sub": format!("user-{n}") }));
+        let good = mint(JwsAlgorithm::EdDsa, &claims);
+        let run = script.run(&gate, post(&good), NOW);
+        assert_eq!(run.response.status, 200, "{}", run.decision.reason);
+        // The same claims with another token's signature: refused, and
+        // remembered as refused.
+        let forged = format!("{}.{}", good.rsplit_once('.').unwrap().0, "A".repeat(86));
+        let run = script.run(&gate, post(&forged), NOW);
+        assert_eq!(run.response.status, 401);
+    }
+    let sizes = gate.cache_sizes();
+    assert!(sizes.verified_tokens <= DEFAULT_CAPACITY, "{sizes:?}");
+    assert!(sizes.verified_tokens > DEFAULT_CAPACITY / 2, "{sizes:?}");
+    assert!(sizes.refused_tokens <= DEFAULT_CAPACITY, "{sizes:?}");
+    assert!(sizes.refused_tokens > 0, "{sizes:?}");
+    assert_eq!(sizes.key_sets, 1, "{sizes:?}");
+    assert_eq!(sizes.introspection_verdicts, 0);
+    // The flood did not evict the gate's judgement: a token from before it
+    // still passes, a forged one still fails.
+    let run = script.run(&gate, post(&token()), NOW);
+    assert_eq!(run.response.status, 200);
 }

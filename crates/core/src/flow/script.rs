@@ -14,8 +14,8 @@ use crate::authorize::rate_limit::Counted;
 use crate::flow::gate::Decision;
 use crate::flow::machine::{Answer, Body, BodyError, Flow, Gate, Need, Request, Response, Step};
 use crate::forward::assertion::ASSERTION_HEADER;
-use crate::forward::origin::OriginRequest;
-use crate::io::{FetchError, FetchedDocument, Io, IoAnswer};
+use crate::forward::origin::{OriginFault, OriginRequest};
+use crate::io::{FetchError, FetchedDocument, Io, IoAnswer, StoreFault};
 use crate::verify::signature::verify_signature;
 
 /// How signature checks are answered.
@@ -38,8 +38,8 @@ pub struct Script {
     pub verdicts: Verdicts,
     /// The request body.
     pub body: Result<Vec<u8>, BodyError>,
-    /// The origin's status and header fields (`Err`: unreachable).
-    pub origin: Result<(u16, Vec<(String, String)>), ()>,
+    /// The origin's status and header fields, or why it gave none.
+    pub origin: Result<(u16, Vec<(String, String)>), OriginFault>,
     /// The origin's body.
     pub origin_body: Vec<u8>,
     /// Private JWKs by binding name, for the assertion's signatures; a
@@ -53,6 +53,9 @@ pub struct Script {
     /// The Durable Object replay stores: the keys claimed in each binding
     /// (a binding not here fails its claims).
     pub claimed: HashMap<String, std::collections::HashSet<String>>,
+    /// Workers KV faults: a read or write (as the fault's kind says) of a
+    /// key starting with the prefix fails so.
+    pub kv_faults: Vec<(String, StoreFault)>,
     /// Every need the machine named, in order.
     pub needs: Vec<Need>,
 }
@@ -73,6 +76,7 @@ impl Default for Script {
             limits: HashMap::new(),
             counted: HashMap::new(),
             claimed: HashMap::new(),
+            kv_faults: Vec::new(),
             needs: Vec::new(),
         }
     }
@@ -230,6 +234,15 @@ impl Script {
         panic!("the machine took more than {MAX_STEPS} steps");
     }
 
+    fn kv_fault(&self, key: &str, write: bool) -> Option<StoreFault> {
+        let is_write =
+            |fault: StoreFault| !matches!(fault, StoreFault::ReadFailed | StoreFault::ReadTimedOut);
+        self.kv_faults
+            .iter()
+            .find(|(prefix, fault)| key.starts_with(prefix.as_str()) && is_write(*fault) == write)
+            .map(|(_, fault)| *fault)
+    }
+
     fn perform(&mut self, io: Io) -> IoAnswer {
         match io {
             Io::Get { url, .. } | Io::PostForm { url, .. } => {
@@ -240,11 +253,17 @@ impl Script {
                     },
                 )))
             }
-            Io::KvGet { key } => IoAnswer::Kv(self.kv.get(&key).cloned()),
-            Io::KvPut { key, value, .. } => {
-                self.kv.insert(key, value);
-                IoAnswer::Done
-            }
+            Io::KvGet { key } => match self.kv_fault(&key, false) {
+                Some(fault) => IoAnswer::KvFault(fault),
+                None => IoAnswer::Kv(self.kv.get(&key).cloned()),
+            },
+            Io::KvPut { key, value, .. } => match self.kv_fault(&key, true) {
+                Some(fault) => IoAnswer::KvFault(fault),
+                None => {
+                    self.kv.insert(key, value);
+                    IoAnswer::Done
+                }
+            },
             Io::Sleep { .. } => IoAnswer::Done,
         }
     }

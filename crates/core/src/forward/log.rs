@@ -38,6 +38,10 @@ struct RequestLog<'a> {
     /// Rules whose binding failed, letting the request go on uncounted.
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     rate_limit_errors: &'a [String],
+    /// Workers KV faults the request met (caches gone without, or the
+    /// session store that refused it).
+    #[serde(skip_serializing_if = "<[&str]>::is_empty")]
+    store_faults: &'a [&'static str],
     status: u16,
 }
 
@@ -70,6 +74,7 @@ pub fn request_log(
         rpc: decision.audit.as_ref(),
         rate_rule: decision.rate_rule.as_deref(),
         rate_limit_errors: &decision.rate_limit_errors,
+        store_faults: &decision.store_faults,
         status,
     };
     let mut text = serde_json::to_string(&line).unwrap_or_else(|_| String::from("{}"));

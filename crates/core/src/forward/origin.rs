@@ -93,6 +93,36 @@ pub struct OriginRequest {
     /// The assertion to sign and add before sending, if the route sends
     /// one: the request is sent only with it.
     pub assertion: Option<Signing>,
+    /// How long the origin may take to accept the connection and take the
+    /// request (`ORIGIN_CONNECT_TIMEOUT_MS`).
+    pub connect_timeout_ms: u32,
+    /// How long the origin may take, once connected, to send its answer's
+    /// head (`ORIGIN_FIRST_BYTE_TIMEOUT_MS`).
+    pub first_byte_timeout_ms: u32,
+}
+
+/// Why the origin gave no answer head. Nothing was sent to the client yet,
+/// so each is answered by the gate (RFC 9110 §15.6.3 `502`, §15.6.5 `504`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OriginFault {
+    /// The connection was refused or reset, the name did not resolve, or
+    /// the origin answered with something that is not HTTP.
+    Unreachable,
+    /// No connection within the connect timeout.
+    ConnectTimeout,
+    /// Connected, but no answer head within the first-byte timeout.
+    FirstByteTimeout,
+}
+
+impl OriginFault {
+    /// The reason in the request's log line.
+    pub fn reason(self) -> &'static str {
+        match self {
+            OriginFault::Unreachable => "origin_unreachable",
+            OriginFault::ConnectTimeout => "origin_connect_timeout",
+            OriginFault::FirstByteTimeout => "origin_timeout",
+        }
+    }
 }
 
 /// Maps the client's path below the resource onto the origin URL.

@@ -11,6 +11,8 @@ use crate::authorize::rate_limit::RATE_LIMITED_CODE;
 use crate::authorize::request_state::StateRefusal;
 use crate::config::Route;
 use crate::forward::assertion::JWKS_MAX_AGE_SECONDS;
+use crate::forward::origin::OriginFault;
+use crate::io::StoreFault;
 use crate::parse::bearer::BearerError;
 use crate::parse::jsonrpc::RpcError;
 use crate::parse::tool_headers::is_param_header;
@@ -25,6 +27,9 @@ const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
 
 /// Seconds a client should wait before retrying while keys are unavailable.
 pub const RETRY_AFTER_SECONDS: u32 = 30;
+/// Seconds a client should wait before retrying while the session store
+/// fails: KV faults are short, and the client's next try is an `initialize`.
+pub const STORE_RETRY_AFTER_SECONDS: u32 = 5;
 /// How long clients and caches may keep the metadata document.
 pub const METADATA_MAX_AGE_SECONDS: u32 = 3600;
 
@@ -107,9 +112,15 @@ pub enum Denial {
         /// Why, for the log only.
         why: StateRefusal,
     },
-    /// The origin could not be reached, or its `tools/list` answer could not
-    /// be filtered (and so must not be passed on).
+    /// The origin's `tools/list` answer could not be filtered (and so must
+    /// not be passed on), or its body could not be read.
     BadGateway,
+    /// The origin gave no answer head: unreachable, or past a timeout.
+    OriginUnavailable(OriginFault),
+    /// The store of session owners (Workers KV) failed or did not answer:
+    /// whose the session is cannot be told, or a new session's owner could
+    /// not be recorded (its id is then withheld from the client).
+    SessionStoreUnavailable(StoreFault),
     /// A browser origin not in `MCP_ALLOWED_ORIGINS` (MCP transport:
     /// servers must validate `Origin`, against DNS rebinding).
     OriginNotAllowed,
@@ -162,6 +173,8 @@ impl Denial {
             Self::ForeignSession => "foreign_session",
             Self::InvalidRequestState { why, .. } => why.reason(),
             Self::BadGateway => "bad_gateway",
+            Self::OriginUnavailable(fault) => fault.reason(),
+            Self::SessionStoreUnavailable(_) => "session_store_unavailable",
             Self::OriginNotAllowed => "origin_not_allowed",
             Self::Misconfigured => "misconfigured",
             Self::AssertionKeyUnusable => "assertion_key_unusable",
@@ -274,11 +287,25 @@ impl Denial {
                 id.as_ref(),
                 None,
             ),
-            Self::BadGateway => json_reply(
+            Self::BadGateway | Self::OriginUnavailable(OriginFault::Unreachable) => json_reply(
                 502,
                 "bad_gateway",
                 "The upstream server is unavailable",
                 Vec::new(),
+            ),
+            Self::OriginUnavailable(
+                OriginFault::ConnectTimeout | OriginFault::FirstByteTimeout,
+            ) => json_reply(
+                504,
+                "gateway_timeout",
+                "The upstream server did not answer in time",
+                Vec::new(),
+            ),
+            Self::SessionStoreUnavailable(_) => json_reply(
+                503,
+                "temporarily_unavailable",
+                "The service is temporarily unavailable",
+                vec![("retry-after", STORE_RETRY_AFTER_SECONDS.to_string())],
             ),
             Self::OriginNotAllowed => {
                 json_reply(403, "forbidden", "Origin not allowed", Vec::new())

@@ -37,6 +37,16 @@ pub struct IntrospectionMemory {
 }
 
 impl IntrospectionMemory {
+    /// How many verdicts are remembered.
+    pub fn len(&self) -> usize {
+        self.verdicts.borrow().len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Keeps `cached` under `key`, within [`MAX_CACHED_VERDICTS`].
     fn remember(&self, key: String, cached: CachedVerdict, now: i64) {
         let mut verdicts = self.verdicts.borrow_mut();

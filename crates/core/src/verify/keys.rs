@@ -191,6 +191,17 @@ pub struct KeyMemory {
 }
 
 impl KeyMemory {
+    /// How many issuers' key sets (and their fetch state) are remembered:
+    /// only configured issuers are ever looked up, so at most their number.
+    pub fn len(&self) -> usize {
+        self.issuers.borrow().len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub(super) fn with<T>(&self, issuer: &str, f: impl FnOnce(&mut IssuerState) -> T) -> T {
         f(self
             .issuers

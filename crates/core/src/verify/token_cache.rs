@@ -180,6 +180,11 @@ impl VerifiedTokens {
         self.len() == 0
     }
 
+    /// How many refusals are remembered.
+    pub fn refused_len(&self) -> usize {
+        self.refused.borrow().len()
+    }
+
     fn tick(&self) -> u64 {
         let mut clock = self.clock.borrow_mut();
         *clock += 1;
