@@ -13,14 +13,24 @@ export const BUILD_DIR = process.env.PORTCULLIS_BUILD_DIR ?? join(ROOT, 'build')
 export const WORKER_SCRIPT = join(BUILD_DIR, 'index.js');
 /** The compatibility date the worker is deployed with (wrangler.toml), so tests run what production runs. */
 export const COMPATIBILITY_DATE = deployedCompatibilityDate() ?? '2025-09-01';
+/** The compatibility flags it is deployed with (wrangler.toml). */
+export const COMPATIBILITY_FLAGS = deployedCompatibilityFlags();
+
+function wranglerToml() {
+  try {
+    return readFileSync(join(ROOT, 'wrangler.toml'), 'utf8');
+  } catch {
+    return '';
+  }
+}
 
 function deployedCompatibilityDate() {
-  try {
-    const toml = readFileSync(join(ROOT, 'wrangler.toml'), 'utf8');
-    return /^\s*compatibility_date\s*=\s*"(\d{4}-\d{2}-\d{2})"/m.exec(toml)?.[1];
-  } catch {
-    return undefined;
-  }
+  return /^\s*compatibility_date\s*=\s*"(\d{4}-\d{2}-\d{2})"/m.exec(wranglerToml())?.[1];
+}
+
+function deployedCompatibilityFlags() {
+  const list = /^\s*compatibility_flags\s*=\s*\[([^\]]*)\]/m.exec(wranglerToml())?.[1] ?? '';
+  return [...list.matchAll(/"([^"]+)"/g)].map((match) => match[1]);
 }
 
 /** Options shared by every Miniflare the tests start: loopback only, nothing fetched from the internet. */
@@ -59,6 +69,7 @@ export function workerModuleOptions(buildDir = BUILD_DIR) {
     modulesRoot: buildDir,
     modulesRules: [{ type: 'CompiledWasm', include: ['**/*.wasm'] }],
     compatibilityDate: COMPATIBILITY_DATE,
+    compatibilityFlags: COMPATIBILITY_FLAGS,
   };
 }
 
@@ -134,11 +145,14 @@ export class OutputCapture {
  * @param {boolean} [options.kv=true] bind the JWKS_CACHE KV namespace.
  * @param {string} [options.buildDir] run another build of the worker than build/.
  * @param {object} [options.miniflare] more Miniflare options for the worker (e.g. `ratelimits`, `serviceBindings`).
+ * @param {object[]} [options.workers] more workers run in the same Miniflare beside the gate (which stays the
+ *   first, the one listening), each a Miniflare worker options object with a `name`: e.g. the script of a
+ *   wrapped binding (tests/helpers/faults.mjs).
  * @returns {Promise<{url: string, port: number, mf: Miniflare, output: OutputCapture,
  *   fetch: (path: string, init?: RequestInit) => Promise<Response>, restart: () => Promise<void>,
  *   requestLogs: () => object[], close: () => Promise<void>}>}
  */
-export async function startGate({ bindings, port, kv = true, buildDir = BUILD_DIR, miniflare = {} }) {
+export async function startGate({ bindings, port, kv = true, buildDir = BUILD_DIR, miniflare = {}, workers = [] }) {
   assertBuilt(buildDir);
   port ??= await freePort();
   const output = new OutputCapture();
@@ -155,7 +169,10 @@ export async function startGate({ bindings, port, kv = true, buildDir = BUILD_DI
       output.attach(stderr, 'stderr');
     },
   };
-  const mf = new Miniflare(options);
+  // With more workers, the gate's options are both the shared options (port,
+  // stdio) and the first worker's; Miniflare takes from each what it needs.
+  const mfOptions = () => (workers.length === 0 ? options : { ...options, workers: [options, ...workers] });
+  const mf = new Miniflare(mfOptions());
   let ready;
   try {
     ready = await withTimeout(mf.ready, 30_000, 'Miniflare did not start');
@@ -184,7 +201,7 @@ export async function startGate({ bindings, port, kv = true, buildDir = BUILD_DI
         const merged = { ...options.bindings, ...changes };
         options.bindings = Object.fromEntries(Object.entries(merged).filter(([, value]) => value !== undefined));
       }
-      await withTimeout(mf.setOptions(options), 30_000, 'Miniflare did not restart');
+      await withTimeout(mf.setOptions(mfOptions()), 30_000, 'Miniflare did not restart');
     },
     /** The per-request log lines so far. */
     requestLogs() {

@@ -23,14 +23,21 @@ export function assertionKey(alg = 'EdDSA') {
  * @param {object} [options]
  * @param {object} [options.issuer] options for startIssuer (audience defaults to the resource).
  * @param {object} [options.origin] options for startOrigin.
- * @param {(ctx: {resource: string, issuer: object, origin: object}) => object} [options.bindings]
+ * @param {(ctx: {resource: string, issuer: object, origin: object, base: string, proxy?: object}) => object} [options.bindings]
  *   overrides merged over the default bindings; a value of undefined removes that binding.
  * @param {string} [options.resourcePath='/mcp']
  * @param {string} [options.buildDir] run another build of the worker than build/.
  * @param {boolean} [options.assertion=true] the gate signs an origin assertion and the demo origin verifies it.
  * @param {object} [options.miniflare] more Miniflare options for the gate (e.g. `ratelimits`).
+ * @param {typeof startGate} [options.gate=startGate] starts the gate: a function taking startGate's options and
+ *   returning what it returns, or more (e.g. `startFaultyGate` of tests/helpers/faults.mjs).
+ * @param {(origin: object) => Promise<{url: string, close: () => Promise<void>}>} [options.proxy] puts a server in
+ *   front of the demo origin (e.g. `(origin) => startFaultyOrigin({ target: origin.url })`): MCP_ORIGIN is its `url`,
+ *   it is returned as `proxy` and closed with the stack. Needs `assertion: false`: the demo origin checks the
+ *   assertion's `htu` against its own URL, which a proxy in front changes.
  */
-export async function startStack({ issuer: issuerOptions = {}, origin: originOptions = {}, bindings: overrides, resourcePath = '/mcp', buildDir, assertion = true, miniflare } = {}) {
+export async function startStack({ issuer: issuerOptions = {}, origin: originOptions = {}, bindings: overrides, resourcePath = '/mcp', buildDir, assertion = true, miniflare, gate: startGateFn = startGate, proxy: startProxy } = {}) {
+  if (startProxy && assertion) throw new Error('startStack: a proxy in front of the demo origin needs assertion: false (the htu would not match)');
   // Held until the gate starts, so that the issuer and the origin, which
   // listen on any free port, cannot be given the one the gate's URLs name.
   const reserved = await reservePort();
@@ -44,9 +51,11 @@ export async function startStack({ issuer: issuerOptions = {}, origin: originOpt
     const verifying = assertion ? { assertion: { jwksUrl: `${base}${ASSERTION_JWKS_PATH}`, issuer: base } } : {};
     const origin = await startOrigin({ countdownIntervalMs: 300, ...verifying, ...originOptions });
     closers.push(() => origin.close());
+    const proxy = startProxy ? await startProxy(origin) : undefined;
+    if (proxy) closers.push(() => proxy.close());
     const defaults = {
       MCP_RESOURCE: resource,
-      MCP_ORIGIN: origin.url,
+      MCP_ORIGIN: proxy?.url ?? origin.url,
       OAUTH_ISSUER: issuer.issuer,
       OAUTH_JWKS_URI: issuer.jwksUri,
       // requestState sealed to its user (made up for this stack only).
@@ -54,7 +63,7 @@ export async function startStack({ issuer: issuerOptions = {}, origin: originOpt
       // The demo origin's audience is its own URL.
       ...(assertion ? { ASSERTION_KEY: assertionKey(), ORIGIN_ASSERTION_AUDIENCE: origin.url } : {}),
     };
-    const bindings = { ...defaults, ...(overrides ? overrides({ resource, issuer, origin, base }) : {}) };
+    const bindings = { ...defaults, ...(overrides ? overrides({ resource, issuer, origin, base, proxy }) : {}) };
     if (assertion && bindings.MCP_ROUTES !== undefined) {
       // With routes, the assertion is asked for per route: of each route to the demo origin.
       delete bindings.ORIGIN_ASSERTION_AUDIENCE;
@@ -68,16 +77,18 @@ export async function startStack({ issuer: issuerOptions = {}, origin: originOpt
     }
     for (const [name, value] of Object.entries(bindings)) if (value === undefined) delete bindings[name];
     await reserved.release();
-    const gate = await startGate({ bindings, port, buildDir, miniflare });
+    const gate = await startGateFn({ bindings, port, buildDir, miniflare });
     closers.push(() => gate.close());
     return {
       base,
       resource,
       issuer,
       origin,
+      /** The server in front of the origin (`proxy` option), or undefined. */
+      proxy,
       gate,
       bindings,
-      /** Stops the gate, the origin and the issuer (in that order). */
+      /** Stops the gate, the proxy, the origin and the issuer (in that order). */
       async close() {
         await closeAll(closers);
       },
