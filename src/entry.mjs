@@ -177,9 +177,10 @@ async function drive(request, env, ctx, started, handle, next) {
         const body = next[7];
         let stream = null;
         if (kind === BODY_ORIGIN || kind === BODY_FILTERED) {
-          stream = watched(origin.body, request, started);
-          if (stream && kind === BODY_FILTERED) stream = filtered(stream, handle);
-          if (stream && next[5] !== '') stream = endingAt(stream, +next[5]);
+          const stages = [];
+          if (kind === BODY_FILTERED) stages.push(filter(handle));
+          if (next[5] !== '') stages.push(ending(+next[5]));
+          stream = watched(origin.body, stages, request, started);
         } else if (origin?.body && !origin.bodyUsed) {
           // The gate answers instead of the origin (a session it could not
           // bind, an answer it could not filter): the origin's body is not read.
@@ -371,42 +372,54 @@ const ORIGIN_CONNECT_TIMEOUT = 1;
 const ORIGIN_FIRST_BYTE_TIMEOUT = 2;
 
 /**
+ * Origins (scheme and host) whose last forward got no answer head. Their
+ * next forwards watch for the connection, so that while such an origin is
+ * down each request fails at the connect timeout; a healthy origin's
+ * forwards do not pay for the watch. At most one entry per origin the
+ * configuration names.
+ */
+const suspectOrigins = new Set();
+
+/**
  * Sends the forward and waits for the origin's answer head: the Response,
  * or why there was none (ORIGIN_*). Workers' fetch does not say when the
  * connection is made, but the runtime pulls a request body's second chunk
- * only once the first was written to the connection: a body is sent as one
- * chunk from a stream, and that second pull ends the connect wait and
- * starts the first-byte wait. A request without a body shows no such sign:
- * it has one wait, the two timeouts together, and running out of it is
- * a first-byte timeout.
+ * only once the first was written to the connection. To a suspect origin
+ * (above), a body is sent as one chunk from a stream, and that second pull
+ * ends the connect wait and starts the first-byte wait. Otherwise, and for
+ * a request without a body, there is one wait, the two timeouts together,
+ * and running out of it is a first-byte timeout.
  */
 async function sendToOrigin(url, method, headers, body, connectMs, firstByteMs) {
-  const abort = new AbortController();
-  let fault = ORIGIN_UNREACHABLE;
+  const origin = url.slice(0, url.indexOf('/', url.indexOf('//') + 2) >>> 0);
   let timer;
+  let timedOut;
+  const late = new Promise((resolve) => (timedOut = resolve));
   const waitFor = (ms, why) => {
     clearTimeout(timer);
-    timer = setTimeout(() => {
-      fault = why;
-      abort.abort();
-    }, ms);
+    timer = setTimeout(timedOut, ms, why);
   };
   let sent = body;
-  if (body instanceof Uint8Array && body.byteLength > 0) {
+  if (suspectOrigins.has(origin) && body instanceof Uint8Array && body.byteLength > 0) {
     waitFor(connectMs, ORIGIN_CONNECT_TIMEOUT);
     sent = announcing(body, () => waitFor(firstByteMs, ORIGIN_FIRST_BYTE_TIMEOUT));
-    // A stream has no length of its own: the origin is told it, as the client's body had one.
+    // A stream has no length of its own: the origin is told the body's.
     headers.push(['content-length', String(body.byteLength)]);
   } else {
     waitFor(connectMs + firstByteMs, ORIGIN_FIRST_BYTE_TIMEOUT);
   }
+  // No abort signal: a fetch given up on is cancelled with the request's
+  // context, once the gate has answered.
+  const answer = fetch(url, { method, headers, body: sent, redirect: 'manual' }).catch(() => ORIGIN_UNREACHABLE);
+  let outcome;
   try {
-    return await fetch(url, { method, headers, body: sent, redirect: 'manual', signal: abort.signal });
-  } catch {
-    return fault;
+    outcome = await Promise.race([answer, late]);
   } finally {
     clearTimeout(timer);
   }
+  if (typeof outcome === 'number') suspectOrigins.add(origin);
+  else if (suspectOrigins.size > 0) suspectOrigins.delete(origin);
+  return outcome;
 }
 
 /** `bytes` as a one-chunk stream that calls `taken` once the runtime asks for more. */
@@ -429,42 +442,34 @@ function announcing(bytes, taken) {
 }
 
 /**
- * The origin's body as the client reads it: pulled from the origin only
- * when the client asks for more (no buffering beyond one chunk, however
- * slow the client), and ended with an error as soon as the origin's stream
- * fails (the client's connection is cut, not left hanging), which is
- * logged. A client that leaves needs nothing here: the runtime drops the
- * request's context, which cancels the origin's request; when it cancels
- * the stream instead, the origin's body is cancelled and that is logged.
+ * The origin's body as the client gets it: piped by the runtime through
+ * `stages` (TransformStreams; none: an identity stream, pumped without
+ * JavaScript), so the origin is read only as fast as the client reads, one
+ * chunk in flight, however slow the client. When the origin's stream fails
+ * mid-answer the pipe aborts the client's stream at once (its connection is
+ * cut, not left hanging), and that is logged. A client that leaves needs
+ * nothing here: the runtime drops the request, which cancels the origin's.
  */
-function watched(body, request, started) {
+function watched(body, stages, request, started) {
   if (body === null) return null;
-  const reader = body.getReader();
-  const ended = (reason) => {
-    const path = new URL(request.url).pathname;
-    console.log(JSON.stringify({ event: 'stream_ended', reason, method: request.method, path, duration_ms: Date.now() - started }));
-  };
-  return new ReadableStream(
-    {
-      async pull(controller) {
-        let chunk;
-        try {
-          chunk = await reader.read();
-        } catch {
-          ended('origin_reset');
-          controller.error(new Error('the origin failed mid-answer'));
-          return;
-        }
-        if (chunk.done) controller.close();
-        else controller.enqueue(chunk.value);
-      },
-      cancel(reason) {
-        ended('client_gone');
-        return reader.cancel(reason).catch(() => {});
-      },
-    },
-    { highWaterMark: 0 },
-  );
+  const [first = new IdentityTransformStream(), ...rest] = stages;
+  body.pipeTo(first.writable).catch(() => {
+    // The pipe ended early: the origin failed (its stream errored), or the
+    // client's side went away (the origin's stream was cancelled: closed).
+    let reader;
+    try {
+      reader = body.getReader();
+    } catch {
+      return;
+    }
+    reader.closed.catch(() => {
+      const path = new URL(request.url).pathname;
+      console.log(JSON.stringify({ event: 'stream_ended', reason: 'origin_reset', method: request.method, path, duration_ms: Date.now() - started }));
+    });
+  });
+  let stream = first.readable;
+  for (const stage of rest) stream = stream.pipeThrough(stage);
+  return stream;
 }
 
 /** Stale-while-revalidate: the key set refresh after the answer. */
@@ -626,12 +631,13 @@ async function fetchDocument(handle, [, url, form, authorization, timeoutMs, max
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
- * An origin event stream that ends at `endsAt` (ms since the epoch): closed
- * for the client, and the origin's body cancelled, so the origin stops too.
+ * A stage that ends an origin event stream at `endsAt` (ms since the epoch):
+ * closed for the client, and the origin's body cancelled, so the origin
+ * stops too.
  */
-function endingAt(body, endsAt) {
+function ending(endsAt) {
   let timer;
-  const ending = new TransformStream({
+  return new TransformStream({
     start(controller) {
       timer = setTimeout(() => {
         console.log(JSON.stringify({ event: 'stream_ended', reason: 'token_no_longer_accepted' }));
@@ -645,24 +651,21 @@ function endingAt(body, endsAt) {
       clearTimeout(timer);
     },
   });
-  return body.pipeThrough(ending);
 }
 
-/** The origin's body through the machine's `tools/list` filter. */
-function filtered(body, handle) {
-  return body.pipeThrough(
-    new TransformStream({
-      transform(chunk, controller) {
-        const out = gateFilter(handle, chunk);
-        if (out === undefined) throw new Error('filter lost');
-        if (out.length > 0) controller.enqueue(out);
-      },
-      flush(controller) {
-        const out = gateFilter(handle, undefined);
-        if (out !== undefined && out.length > 0) controller.enqueue(out);
-      },
-    }),
-  );
+/** The machine's `tools/list` filter, as a stage of the origin's body. */
+function filter(handle) {
+  return new TransformStream({
+    transform(chunk, controller) {
+      const out = gateFilter(handle, chunk);
+      if (out === undefined) throw new Error('filter lost');
+      if (out.length > 0) controller.enqueue(out);
+    },
+    flush(controller) {
+      const out = gateFilter(handle, undefined);
+      if (out !== undefined && out.length > 0) controller.enqueue(out);
+    },
+  });
 }
 
 /** Test builds only: signature cases through this module's own import and verify; `/caches`: the isolate's cache sizes. */

@@ -10,6 +10,7 @@ use js_sys::{Array, Uint8Array};
 use serde::Deserialize;
 use serde_json::Value;
 use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
 
 use super::webcrypto::import_request;
 use portcullis_core::flow::machine::Check;
@@ -91,6 +92,14 @@ pub fn gate_probe_caches() -> String {
             "flows".into(),
             super::FLOWS.with(|flows| flows.borrow().order.len()).into(),
         );
+        // The wasm heap (linear memory only grows): tells a Rust leak from
+        // JavaScript garbage in the isolate's resident memory.
+        let memory = wasm_bindgen::memory()
+            .dyn_into::<js_sys::WebAssembly::Memory>()
+            .ok()
+            .and_then(|memory| memory.buffer().dyn_into::<js_sys::ArrayBuffer>().ok())
+            .map_or(0.0, |buffer| f64::from(buffer.byte_length()));
+        object.insert("wasm_memory_bytes".into(), memory.into());
     }
     value.to_string()
 }
