@@ -8,8 +8,7 @@
 // must have a decided answer and must never let a request through that a
 // working store would have stopped.
 //
-// The answers are those of the issue-22 contract (.scratch/faults-contract.md
-// while it is worked on; README "Failure behaviour" once it lands).
+// The answers are those of the README's "Failure behaviour" table.
 
 import assert from 'node:assert/strict';
 import http from 'node:http';
