@@ -9,25 +9,11 @@
 
 import assert from 'node:assert/strict';
 import { readFileSync, readdirSync } from 'node:fs';
-import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { ROOT } from './helpers/gate.mjs';
+import { CACHE_BOUNDS, CACHES_PATH, PROBE_BUILD } from './helpers/faults.mjs';
 import { startStack } from './helpers/stack.mjs';
 import { tamperPayload } from './helpers/tokens.mjs';
 
-const PROBE_BUILD = join(ROOT, 'build-probe');
-const CACHES_PATH = '/__portcullis/verify-probe/caches';
-
-/** The documented bounds (README "Failure behaviour"); key_sets: one per configured issuer (one here). */
-const BOUNDS = {
-  verified_tokens: 4096,
-  refused_tokens: 4096,
-  introspection_verdicts: 10_000,
-  imported_keys: 512,
-  replay: 16_384,
-  flows: 4096,
-  key_sets: 1,
-};
 /** Distinct tokens per flood: well past the 4,096 bound. */
 const FLOOD = 6000;
 /** Requests in flight at once (two cores: more only queues). */
@@ -43,7 +29,7 @@ async function cacheSizes(stack) {
 
 /** Checks every documented cache is reported and within its bound. */
 function assertBounded(sizes) {
-  for (const [name, bound] of Object.entries(BOUNDS)) {
+  for (const [name, bound] of Object.entries(CACHE_BOUNDS)) {
     assert.equal(typeof sizes[name], 'number', `the probe reports ${name} (got ${JSON.stringify(sizes)})`);
     assert.ok(sizes[name] <= bound, `${name}: ${sizes[name]} entries, bound ${bound}`);
   }
@@ -118,7 +104,7 @@ describe('isolate caches under a flood of distinct tokens', () => {
     t.diagnostic(`caches after the valid flood: ${JSON.stringify(sizes)}`);
     assertBounded(sizes);
     // Full, the cache drops its least recently used eighth at once: it holds between 7/8 of the bound and the bound.
-    assert.ok(sizes.verified_tokens >= (BOUNDS.verified_tokens * 7) / 8, `verified_tokens ${sizes.verified_tokens}: the flood did not fill the cache`);
+    assert.ok(sizes.verified_tokens >= (CACHE_BOUNDS.verified_tokens * 7) / 8, `verified_tokens ${sizes.verified_tokens}: the flood did not fill the cache`);
     const rssAfter = workerdRssMiB();
     if (rssBefore !== undefined) t.diagnostic(`workerd RSS: ${rssBefore} MiB before, ${rssAfter} MiB after`);
   });

@@ -12,6 +12,7 @@ import { LoggingMessageNotificationSchema } from '@modelcontextprotocol/sdk/type
 import { startIssuer } from '../demo/issuer.mjs';
 import { closeAll, startStack } from './helpers/stack.mjs';
 import { freePort, startGate, withTimeout } from './helpers/gate.mjs';
+import { takeSseData } from './helpers/http.mjs';
 
 const STEPS = 5;
 const INTERVAL_MS = 300;
@@ -28,18 +29,9 @@ async function readEvents(response, { timeoutMs = 15_000 } = {}) {
     while (true) {
       const { value, done } = await reader.read();
       if (done) break;
-      buffer += decoder.decode(value, { stream: true }).replace(/\r\n/g, '\n');
-      let end;
-      while ((end = buffer.indexOf('\n\n')) !== -1) {
-        const block = buffer.slice(0, end);
-        buffer = buffer.slice(end + 2);
-        const data = block
-          .split('\n')
-          .filter((line) => line.startsWith('data:'))
-          .map((line) => line.slice(5).trimStart())
-          .join('\n');
-        if (data) events.push({ at: Date.now() - started, message: JSON.parse(data) });
-      }
+      let data;
+      [data, buffer] = takeSseData(buffer + decoder.decode(value, { stream: true }).replace(/\r\n/g, '\n'));
+      for (const text of data) events.push({ at: Date.now() - started, message: JSON.parse(text) });
     }
   } finally {
     clearTimeout(deadline);

@@ -27,9 +27,25 @@
 import http from 'node:http';
 import net from 'node:net';
 import { Worker } from 'node:worker_threads';
-import { startGate } from './gate.mjs';
+import { join } from 'node:path';
+import { ROOT, startGate } from './gate.mjs';
 
 const LOOPBACK = '127.0.0.1';
+
+/** The test build with the probes (`bash scripts/build.sh --probes`): it answers the cache probe. */
+export const PROBE_BUILD = join(ROOT, 'build-probe');
+/** Where the probe build reports its isolate cache sizes (src/verify_probe.rs). */
+export const CACHES_PATH = '/__portcullis/verify-probe/caches';
+/** The documented bound of each isolate cache, in entries (README "Failure behaviour"); key sets: one per configured issuer (one in these tests). */
+export const CACHE_BOUNDS = {
+  verified_tokens: 4096,
+  refused_tokens: 4096,
+  introspection_verdicts: 10_000,
+  imported_keys: 512,
+  replay: 16_384,
+  flows: 4096,
+  key_sets: 1,
+};
 
 /** The name of the worker whose module is JWKS_CACHE's wrapper. */
 export const FAULTY_KV_WORKER = 'portcullis-faulty-kv';

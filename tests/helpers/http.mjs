@@ -87,3 +87,24 @@ export function assertNoSecrets(text, secrets, where = 'captured output') {
     }
   }
 }
+
+/**
+ * The data of each complete event (text/event-stream, blank-line separated,
+ * `data:` lines joined) at the start of `buffer`, and what is left of it.
+ * Events without data (comments, keep-alives) are skipped.
+ */
+export function takeSseData(buffer) {
+  const data = [];
+  let end;
+  while ((end = buffer.indexOf('\n\n')) !== -1) {
+    const joined = buffer
+      .slice(0, end)
+      .split('\n')
+      .filter((line) => line.startsWith('data:'))
+      .map((line) => line.slice(5).trimStart())
+      .join('\n');
+    buffer = buffer.slice(end + 2);
+    if (joined) data.push(joined);
+  }
+  return [data, buffer];
+}

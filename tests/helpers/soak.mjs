@@ -36,28 +36,15 @@
 //   const figures = await runSoak({ durationMs: 60_000, rate: 12 });
 
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
-import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { generateSigningKey } from '../../demo/issuer.mjs';
-import { ROOT } from './gate.mjs';
+import { CACHE_BOUNDS, CACHES_PATH, PROBE_BUILD } from './faults.mjs';
+import { takeSseData } from './http.mjs';
 import { startStack } from './stack.mjs';
 import { corruptSignature } from './tokens.mjs';
 
-/** The test build with the probes (`bash scripts/build.sh --probes`): it answers the cache probe. */
-export const PROBE_BUILD = join(ROOT, 'build-probe');
-/** Where the probe build reports its isolate cache sizes (contract of issue 22). */
-export const CACHES_PATH = '/__portcullis/verify-probe/caches';
-/** The documented bound of each isolate cache (entries); key sets: one per configured issuer (one here). */
-export const CACHE_BOUNDS = {
-  verified_tokens: 4096,
-  refused_tokens: 4096,
-  introspection_verdicts: 10_000,
-  imported_keys: 512,
-  replay: 16_384,
-  flows: 4096,
-  key_sets: 1,
-};
+export { PROBE_BUILD };
 
 /** Each fault the schedule switches on, and how: a KV mode or an origin proxy mode. */
 export const FAULTS = {
@@ -761,19 +748,11 @@ async function readEvents(response, events, { stopAfter = Infinity, holdMs = Inf
     while (events.length < stopAfter) {
       const { value, done } = await reader.read();
       if (done) return held ? 'held' : 'ended';
-      buffer += decoder.decode(value, { stream: true }).replace(/\r\n/g, '\n');
-      let end;
-      while ((end = buffer.indexOf('\n\n')) !== -1) {
-        const block = buffer.slice(0, end);
-        buffer = buffer.slice(end + 2);
-        const data = block
-          .split('\n')
-          .filter((line) => line.startsWith('data:'))
-          .map((line) => line.slice(5).trimStart())
-          .join('\n');
-        if (!data) continue;
+      let data;
+      [data, buffer] = takeSseData(buffer + decoder.decode(value, { stream: true }).replace(/\r\n/g, '\n'));
+      for (const text of data) {
         try {
-          events.push(JSON.parse(data));
+          events.push(JSON.parse(text));
         } catch {
           events.push({ unparsable: true });
         }
